@@ -1,0 +1,203 @@
+//! The driver trait: how one kind of component is captured, restored and verified.
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::event::{Event, EventSink};
+use crate::secret::Redactor;
+use crate::snapshot::Part;
+use crate::store::{ArtifactRef, Store};
+
+/// What a driver can do; the planner and executor branch on it in one place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    /// Has `stop`/`start` (a service that must be stopped while what it depends on is restored).
+    pub lifecycle: bool,
+    /// Can say what a restore would discard.
+    pub discard_report: bool,
+    /// Can perturb its component for a drill.
+    pub perturb: bool,
+    /// Restores are safe to run again after a crash (required for `resume`).
+    pub idempotent_restore: bool,
+}
+
+/// Everything a driver call may use besides its own config.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The component's name (for errors and events).
+    pub component: String,
+    /// The store artifacts go into and come from.
+    pub store: Store,
+    /// Directory relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// Redacts secrets from anything the driver reports.
+    pub redactor: Redactor,
+    /// The snapshot being captured or restored.
+    pub snapshot_id: String,
+    /// Set while capturing a safety snapshot: capture what is there, even if a
+    /// normal snapshot would refuse it (a dirty git tree, for example).
+    pub safety: bool,
+    pub(crate) events: EventSink,
+}
+
+impl Context {
+    /// A context for calls outside the executor (tests, tools).
+    pub fn new(component: impl Into<String>, store: Store, base_dir: impl Into<PathBuf>) -> Self {
+        Context {
+            component: component.into(),
+            store,
+            base_dir: base_dir.into(),
+            redactor: Redactor::default(),
+            snapshot_id: String::new(),
+            safety: false,
+            events: EventSink::default(),
+        }
+    }
+
+    /// Resolves a configured path.
+    pub fn resolve(&self, p: impl AsRef<Path>) -> PathBuf {
+        let p = p.as_ref();
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Reports progress within a long step (shown on stderr, sent to callbacks).
+    pub fn progress(&self, message: impl Into<String>) {
+        let message = self.redactor.redact(&message.into());
+        tracing::info!(component = %self.component, "{message}");
+        self.events.emit(Event::progress(&self.component, message));
+    }
+}
+
+/// What `capture` produced: state for the manifest and artifacts in the store.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    /// Driver-specific state (never secrets).
+    pub state: serde_json::Value,
+    /// Artifacts written with [`Store::artifact_writer`] and friends.
+    pub artifacts: Vec<ArtifactRef>,
+}
+
+/// The difference between the current state and a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// Equal.
+    pub ok: bool,
+    /// What differs, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
+}
+
+impl Drift {
+    /// No difference.
+    pub fn equal() -> Self {
+        Drift { ok: true, differences: Vec::new() }
+    }
+
+    /// From a list of differences: equal when empty.
+    pub fn from_differences(differences: Vec<String>) -> Self {
+        Drift { ok: differences.is_empty(), differences }
+    }
+}
+
+/// What a restore throws away: per table, key space, file set or commit range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Discard {
+    /// Component.
+    pub component: String,
+    /// What (table, key space, path, branch).
+    pub target: String,
+    /// How much differs (rows, keys, files, commits).
+    pub changes: u64,
+    /// Unit of `changes`.
+    pub unit: String,
+    /// Whether the safety snapshot keeps it so it can be read back.
+    #[serde(default)]
+    pub kept_in_safety_snapshot: bool,
+}
+
+impl Discard {
+    /// `3 commits`, `1 commit`.
+    pub fn amount(&self) -> String {
+        let unit = if self.changes == 1 { self.unit.strip_suffix('s').unwrap_or(&self.unit) } else { &self.unit };
+        format!("{} {unit}", self.changes)
+    }
+}
+
+/// A driver: capture, restore and verify one kind of component.
+///
+/// Implementations must be `Send + Sync` and are used as `Arc<dyn Driver>`. Only
+/// `capture`, `restore` and `verify` are required. A crate outside `rollback-core`
+/// can implement it and register a factory with [`crate::Registry::register`].
+#[async_trait]
+pub trait Driver: Send + Sync + Debug {
+    /// The driver's name (`git`, `postgres`, ...).
+    fn name(&self) -> &str;
+
+    /// What it can do.
+    fn capability(&self) -> Capability {
+        Capability { idempotent_restore: true, ..Capability::default() }
+    }
+
+    /// Captures the current state into the store.
+    async fn capture(&self, ctx: &Context) -> Result<Captured>;
+
+    /// Checks, changing nothing, that `restore(part)` can run: targets present,
+    /// server reachable. Artifact checksums are checked by the executor.
+    async fn preflight(&self, _ctx: &Context, _part: &Part) -> Result<()> {
+        Ok(())
+    }
+
+    /// Puts the component back to `part`. Must be safe to run twice.
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()>;
+
+    /// Compares the current state with `part`.
+    async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift>;
+
+    /// Stops the component (only with `Capability::lifecycle`).
+    async fn stop(&self, _ctx: &Context) -> Result<()> {
+        Ok(())
+    }
+
+    /// Starts the component (only with `Capability::lifecycle`).
+    async fn start(&self, _ctx: &Context) -> Result<()> {
+        Ok(())
+    }
+
+    /// What restoring `part` would discard (only with `Capability::discard_report`).
+    async fn discards(&self, _ctx: &Context, _part: &Part) -> Result<Vec<Discard>> {
+        Ok(Vec::new())
+    }
+
+    /// Changes the component for a drill (only with `Capability::perturb`).
+    async fn perturb(&self, _ctx: &Context) -> Result<String> {
+        Ok(String::new())
+    }
+
+    /// Frees what the snapshot pinned outside the store (a git tag, an image tag)
+    /// when `gc` removes it.
+    async fn release(&self, _ctx: &Context, _part: &Part) -> Result<()> {
+        Ok(())
+    }
+
+    /// One line for the plan: what `restore(part)` will do.
+    fn describe_restore(&self, part: &Part) -> String {
+        format!("restore {} from snapshot state", part.driver)
+    }
+
+    /// Checks the target is reachable; returns a line for `rollback check`.
+    async fn check(&self, _ctx: &Context) -> Result<String> {
+        Ok("ok".into())
+    }
+}
+
+/// A shared driver.
+pub type DynDriver = Arc<dyn Driver>;

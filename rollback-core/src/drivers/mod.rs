@@ -1,0 +1,89 @@
+//! The built-in drivers, each behind its `driver-<name>` feature.
+
+use crate::registry::Registry;
+
+#[cfg(feature = "driver-command")]
+pub mod command;
+#[cfg(feature = "driver-docker")]
+pub mod docker;
+#[cfg(feature = "driver-dokku")]
+pub mod dokku;
+#[cfg(feature = "driver-files")]
+pub mod files;
+#[cfg(feature = "driver-git")]
+pub mod git;
+#[cfg(feature = "driver-mysql")]
+pub mod mysql;
+#[cfg(feature = "driver-pm2")]
+pub mod pm2;
+#[cfg(feature = "driver-postgres")]
+pub mod postgres;
+#[cfg(feature = "driver-redis")]
+pub mod redis;
+#[cfg(feature = "driver-releases")]
+pub mod releases;
+#[cfg(feature = "driver-sqlite")]
+pub mod sqlite;
+
+/// Registers every driver compiled into this build.
+pub fn install_default_drivers(r: &mut Registry) {
+    #[cfg(feature = "driver-git")]
+    r.register("git", git::factory);
+    #[cfg(feature = "driver-files")]
+    r.register("files", files::factory);
+    #[cfg(feature = "driver-releases")]
+    r.register("releases", releases::factory);
+    #[cfg(feature = "driver-command")]
+    r.register("command", command::factory);
+    #[cfg(feature = "driver-postgres")]
+    r.register("postgres", postgres::factory);
+    #[cfg(feature = "driver-mysql")]
+    r.register("mysql", mysql::factory);
+    #[cfg(feature = "driver-redis")]
+    r.register("redis", redis::factory);
+    #[cfg(feature = "driver-sqlite")]
+    r.register("sqlite", sqlite::factory);
+    #[cfg(feature = "driver-docker")]
+    r.register("docker", docker::factory);
+    #[cfg(feature = "driver-pm2")]
+    r.register("pm2", pm2::factory);
+    #[cfg(feature = "driver-dokku")]
+    r.register("dokku", dokku::factory);
+    let _ = r;
+}
+
+/// Runs blocking work (git2, file walks, SQLite) off the async threads; drivers in
+/// other crates can use it too.
+pub async fn blocking<T, F>(f: F) -> crate::Result<T>
+where
+    F: FnOnce() -> crate::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::Error::unexpected("a blocking task failed").with_source(e))?
+}
+
+/// Of two sorted lists of row hashes: how many are only in `then`, and only in
+/// `now` (duplicates counted). What a table restore would discard, per table.
+#[cfg(any(feature = "driver-postgres", feature = "driver-sqlite"))]
+pub(crate) fn multiset_diff(then: &[u64], now: &[u64]) -> (u64, u64) {
+    let (mut i, mut j, mut only_then, mut only_now) = (0, 0, 0u64, 0u64);
+    while i < then.len() && j < now.len() {
+        match then[i].cmp(&now[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                only_then += 1;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                only_now += 1;
+                j += 1;
+            }
+        }
+    }
+    (only_then + (then.len() - i) as u64, only_now + (now.len() - j) as u64)
+}

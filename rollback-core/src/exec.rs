@@ -1,0 +1,566 @@
+//! The executor: preflight, safety snapshot, journaled steps, compensation, record.
+//!
+//! Before each step the journal is written and fsynced, so a process killed at any
+//! point can be finished by `resume` (restores are idempotent: the step in flight is
+//! simply run again). The store lock keeps two rollbacks of one stack apart.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::driver::{Context, Discard, Drift};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Event, EventCallback, EventSink};
+use crate::plan::{Action, Plan, Scope};
+use crate::record::{Record, Status, StepRecord};
+use crate::snapshot::{Snapshot, SnapshotManifest};
+use crate::stack::Stack;
+
+/// Cooperative cancellation, checked at step boundaries.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks the running call to stop at the next step boundary.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether cancel was asked.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Options of a rollback.
+#[derive(Clone, Default)]
+pub struct RollbackOptions {
+    /// Which components.
+    pub scope: Scope,
+    /// Why (`error_rate`, `latency`...).
+    pub trigger: Option<String>,
+    /// Severity from `assess`.
+    pub severity: Option<String>,
+    /// Skip the safety snapshot (then discarded changes are lost).
+    pub no_safety_snapshot: bool,
+    /// Receives events as they happen.
+    pub on_event: Option<EventCallback>,
+    /// Stops the rollback at the next step boundary.
+    pub cancel: CancelToken,
+    /// Default deadline of a step (components may set their own `timeout`).
+    pub step_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for RollbackOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollbackOptions")
+            .field("scope", &self.scope)
+            .field("trigger", &self.trigger)
+            .field("no_safety_snapshot", &self.no_safety_snapshot)
+            .finish()
+    }
+}
+
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "stage")]
+enum Stage {
+    Running,
+    Compensating { error: String, verify_only: bool },
+    Finished { status: Status },
+}
+
+/// The write-ahead journal of one rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Journal {
+    format: u32,
+    rollback_id: String,
+    kind: String,
+    snapshot_id: String,
+    safety_snapshot_id: Option<String>,
+    plan: Plan,
+    trigger: Option<String>,
+    severity: Option<String>,
+    start_time: DateTime<Utc>,
+    rto_target_ms: u64,
+    step_timeout_ms: u64,
+    /// Index of the step running (or to run next).
+    next: usize,
+    stage: Stage,
+    done: Vec<StepRecord>,
+    /// Components whose restore has started: compensation puts these back.
+    touched: Vec<String>,
+    /// Dependents stopped and not yet started.
+    stopped: Vec<String>,
+    verification: BTreeMap<String, Drift>,
+    discarded: Vec<Discard>,
+    notes: Vec<String>,
+    resumed: bool,
+}
+
+pub(crate) struct Executor<'a> {
+    stack: &'a Stack,
+    events: EventSink,
+    cancel: CancelToken,
+}
+
+impl<'a> Executor<'a> {
+    pub(crate) fn new(stack: &'a Stack, on_event: Option<EventCallback>, cancel: CancelToken) -> Self {
+        Executor { stack, events: EventSink::new(on_event), cancel }
+    }
+
+    fn ctx(&self, component: &str, snapshot_id: &str) -> Context {
+        let mut c = self.stack.context(component, snapshot_id);
+        c.events = self.events.clone();
+        c
+    }
+
+    fn emit(&self, e: Event) {
+        self.events.emit(e);
+    }
+
+    fn save(&self, j: &Journal) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(j).map_err(|e| Error::unexpected("cannot encode journal").with_source(e))?;
+        self.stack.store().write_journal(&j.rollback_id, &bytes)
+    }
+
+    /// Preflight: artifacts present and checksummed, drivers' targets ready. Changes nothing.
+    pub(crate) async fn preflight(&self, snap: &SnapshotManifest, plan: &Plan) -> Result<()> {
+        for name in &plan.components {
+            let part = snap.parts.iter().find(|p| &p.component == name).expect("planned from snapshot");
+            let store = self.stack.store().clone();
+            let arts = part.artifacts.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                for a in &arts {
+                    store.check_artifact(a)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::unexpected("preflight task failed").with_source(e))?
+            .map_err(|e| e.with_component(name))?;
+            let ctx = self.ctx(name, &snap.id);
+            self.stack.driver(name)?.preflight(&ctx, part).await.map_err(|e| e.with_component(name))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn run(
+        &self,
+        snap: SnapshotManifest,
+        mut plan: Plan,
+        opts: &RollbackOptions,
+        kind: &str,
+    ) -> Result<Record> {
+        let start_time = Utc::now();
+        let rollback_id = crate::snapshot::new_id();
+        self.preflight(&snap, &plan).await?;
+
+        // What the restore throws away, measured before anything changes.
+        let mut discards = Vec::new();
+        for name in &plan.components {
+            let d = self.stack.driver(name)?;
+            if d.capability().discard_report {
+                let part = snap.part_of(name);
+                discards.extend(d.discards(&self.ctx(name, &snap.id), part).await.map_err(|e| e.with_component(name))?);
+            }
+        }
+
+        let safety_snapshot_id = if opts.no_safety_snapshot {
+            None
+        } else {
+            self.emit(Event::new("safety_snapshot", "taking the safety snapshot"));
+            let s = self
+                .stack
+                .capture(
+                    Some(format!("safety before {rollback_id}")),
+                    plan.components.clone(),
+                    Some(rollback_id.clone()),
+                    &self.events,
+                )
+                .await
+                .map_err(|e| {
+                    Error::new(e.kind(), format!("safety snapshot failed, nothing was changed: {e}"))
+                        .with_component(e.component().unwrap_or("").to_string())
+                })?;
+            Some(s.id)
+        };
+        for d in &mut discards {
+            d.kept_in_safety_snapshot = safety_snapshot_id.is_some();
+        }
+        plan.discards = discards.clone();
+
+        let j = Journal {
+            format: 1,
+            rollback_id,
+            kind: kind.into(),
+            snapshot_id: snap.id.clone(),
+            safety_snapshot_id,
+            rto_target_ms: self.stack.rto_for(&plan.scope).as_millis() as u64,
+            step_timeout_ms: opts.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT).as_millis() as u64,
+            plan,
+            trigger: opts.trigger.clone(),
+            severity: opts.severity.clone(),
+            start_time,
+            next: 0,
+            stage: Stage::Running,
+            done: Vec::new(),
+            touched: Vec::new(),
+            stopped: Vec::new(),
+            verification: BTreeMap::new(),
+            discarded: discards,
+            notes: Vec::new(),
+            resumed: false,
+        };
+        self.save(&j)?;
+        self.drive(j, snap).await
+    }
+
+    pub(crate) async fn resume(&self, mut j: Journal) -> Result<Record> {
+        if let Stage::Finished { .. } = j.stage {
+            return Err(Error::config(format!("rollback {} already finished; nothing to resume", j.rollback_id)));
+        }
+        // A rollback finished after this one was interrupted: resuming would undo it.
+        if let Some(later) =
+            self.stack.store().list_records()?.into_iter().find(|r| {
+                r.rollback_id != j.rollback_id && r.start_time > j.start_time && r.status != Status::Interrupted
+            })
+        {
+            return Err(Error::config(format!(
+                "rollback {} was interrupted, but rollback {} ran after it ({}); resuming would undo that one. \
+                 Start a new rollback instead",
+                j.rollback_id,
+                later.rollback_id,
+                later.status.as_str()
+            )));
+        }
+        if let (Stage::Running, Some(step)) = (&j.stage, j.plan.steps.get(j.next)) {
+            if step.action == Action::Restore && !self.stack.driver(&step.component)?.capability().idempotent_restore {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "the restore of `{}` was interrupted and its driver cannot safely run it again",
+                        step.component
+                    ),
+                )
+                .with_component(&step.component));
+            }
+        }
+        let snap = self.stack.store().load_snapshot(&j.snapshot_id)?;
+        j.resumed = true;
+        j.notes.push(format!("resumed at step {} of {}", j.next + 1, j.plan.steps.len()));
+        self.save(&j)?;
+        self.drive(j, snap).await
+    }
+
+    async fn drive(&self, mut j: Journal, snap: SnapshotManifest) -> Result<Record> {
+        let total = j.plan.steps.len();
+        if let Stage::Running = j.stage {
+            while j.next < total {
+                if self.cancel.is_cancelled() {
+                    j.notes.push(format!("interrupted before step {} of {total}", j.next + 1));
+                    self.save(&j)?;
+                    return self.finish_interrupted(j);
+                }
+                let step = j.plan.steps[j.next].clone();
+                if step.action == Action::Restore && !j.touched.contains(&step.component) {
+                    j.touched.push(step.component.clone());
+                }
+                // The journal names the step before it runs: a crash now resumes here.
+                if let Err(e) = self.save(&j) {
+                    // Without a journal a crash could not be resumed: stop changing
+                    // things and put back what was changed.
+                    tracing::error!(error = %e, "cannot write the journal");
+                    j.stage =
+                        Stage::Compensating { error: format!("cannot write the journal: {e}"), verify_only: false };
+                    break;
+                }
+                let mut ev = Event::new("step_started", step.description.clone());
+                ev.component = Some(step.component.clone());
+                ev.action = Some(step.action.as_str().into());
+                ev.index = Some(j.next);
+                ev.total = Some(total);
+                self.emit(ev);
+                let t = Instant::now();
+                let timeout = self.step_timeout(&j, &step.component);
+                let result = tokio::time::timeout(timeout, self.run_step(&mut j, &snap, step.action, &step.component))
+                    .instrument(tracing::info_span!("step", component = %step.component, action = step.action.as_str()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "{} did not finish within {}",
+                                step.action.as_str(),
+                                humantime::format_duration(timeout)
+                            ),
+                        ))
+                    })
+                    .map_err(|e| e.with_component(&step.component).redacted(&self.stack.config().redactor));
+                let ms = t.elapsed().as_millis() as u64;
+                let mut ev = Event::new("step_finished", step.description.clone());
+                ev.component = Some(step.component.clone());
+                ev.action = Some(step.action.as_str().into());
+                ev.index = Some(j.next);
+                ev.total = Some(total);
+                ev.duration_ms = Some(ms);
+                ev.status = Some(if result.is_ok() { "ok" } else { "failed" }.into());
+                if let Err(e) = &result {
+                    ev.message = e.to_string();
+                }
+                self.emit(ev);
+                match result {
+                    Ok(()) => {
+                        j.done.push(StepRecord {
+                            component: step.component.clone(),
+                            action: step.action.as_str().into(),
+                            status: "ok".into(),
+                            duration_ms: ms,
+                            error: None,
+                        });
+                        if step.action == Action::Stop {
+                            j.stopped.push(step.component.clone());
+                        }
+                        if step.action == Action::Start {
+                            j.stopped.retain(|c| c != &step.component);
+                        }
+                        j.next += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(component = %step.component, error = %e, "step failed");
+                        j.done.push(StepRecord {
+                            component: step.component.clone(),
+                            action: step.action.as_str().into(),
+                            status: "failed".into(),
+                            duration_ms: ms,
+                            error: Some(e.to_string()),
+                        });
+                        j.next += 1;
+                        // A failed verify leaves the components restored (putting the bad
+                        // deploy back would not help); anything earlier is compensated.
+                        j.stage =
+                            Stage::Compensating { error: e.to_string(), verify_only: step.action == Action::Verify };
+                        self.save(&j)?;
+                        break;
+                    }
+                }
+            }
+        }
+        let status = match j.stage.clone() {
+            Stage::Running => Status::Succeeded,
+            Stage::Compensating { verify_only: true, .. } => {
+                self.start_stopped(&mut j, &snap).await;
+                Status::Failed
+            }
+            Stage::Compensating { .. } => self.compensate(&mut j, &snap).await?,
+            Stage::Finished { status } => status,
+        };
+        self.finish(j, status)
+    }
+
+    fn step_timeout(&self, j: &Journal, component: &str) -> Duration {
+        let cfg = self.stack.config().component(component).ok();
+        let base = cfg.and_then(|c| c.timeout).unwrap_or(Duration::from_millis(j.step_timeout_ms));
+        // A health gate may legitimately take as long as its checks' timeouts.
+        let health: Duration = cfg.map(|c| c.health.iter().map(|h| h.timeout).sum()).unwrap_or_default();
+        base.max(health + Duration::from_secs(5))
+    }
+
+    async fn run_step(&self, j: &mut Journal, snap: &SnapshotManifest, action: Action, component: &str) -> Result<()> {
+        let driver = self.stack.driver(component)?;
+        let ctx = self.ctx(component, &snap.id);
+        match action {
+            Action::Stop => driver.stop(&ctx).await,
+            Action::Start => driver.start(&ctx).await,
+            Action::Restore => driver.restore(&ctx, snap.part_of(component)).await,
+            Action::HealthGate => {
+                let c = self.stack.config().component(component)?;
+                for h in &c.health {
+                    let r = h.wait(&self.stack.config().base_dir).await;
+                    if !r.ok {
+                        return Err(Error::new(
+                            ErrorKind::VerificationFailed,
+                            format!("health check `{}` failed: {}", r.check, r.detail),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Action::Verify => {
+                let d = driver.verify(&ctx, snap.part_of(component)).await?;
+                let ok = d.ok;
+                let diffs = d.differences.join("; ");
+                j.verification.insert(component.to_string(), d);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Error::new(ErrorKind::VerificationFailed, format!("differs from the snapshot: {diffs}")))
+                }
+            }
+        }
+    }
+
+    async fn start_stopped(&self, j: &mut Journal, snap: &SnapshotManifest) {
+        for c in j.stopped.clone() {
+            let t = Instant::now();
+            let r = match self.stack.driver(&c) {
+                Ok(d) => d.start(&self.ctx(&c, &snap.id)).await,
+                Err(e) => Err(e),
+            };
+            j.done.push(StepRecord {
+                component: c.clone(),
+                action: "start".into(),
+                status: if r.is_ok() { "ok" } else { "failed" }.into(),
+                duration_ms: t.elapsed().as_millis() as u64,
+                error: r.err().map(|e| e.redacted(&self.stack.config().redactor).to_string()),
+            });
+            j.stopped.retain(|x| x != &c);
+            let _ = self.save(j);
+        }
+    }
+
+    /// Puts every touched component back from the safety snapshot.
+    async fn compensate(&self, j: &mut Journal, _snap: &SnapshotManifest) -> Result<Status> {
+        self.emit(Event::new("compensating", "a step failed; putting changed components back"));
+        let Some(safety_id) = j.safety_snapshot_id.clone() else {
+            j.notes.push("no safety snapshot: changed components could not be put back".into());
+            self.start_stopped(j, _snap).await;
+            return Ok(Status::Failed);
+        };
+        let safety = self.stack.store().load_snapshot(&safety_id)?;
+        // Undo in the reverse order of the restores.
+        for c in j.touched.clone().into_iter().rev() {
+            let Some(part) = safety.part(&c) else { continue };
+            let t = Instant::now();
+            let driver = self.stack.driver(&c)?;
+            let ctx = self.ctx(&c, &safety.id);
+            let timeout = self.step_timeout(j, &c);
+            let r = tokio::time::timeout(timeout, async {
+                driver.restore(&ctx, part).await?;
+                let d = driver.verify(&ctx, part).await?;
+                if d.ok {
+                    Ok(())
+                } else {
+                    Err(Error::new(ErrorKind::VerificationFailed, d.differences.join("; ")))
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("compensation did not finish within {}", humantime::format_duration(timeout)),
+                ))
+            });
+            j.done.push(StepRecord {
+                component: c.clone(),
+                action: "compensate".into(),
+                status: if r.is_ok() { "ok" } else { "failed" }.into(),
+                duration_ms: t.elapsed().as_millis() as u64,
+                error: r.err().map(|e| e.redacted(&self.stack.config().redactor).to_string()),
+            });
+            j.touched.retain(|x| x != &c);
+            let _ = self.save(j);
+        }
+        self.start_stopped(j, _snap).await;
+        // From the journal, not a local flag: a resumed compensation must remember
+        // the failures before the crash.
+        let all_ok = j.done.iter().filter(|s| s.action == "compensate").all(|s| s.status == "ok");
+        Ok(if all_ok { Status::Compensated } else { Status::Failed })
+    }
+
+    fn record_of(&self, j: &Journal, status: Status) -> Record {
+        let completion_time = Utc::now();
+        let duration_ms = (completion_time - j.start_time).num_milliseconds().max(0) as u64;
+        let data_loss =
+            j.discarded.iter().any(|d| !d.kept_in_safety_snapshot && d.changes > 0) && status != Status::Compensated;
+        let error = match &j.stage {
+            Stage::Compensating { error, .. } => Some(error.clone()),
+            _ => j.done.iter().find(|s| s.status == "failed").and_then(|s| s.error.clone()),
+        };
+        Record {
+            rollback_id: j.rollback_id.clone(),
+            snapshot_id: j.snapshot_id.clone(),
+            kind: j.kind.clone(),
+            level: j.plan.scope.level().into(),
+            phases: j.plan.phases.clone(),
+            components: j.plan.components.clone(),
+            trigger: j.trigger.clone(),
+            severity: j.severity.clone(),
+            start_time: j.start_time,
+            completion_time,
+            duration_ms,
+            rto_target_ms: j.rto_target_ms,
+            rto_met: duration_ms <= j.rto_target_ms,
+            status,
+            data_loss,
+            safety_snapshot_id: j.safety_snapshot_id.clone(),
+            steps: j.done.clone(),
+            verification: j.verification.clone(),
+            discarded: j.discarded.clone(),
+            error,
+            resumed: j.resumed,
+            notes: j.notes.clone(),
+        }
+    }
+
+    fn finish_interrupted(&self, j: Journal) -> Result<Record> {
+        let r = self.record_of(&j, Status::Interrupted);
+        self.stack.store().write_record(&r)?;
+        self.emit(Event::new("finished", "interrupted; `rollback resume` finishes it"));
+        Ok(r)
+    }
+
+    fn finish(&self, mut j: Journal, status: Status) -> Result<Record> {
+        let r = self.record_of(&j, status);
+        self.stack.store().write_record(&r)?;
+        j.stage = Stage::Finished { status };
+        self.save(&j)?;
+        let mut e = Event::new("finished", format!("rollback {}", status.as_str()));
+        e.status = Some(status.as_str().into());
+        e.duration_ms = Some(r.duration_ms);
+        self.emit(e);
+        Ok(r)
+    }
+}
+
+/// Loads a journal for `resume`.
+pub(crate) fn load_journal(stack: &Stack, rollback_id: &str) -> Result<Journal> {
+    let p = stack.store().journal_path(rollback_id)?;
+    let data = std::fs::read(&p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::not_found(format!("no journal for rollback `{rollback_id}`"))
+        } else {
+            Error::from(e)
+        }
+    })?;
+    serde_json::from_slice(&data)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("journal of `{rollback_id}` is unreadable")).with_source(e))
+}
+
+/// Ids of rollbacks whose journal is not finished (what `resume` can finish).
+pub(crate) fn unfinished(stack: &Stack) -> Result<Vec<(String, String, Option<String>)>> {
+    let mut out = Vec::new();
+    let dir = stack.store().root().join("journals");
+    for e in std::fs::read_dir(&dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(id) = name.strip_suffix(".json") {
+            if let Ok(j) = load_journal(stack, id) {
+                if !matches!(j.stage, Stage::Finished { .. }) {
+                    out.push((j.rollback_id, j.snapshot_id, j.safety_snapshot_id));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

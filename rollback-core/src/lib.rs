@@ -1,0 +1,52 @@
+#![deny(missing_docs)]
+//! # rollback-core
+//!
+//! Snapshot every part of a deployed system — code, files, release links,
+//! containers, processes, databases, caches — and put them back, in order,
+//! verified, with a record of what happened.
+//!
+//! ```no_run
+//! # async fn run() -> rollback_core::Result<()> {
+//! use rollback_core::{Stack, SnapshotOptions, RollbackOptions, Scope};
+//! let stack = Stack::load("rollback.toml")?;
+//! let snap = stack.snapshot(SnapshotOptions { label: Some("pre-deploy".into()), ..Default::default() }).await?;
+//! // ... deploy goes wrong ...
+//! let record = stack.rollback(&snap.id, RollbackOptions { scope: Scope::Complete, ..Default::default() }).await?;
+//! assert!(record.succeeded());
+//! # Ok(()) }
+//! ```
+//!
+//! The public traits are [`Driver`] (one kind of component), [`Snapshot`] (one
+//! capture) and [`RollbackPlan`] (the steps of a rollback). A driver written in
+//! another crate joins a stack through [`Registry::register`].
+
+pub mod config;
+pub mod decision;
+pub mod driver;
+pub mod drivers;
+pub mod error;
+pub mod event;
+pub mod exec;
+pub mod health;
+pub mod plan;
+pub mod record;
+pub mod registry;
+pub mod secret;
+pub mod snapshot;
+pub mod stack;
+pub mod store;
+
+pub use config::{ComponentConfig, DriverOptions, Rto, StackConfig};
+pub use decision::{assess, Assessment, DataImpact, Decision, Severity, Symptoms, Thresholds};
+pub use driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventCallback};
+pub use exec::{CancelToken, RollbackOptions};
+pub use health::{HealthCheck, HealthKind, HealthResult};
+pub use plan::{Action, Plan, RollbackPlan, Scope, Step};
+pub use record::{Record, Status, StepRecord};
+pub use registry::{DriverEnv, DriverFactory, Registry};
+pub use secret::Redactor;
+pub use snapshot::{Part, Snapshot, SnapshotManifest};
+pub use stack::{CheckReport, GcReport, SnapshotOptions, Stack, Verification};
+pub use store::{ArtifactRef, Store};

@@ -1,0 +1,199 @@
+//! Records: what one rollback or drill did, as JSON (SPEC §6) and Markdown.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{Discard, Drift};
+use crate::plan::fmt_ms;
+
+/// Final status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every step passed.
+    Succeeded,
+    /// A step failed and the changed components could not all be put back.
+    Failed,
+    /// A step failed and every changed component was put back as it was.
+    Compensated,
+    /// Stopped (signal, abort, crash) before the end; `resume` finishes it.
+    Interrupted,
+}
+
+impl Status {
+    /// Snake-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Compensated => "compensated",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One executed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Component.
+    pub component: String,
+    /// Action (`stop`, `restore`, `start`, `health_gate`, `verify`, `compensate`).
+    pub action: String,
+    /// `ok` or `failed`.
+    pub status: String,
+    /// Duration.
+    pub duration_ms: u64,
+    /// Error or detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The record of one rollback or drill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Id of this rollback.
+    pub rollback_id: String,
+    /// Snapshot rolled back to.
+    pub snapshot_id: String,
+    /// `rollback` or `drill`.
+    pub kind: String,
+    /// `complete`, `phase` or `component`.
+    pub level: String,
+    /// Phases restored.
+    pub phases: Vec<i64>,
+    /// Components restored.
+    pub components: Vec<String>,
+    /// Why it was started.
+    pub trigger: Option<String>,
+    /// Severity from `assess`, if given.
+    pub severity: Option<String>,
+    /// Start.
+    pub start_time: DateTime<Utc>,
+    /// End.
+    pub completion_time: DateTime<Utc>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Objective for this level.
+    pub rto_target_ms: u64,
+    /// `duration_ms <= rto_target_ms`.
+    pub rto_met: bool,
+    /// Outcome.
+    pub status: Status,
+    /// True when discarded changes cannot be read back from a safety snapshot.
+    pub data_loss: bool,
+    /// Snapshot taken just before the first change.
+    pub safety_snapshot_id: Option<String>,
+    /// Steps in the order they ran (compensation included).
+    pub steps: Vec<StepRecord>,
+    /// Per-component verification.
+    pub verification: BTreeMap<String, Drift>,
+    /// What the restore discarded.
+    #[serde(default)]
+    pub discarded: Vec<Discard>,
+    /// The first error, when not succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Set when the rollback was finished by `resume`.
+    #[serde(default)]
+    pub resumed: bool,
+    /// Free-form notes (drill perturbations, stashed changes...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Record {
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The incident report.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let title = if self.kind == "drill" { "Rollback drill" } else { "Rollback" };
+        s.push_str(&format!("# {title} {}\n\n", self.rollback_id));
+        s.push_str("| | |\n|---|---|\n");
+        s.push_str(&format!("| Status | **{}** |\n", self.status.as_str()));
+        s.push_str(&format!("| Snapshot | `{}` |\n", self.snapshot_id));
+        s.push_str(&format!(
+            "| Level | {}{} |\n",
+            self.level,
+            if self.phases.is_empty() {
+                String::new()
+            } else {
+                format!(" (phases {})", self.phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
+            }
+        ));
+        s.push_str(&format!("| Components | {} |\n", self.components.join(", ")));
+        s.push_str(&format!("| Trigger | {} |\n", self.trigger.as_deref().unwrap_or("—")));
+        s.push_str(&format!("| Severity | {} |\n", self.severity.as_deref().unwrap_or("—")));
+        s.push_str(&format!("| Started | {} |\n", self.start_time.to_rfc3339()));
+        s.push_str(&format!("| Completed | {} |\n", self.completion_time.to_rfc3339()));
+        s.push_str(&format!(
+            "| Duration | {} against an objective of {} — {} |\n",
+            fmt_ms(self.duration_ms),
+            fmt_ms(self.rto_target_ms),
+            if self.rto_met { "met" } else { "**missed**" }
+        ));
+        s.push_str(&format!("| Data loss | {} |\n", if self.data_loss { "**yes**" } else { "no" }));
+        s.push_str(&format!(
+            "| Safety snapshot | {} |\n",
+            self.safety_snapshot_id.as_deref().map(|x| format!("`{x}`")).unwrap_or_else(|| "none".into())
+        ));
+        if self.resumed {
+            s.push_str("| Resumed | yes (finished from its journal) |\n");
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("\n**Error:** {e}\n"));
+        }
+        s.push_str("\n## Timeline\n\n| # | component | action | status | duration |\n|---|---|---|---|---|\n");
+        for (i, st) in self.steps.iter().enumerate() {
+            s.push_str(&format!(
+                "| {} | {} | {} | {}{} | {} |\n",
+                i + 1,
+                st.component,
+                st.action,
+                st.status,
+                st.error.as_deref().map(|e| format!(": {}", e.replace('|', "\\|"))).unwrap_or_default(),
+                fmt_ms(st.duration_ms)
+            ));
+        }
+        s.push_str("\n## Discarded\n\n");
+        if self.discarded.is_empty() {
+            s.push_str("Nothing written since the snapshot was discarded.\n");
+        } else {
+            for d in &self.discarded {
+                s.push_str(&format!(
+                    "- {} `{}`: {}{}\n",
+                    d.component,
+                    d.target,
+                    d.amount(),
+                    if d.kept_in_safety_snapshot { " — kept in the safety snapshot" } else { " — **not kept**" }
+                ));
+            }
+        }
+        s.push_str("\n## Verification\n\n");
+        if self.verification.is_empty() {
+            s.push_str("Not verified.\n");
+        }
+        for (c, d) in &self.verification {
+            if d.ok {
+                s.push_str(&format!("- {c}: equal to the snapshot\n"));
+            } else {
+                s.push_str(&format!("- {c}: **differs**\n"));
+                for x in &d.differences {
+                    s.push_str(&format!("  - {x}\n"));
+                }
+            }
+        }
+        if !self.notes.is_empty() {
+            s.push_str("\n## Notes\n\n");
+            for n in &self.notes {
+                s.push_str(&format!("- {n}\n"));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,559 @@
+//! The stack: config + drivers + store. The one entry point the CLI and the
+//! bindings use.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::config::StackConfig;
+use crate::decision::{assess, Assessment, Symptoms};
+use crate::driver::{Context, Drift, DynDriver};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Event, EventCallback, EventSink};
+use crate::exec::{self, Executor, RollbackOptions};
+use crate::health::HealthResult;
+use crate::plan::{self, Action, Plan, Scope};
+use crate::record::{Record, Status};
+use crate::registry::{DriverEnv, Registry};
+use crate::snapshot::{new_id, Part, Snapshot, SnapshotManifest};
+use crate::store::Store;
+
+/// A loaded stack, cheap to clone and share across threads.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: StackConfig,
+    store: Store,
+    drivers: BTreeMap<String, DynDriver>,
+}
+
+/// Options of a snapshot.
+#[derive(Clone, Default)]
+pub struct SnapshotOptions {
+    /// Operator's label.
+    pub label: Option<String>,
+    /// Only these components (all when empty).
+    pub components: Vec<String>,
+    /// Receives events.
+    pub on_event: Option<EventCallback>,
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Snapshot compared with.
+    pub snapshot_id: String,
+    /// Every component equal.
+    pub ok: bool,
+    /// Per component.
+    pub components: BTreeMap<String, Drift>,
+}
+
+/// The result of `check`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Everything reachable.
+    pub ok: bool,
+    /// Per component: reachable, and what was seen.
+    pub components: BTreeMap<String, ComponentCheck>,
+    /// Newest snapshot and its age.
+    pub newest_snapshot: Option<(String, u64)>,
+    /// Newest drill and its age (seconds).
+    pub newest_drill: Option<(String, u64)>,
+    /// Rollbacks left unfinished (resume them).
+    pub unfinished_rollbacks: Vec<String>,
+}
+
+/// One component's line of `check`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentCheck {
+    /// Reachable.
+    pub ok: bool,
+    /// What the driver saw, or the error.
+    pub detail: String,
+}
+
+/// The result of `gc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Snapshots removed.
+    pub removed: Vec<String>,
+    /// Snapshots kept.
+    pub kept: Vec<String>,
+    /// Artifacts freed.
+    pub freed_files: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+impl Stack {
+    /// Loads `rollback.toml` with the default drivers.
+    pub fn load(path: impl AsRef<Path>) -> Result<Stack> {
+        Stack::new(StackConfig::load(path)?, &Registry::with_default_drivers())
+    }
+
+    /// Builds a stack from a config and a registry (add your own drivers to it).
+    pub fn new(config: StackConfig, registry: &Registry) -> Result<Stack> {
+        config.validate()?;
+        let env = DriverEnv { base_dir: config.base_dir.clone(), redactor: config.redactor.clone() };
+        let mut drivers = BTreeMap::new();
+        for c in &config.components {
+            let d = registry.build(c, &env).map_err(|e| e.redacted(&config.redactor))?;
+            drivers.insert(c.name.clone(), d);
+        }
+        let store = Store::open(&config.store_path)?;
+        Ok(Stack { inner: Arc::new(Inner { config, store, drivers }) })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &StackConfig {
+        &self.inner.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The driver of a component.
+    pub fn driver(&self, component: &str) -> Result<DynDriver> {
+        self.inner.drivers.get(component).cloned().ok_or_else(|| {
+            Error::not_found(format!(
+                "no component named `{component}` (components: {})",
+                self.inner.drivers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    pub(crate) fn context(&self, component: &str, snapshot_id: &str) -> Context {
+        let mut c = Context::new(component, self.inner.store.clone(), self.inner.config.base_dir.clone());
+        c.redactor = self.inner.config.redactor.clone();
+        c.snapshot_id = snapshot_id.to_string();
+        c
+    }
+
+    pub(crate) fn rto_for(&self, scope: &Scope) -> Duration {
+        let r = &self.inner.config.rto;
+        match scope {
+            Scope::Complete => r.complete,
+            Scope::Phase { .. } => r.phase,
+            Scope::Component { .. } => r.component,
+        }
+    }
+
+    fn redact(&self, e: Error) -> Error {
+        e.redacted(&self.inner.config.redactor)
+    }
+
+    /// Applies the decision matrix with this stack's thresholds.
+    pub fn assess(&self, s: &Symptoms) -> Assessment {
+        assess(s, &self.inner.config.decision)
+    }
+
+    /// Captures the components (all when `opts.components` is empty).
+    pub async fn snapshot(&self, opts: SnapshotOptions) -> Result<SnapshotManifest> {
+        let names = if opts.components.is_empty() {
+            self.inner.config.components.iter().map(|c| c.name.clone()).collect()
+        } else {
+            for c in &opts.components {
+                self.inner.config.component(c)?;
+            }
+            opts.components.clone()
+        };
+        if let Some(l) = &opts.label {
+            if l.len() > 200 || l.chars().any(char::is_control) {
+                return Err(Error::config("a label must be at most 200 printable characters"));
+            }
+        }
+        // A snapshot taken while a rollback runs would capture a half-restored stack.
+        let _lock = self.inner.store.lock_patiently(true).await?;
+        self.capture(opts.label.clone(), names, None, &EventSink::new(opts.on_event.clone()))
+            .await
+            .map_err(|e| self.redact(e))
+    }
+
+    pub(crate) async fn capture(
+        &self,
+        label: Option<String>,
+        names: Vec<String>,
+        safety_for: Option<String>,
+        events: &EventSink,
+    ) -> Result<SnapshotManifest> {
+        let id = new_id();
+        let created_at = Utc::now();
+        events.emit(Event::new("snapshot_started", format!("snapshot {id}: {}", names.join(", "))));
+        let mut set = JoinSet::new();
+        for name in names.iter().cloned() {
+            let driver = self.driver(&name)?;
+            let mut ctx = self.context(&name, &id);
+            ctx.events = events.clone();
+            let cfg = self.inner.config.component(&name)?.clone();
+            ctx.safety = safety_for.is_some();
+            set.spawn(async move {
+                let t = Instant::now();
+                let span = tracing::info_span!("capture", component = %name);
+                let r = tracing::Instrument::instrument(driver.capture(&ctx), span).await;
+                let ms = t.elapsed().as_millis() as u64;
+                let health = if r.is_ok() && !cfg.health.is_empty() {
+                    let mut v = Vec::new();
+                    for h in &cfg.health {
+                        v.push(h.probe(&ctx.base_dir).await);
+                    }
+                    Some(v)
+                } else {
+                    None
+                };
+                (name, cfg.phase, driver.name().to_string(), r, ms, health)
+            });
+        }
+        let mut parts = Vec::new();
+        let mut health: BTreeMap<String, Vec<HealthResult>> = BTreeMap::new();
+        let mut first_err = None;
+        while let Some(j) = set.join_next().await {
+            let (name, phase, driver, r, ms, h) =
+                j.map_err(|e| Error::unexpected("capture task failed").with_source(e))?;
+            match r {
+                Ok(c) => {
+                    let mut ev = Event::new("part_captured", format!("{name}: captured in {ms} ms"));
+                    ev.component = Some(name.clone());
+                    ev.duration_ms = Some(ms);
+                    events.emit(ev);
+                    parts.push(Part {
+                        component: name.clone(),
+                        driver,
+                        phase,
+                        state: c.state,
+                        artifacts: c.artifacts,
+                        capture_ms: ms,
+                    });
+                    if let Some(h) = h {
+                        // Check descriptions and details may quote URLs, argv or stderr.
+                        let redactor = &self.inner.config.redactor;
+                        let h = h
+                            .into_iter()
+                            .map(|mut r| {
+                                r.check = redactor.redact(&r.check);
+                                r.detail = redactor.redact(&r.detail);
+                                r
+                            })
+                            .collect();
+                        health.insert(name, h);
+                    }
+                }
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e.with_component(&name));
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        parts.sort_by(|a, b| a.phase.cmp(&b.phase).then(a.component.cmp(&b.component)));
+        let healthy = if health.is_empty() { None } else { Some(health.values().flatten().all(|r| r.ok)) };
+        let m = SnapshotManifest { format: 1, id, label, created_at, healthy, health, safety_for, parts };
+        self.inner.store.write_snapshot(&m)?;
+        tracing::info!(snapshot = %m.id, parts = m.parts.len(), "snapshot written");
+        Ok(m)
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn list(&self) -> Result<Vec<SnapshotManifest>> {
+        self.inner.store.list_snapshots()
+    }
+
+    /// Resolves an id, prefix, `latest` or `last-good`.
+    pub fn resolve(&self, reference: &str) -> Result<SnapshotManifest> {
+        self.inner.store.resolve_snapshot(reference)
+    }
+
+    /// The plan of a rollback to `snapshot` for `scope`; changes nothing.
+    pub async fn plan(&self, snapshot: &str, scope: &Scope) -> Result<Plan> {
+        let snap = self.resolve(snapshot)?;
+        let mut plan = self.build_plan(&snap, scope)?;
+        for name in &plan.components {
+            let d = self.driver(name)?;
+            if d.capability().discard_report {
+                let part = snap.part(name).ok_or_else(|| Error::not_found(name.clone()))?;
+                let found = d
+                    .discards(&self.context(name, &snap.id), part)
+                    .await
+                    .map_err(|e| self.redact(e.with_component(name)))?;
+                plan.discards.extend(found);
+            }
+        }
+        Ok(plan)
+    }
+
+    fn build_plan(&self, snap: &SnapshotManifest, scope: &Scope) -> Result<Plan> {
+        plan::build(scope, snap, &self.inner.config, &self.inner.drivers, &self.step_history())
+    }
+
+    /// Median duration of each (component, action) in past records: the plan's prediction.
+    fn step_history(&self) -> BTreeMap<(String, Action), u64> {
+        let mut all: BTreeMap<(String, Action), Vec<u64>> = BTreeMap::new();
+        for r in self.inner.store.list_records().unwrap_or_default() {
+            for s in r.steps.iter().filter(|s| s.status == "ok") {
+                let a = match s.action.as_str() {
+                    "stop" => Action::Stop,
+                    "restore" => Action::Restore,
+                    "start" => Action::Start,
+                    "health_gate" => Action::HealthGate,
+                    "verify" => Action::Verify,
+                    _ => continue,
+                };
+                all.entry((s.component.clone(), a)).or_default().push(s.duration_ms);
+            }
+        }
+        all.into_iter()
+            .map(|(k, mut v)| {
+                v.sort_unstable();
+                (k, v[v.len() / 2])
+            })
+            .collect()
+    }
+
+    /// Runs preflight for a rollback without changing anything (`--dry-run`).
+    pub async fn dry_run(&self, snapshot: &str, scope: &Scope) -> Result<Plan> {
+        let plan = self.plan(snapshot, scope).await?;
+        let snap = self.resolve(snapshot)?;
+        let _lock = self.inner.store.lock_patiently(false).await?;
+        Executor::new(self, None, Default::default()).preflight(&snap, &plan).await.map_err(|e| self.redact(e))?;
+        Ok(plan)
+    }
+
+    /// Rolls back to `snapshot`. Returns the record (also written to the store),
+    /// whatever its status; errors only when nothing was changed (bad input,
+    /// failed preflight, lock held).
+    pub async fn rollback(&self, snapshot: &str, opts: RollbackOptions) -> Result<Record> {
+        self.rollback_kind(snapshot, opts, "rollback").await
+    }
+
+    async fn rollback_kind(&self, snapshot: &str, opts: RollbackOptions, kind: &str) -> Result<Record> {
+        let _lock = self.inner.store.lock_patiently(false).await?;
+        let snap = self.resolve(snapshot)?;
+        self.run_locked(&snap, opts, kind).await
+    }
+
+    /// Runs a rollback to `snap`; the caller holds the store lock.
+    async fn run_locked(&self, snap: &SnapshotManifest, opts: RollbackOptions, kind: &str) -> Result<Record> {
+        let snap = snap.clone();
+        let plan = self.build_plan(&snap, &opts.scope)?;
+        Executor::new(self, opts.on_event.clone(), opts.cancel.clone())
+            .run(snap, plan, &opts, kind)
+            .await
+            .map_err(|e| self.redact(e))
+    }
+
+    /// Finishes a rollback interrupted by a crash, kill or cancel, from its journal.
+    pub async fn resume(&self, rollback_id: &str, on_event: Option<EventCallback>) -> Result<Record> {
+        let _lock = self.inner.store.lock_patiently(false).await?;
+        let id = if rollback_id == "latest" {
+            exec::unfinished(self)?
+                .into_iter()
+                .map(|(id, _, _)| id)
+                .max()
+                .ok_or_else(|| Error::not_found("no unfinished rollback to resume"))?
+        } else if let Ok(r) = self.inner.store.load_record(rollback_id) {
+            r.rollback_id
+        } else {
+            rollback_id.to_string()
+        };
+        let j = exec::load_journal(self, &id)?;
+        Executor::new(self, on_event, Default::default()).resume(j).await.map_err(|e| self.redact(e))
+    }
+
+    /// Compares the current state with a snapshot.
+    pub async fn verify(&self, snapshot: &str, components: &[String]) -> Result<Verification> {
+        let snap = self.resolve(snapshot)?;
+        let names: Vec<String> = if components.is_empty() {
+            snap.parts.iter().map(|p| p.component.clone()).collect()
+        } else {
+            components.to_vec()
+        };
+        let mut set = JoinSet::new();
+        for n in names {
+            let part = snap
+                .parts
+                .iter()
+                .find(|p| p.component == n)
+                .cloned()
+                .ok_or_else(|| Error::config(format!("snapshot {} has no component `{n}`", snap.id)))?;
+            let d = self.driver(&n)?;
+            let ctx = self.context(&n, &snap.id);
+            set.spawn(async move {
+                let r = d.verify(&ctx, &part).await.map_err(|e| e.with_component(&n));
+                (n, r)
+            });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(j) = set.join_next().await {
+            let (n, r) = j.map_err(|e| Error::unexpected("verify task failed").with_source(e))?;
+            out.insert(n, r.map_err(|e| self.redact(e))?);
+        }
+        Ok(Verification { snapshot_id: snap.id, ok: out.values().all(|d| d.ok), components: out })
+    }
+
+    /// Rehearsal: snapshot, perturb, roll back, verify; the record says how long.
+    pub async fn drill(&self, opts: RollbackOptions) -> Result<Record> {
+        let names: Vec<String> = match &opts.scope {
+            Scope::Complete => self.inner.config.components.iter().map(|c| c.name.clone()).collect(),
+            Scope::Phase { phases } => self
+                .inner
+                .config
+                .components
+                .iter()
+                .filter(|c| phases.contains(&c.phase))
+                .map(|c| c.name.clone())
+                .collect(),
+            Scope::Component { components } => components.clone(),
+        };
+        if names.is_empty() {
+            return Err(Error::config("the drill's scope selects no component"));
+        }
+        for n in &names {
+            self.inner.config.component(n)?;
+        }
+        // One exclusive lock for the whole cycle: nothing may start between the
+        // perturbation and the rollback that undoes it.
+        let _lock = self.inner.store.lock_patiently(false).await?;
+        let t = Instant::now();
+        let events = EventSink::new(opts.on_event.clone());
+        let snap =
+            self.capture(Some("drill".into()), names.clone(), None, &events).await.map_err(|e| self.redact(e))?;
+        let snapshot_ms = t.elapsed().as_millis();
+        let mut notes = vec![format!("drill snapshot {} took {snapshot_ms} ms", snap.id)];
+        for n in &names {
+            let d = self.driver(n)?;
+            if d.capability().perturb {
+                // A failed perturbation is noted; the rollback below still puts
+                // everything back to the drill snapshot.
+                match d.perturb(&self.context(n, &snap.id)).await {
+                    Ok(what) => notes.push(format!("perturbed {n}: {what}")),
+                    Err(e) => notes.push(format!("could not perturb {n}: {}", self.redact(e))),
+                }
+            } else {
+                notes.push(format!("{n}: driver `{}` has no drill perturbation; restored in place", d.name()));
+            }
+        }
+        let mut rec = self.run_locked(&snap, opts, "drill").await?;
+        rec.notes.splice(0..0, notes);
+        self.inner.store.write_record(&rec)?;
+        Ok(rec)
+    }
+
+    /// Past records, oldest first.
+    pub fn history(&self) -> Result<Vec<Record>> {
+        self.inner.store.list_records()
+    }
+
+    /// One record by id, prefix, `latest`, or path.
+    pub fn record(&self, reference: &str) -> Result<Record> {
+        self.inner.store.load_record(reference)
+    }
+
+    /// Preflight of the stack: every driver reachable, age of the newest snapshot and drill.
+    pub async fn check(&self) -> Result<CheckReport> {
+        let mut components = BTreeMap::new();
+        for c in &self.inner.config.components {
+            let d = self.driver(&c.name)?;
+            let ctx = self.context(&c.name, "");
+            let r = tokio::time::timeout(Duration::from_secs(15), d.check(&ctx))
+                .await
+                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout, "no answer within 15 s")));
+            components.insert(
+                c.name.clone(),
+                match r {
+                    Ok(detail) => ComponentCheck { ok: true, detail },
+                    Err(e) => ComponentCheck { ok: false, detail: self.redact(e.with_component(&c.name)).to_string() },
+                },
+            );
+        }
+        let now = Utc::now();
+        let age = |t: chrono::DateTime<Utc>| (now - t).num_seconds().max(0) as u64;
+        let newest_snapshot =
+            self.list()?.into_iter().rfind(|s| s.safety_for.is_none()).map(|s| (s.id.clone(), age(s.created_at)));
+        let newest_drill = self
+            .history()?
+            .into_iter()
+            .rfind(|r| r.kind == "drill")
+            .map(|r| (r.rollback_id.clone(), age(r.completion_time)));
+        let unfinished_rollbacks = exec::unfinished(self)?.into_iter().map(|(id, _, _)| id).collect();
+        Ok(CheckReport {
+            ok: components.values().all(|c| c.ok),
+            components,
+            newest_snapshot,
+            newest_drill,
+            unfinished_rollbacks,
+        })
+    }
+
+    /// Retention: removes snapshots beyond the newest `keep` and older than `max_age`
+    /// (both, when both are given). Never removes the newest snapshot, the last good
+    /// one, nor one an unfinished rollback uses.
+    pub async fn gc(&self, keep: Option<usize>, max_age: Option<Duration>) -> Result<GcReport> {
+        let _lock = self.inner.store.lock_patiently(false).await?;
+        let mut in_use: std::collections::BTreeSet<String> = Default::default();
+        for (_, snap, safety) in exec::unfinished(self)? {
+            in_use.insert(snap);
+            in_use.extend(safety);
+        }
+        let mut snaps = self.list()?;
+        snaps.reverse(); // newest first
+        let now = Utc::now();
+        let last_good = snaps.iter().find(|s| s.safety_for.is_none() && s.healthy == Some(true)).map(|s| s.id.clone());
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        let mut regular_seen = 0usize;
+        for s in snaps {
+            let regular = s.safety_for.is_none();
+            if regular {
+                regular_seen += 1;
+            }
+            let beyond_keep = keep.map(|k| regular && regular_seen > k.max(1));
+            let too_old = max_age.map(|m| (now - s.created_at).to_std().unwrap_or_default() > m);
+            // Both limits given: a snapshot goes only when it is beyond both.
+            let expired = match (beyond_keep, too_old) {
+                (Some(a), Some(b)) => a && b,
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => false,
+            };
+            let protected =
+                (regular && regular_seen == 1) || last_good.as_deref() == Some(s.id.as_str()) || in_use.contains(&s.id);
+            let remove = expired && !protected;
+            if remove {
+                for p in &s.parts {
+                    if let Ok(d) = self.driver(&p.component) {
+                        if let Err(e) = d.release(&self.context(&p.component, &s.id), p).await {
+                            tracing::warn!(component = %p.component, error = %e, "could not release snapshot resources");
+                        }
+                    }
+                }
+                self.inner.store.delete_snapshot(&s.id)?;
+                removed.push(s.id);
+            } else {
+                kept.push(s.id);
+            }
+        }
+        let (freed_files, freed_bytes) = self.inner.store.sweep_objects()?;
+        Ok(GcReport { removed, kept, freed_files, freed_bytes })
+    }
+}
+
+impl Record {
+    /// True when the status is `succeeded`.
+    pub fn succeeded(&self) -> bool {
+        self.status == Status::Succeeded
+    }
+}

@@ -1,0 +1,371 @@
+//! The executor: plan order, preflight, lock, compensation, cancellation and
+//! resume, corruption, secrets, last-good.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use rollback_core::{Action, ErrorKind, Event, RollbackOptions, Scope, Status};
+
+const THREE: &str = r#"
+[rto]
+component = "1m"
+
+[[component]]
+name = "code"
+driver = "git"
+repo = "app"
+phase = 1
+
+[[component]]
+name = "cfg"
+driver = "files"
+paths = ["config"]
+phase = 2
+
+[[component]]
+name = "engine"
+driver = "releases"
+root = "releases"
+phase = 3
+depends_on = ["cfg"]
+"#;
+
+fn three(d: &std::path::Path) -> git2::Repository {
+    let repo = repo_with_history(&d.join("app"));
+    write(&d.join("config/strategy.json"), "{\"algorithm\": \"v1\"}\n");
+    for v in ["v1", "v2"] {
+        write(&d.join(format!("releases/{v}/VERSION")), v);
+    }
+    std::os::unix::fs::symlink("v1", d.join("releases/current")).unwrap();
+    repo
+}
+
+fn bad_deploy(d: &std::path::Path, repo: &git2::Repository) {
+    write(&d.join("app/src/engine.py"), "VERSION = 2\n");
+    commit_all(repo, "v2");
+    write(&d.join("config/strategy.json"), "{\"algorithm\": \"v2\"}\n");
+    std::fs::remove_file(d.join("releases/current")).unwrap();
+    std::os::unix::fs::symlink("v2", d.join("releases/current")).unwrap();
+}
+
+#[tokio::test]
+async fn plans_restore_in_reverse_phase_order_for_every_level() {
+    let (_t, d) = tmp();
+    three(&d);
+    let s = stack(&d, THREE);
+    let snap = common::snap(&s).await;
+    let p = s.plan(&snap.id, &Scope::Complete).await.unwrap();
+    let restores: Vec<_> =
+        p.steps.iter().filter(|s| s.action == Action::Restore).map(|s| s.component.as_str()).collect();
+    assert_eq!(restores, ["engine", "cfg", "code"]);
+    let verifies: Vec<_> =
+        p.steps.iter().filter(|s| s.action == Action::Verify).map(|s| s.component.as_str()).collect();
+    assert_eq!(verifies, ["code", "cfg", "engine"]);
+    assert!(p.to_string().contains("Predicted duration"));
+
+    let p = s.plan(&snap.id, &Scope::Phase { phases: vec![2, 3] }).await.unwrap();
+    assert_eq!(p.components, ["cfg", "engine"]);
+    let p = s.plan(&snap.id, &Scope::Component { components: vec!["cfg".into()] }).await.unwrap();
+    assert_eq!(p.components, ["cfg"]);
+
+    let e = s.plan(&snap.id, &Scope::Phase { phases: vec![9] }).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+    let e = s.plan(&snap.id, &Scope::Component { components: vec!["nope".into()] }).await.unwrap_err();
+    assert!(e.to_string().contains("nope"));
+    let e = s.plan("does-not-exist", &Scope::Complete).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = s.plan("../../etc/passwd", &Scope::Complete).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+}
+
+#[tokio::test]
+async fn each_level_rolls_back_only_its_components() {
+    let (_t, d) = tmp();
+    let repo = three(&d);
+    let s = stack(&d, THREE);
+    let snap = common::snap(&s).await;
+    bad_deploy(&d, &repo);
+
+    let r = s.rollback(&snap.id, opts(Scope::Component { components: vec!["cfg".into()] })).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded);
+    assert_eq!(r.level, "component");
+    assert_eq!(r.rto_target_ms, 60_000);
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(v.components["cfg"].ok && !v.components["code"].ok && !v.components["engine"].ok);
+
+    let r = s.rollback(&snap.id, opts(Scope::Phase { phases: vec![3] })).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded);
+    assert_eq!(r.phases, [3]);
+    assert!(!s.verify(&snap.id, &[]).await.unwrap().components["code"].ok);
+
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert_eq!(s.history().unwrap().iter().filter(|r| r.kind == "rollback").count(), 3);
+    // The Markdown report has the timeline and the objective.
+    let md = r.to_markdown();
+    assert!(md.contains("## Timeline") && md.contains("objective"), "{md}");
+}
+
+#[tokio::test]
+async fn a_failed_step_is_compensated_from_the_safety_snapshot() {
+    let (_t, d) = tmp();
+    write(&d.join("config/a.json"), "good\n");
+    write(&d.join("flag"), "ok\n");
+    let toml = r#"
+[[component]]
+name = "cfg"
+driver = "files"
+paths = ["config"]
+phase = 1
+
+[[component]]
+name = "svc"
+driver = "command"
+phase = 2
+capture = ["cat", "flag"]
+# Restoring the snapshot's state fails; restoring any other state works.
+restore = ["sh", "-c", "if grep -q ok \"$ROLLBACK_STATE_FILE\"; then echo 'restore of svc failed' >&2; exit 3; fi; cp \"$ROLLBACK_STATE_FILE\" flag"]
+"#;
+    let s = stack(&d, toml);
+    let snap = common::snap(&s).await;
+    write(&d.join("config/a.json"), "new deploy\n");
+    write(&d.join("flag"), "new\n");
+    // svc (phase 2) restores first and fails: nothing else was touched yet.
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert!(r.error.as_deref().unwrap().contains("restore of svc failed"));
+    assert_eq!(std::fs::read_to_string(d.join("config/a.json")).unwrap(), "new deploy\n");
+
+    // Now make cfg restore first (phase 2) and svc fail after it: cfg is put back.
+    let toml2 = toml.replace("phase = 1", "phase = 3");
+    let s = stack(&d, &toml2);
+    write(&d.join("flag"), "ok\n");
+    let snap = common::snap(&s).await;
+    write(&d.join("config/a.json"), "newer deploy\n");
+    write(&d.join("flag"), "new\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    let compensations: Vec<_> = r.steps.iter().filter(|s| s.action == "compensate").collect();
+    assert!(compensations.iter().any(|c| c.component == "cfg" && c.status == "ok"), "{:?}", r.steps);
+    assert_eq!(
+        std::fs::read_to_string(d.join("config/a.json")).unwrap(),
+        "newer deploy\n",
+        "cfg was put back as it was before the rollback"
+    );
+
+    // Without a safety snapshot the record says failed, never a silent half-state.
+    let r = s.rollback(&snap.id, RollbackOptions { no_safety_snapshot: true, ..opts(Scope::Complete) }).await.unwrap();
+    assert_eq!(r.status, Status::Failed);
+    assert!(r.data_loss, "discarded config changes were not kept anywhere");
+}
+
+#[tokio::test]
+async fn a_failing_health_gate_compensates() {
+    let (_t, d) = tmp();
+    for v in ["v1", "v2"] {
+        write(&d.join(format!("releases/{v}/VERSION")), v);
+    }
+    std::os::unix::fs::symlink("v1", d.join("releases/current")).unwrap();
+    let s = stack(
+        &d,
+        r#"[[component]]
+name = "app"
+driver = "releases"
+root = "releases"
+health = [{ command = ["sh", "-c", "grep -q v2 releases/current/VERSION"], timeout = "1s", interval = "100ms" }]
+"#,
+    );
+    let snap = common::snap(&s).await;
+    assert_eq!(snap.healthy, Some(false), "health is recorded at capture");
+    std::fs::remove_file(d.join("releases/current")).unwrap();
+    std::os::unix::fs::symlink("v2", d.join("releases/current")).unwrap();
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert_eq!(std::fs::read_link(d.join("releases/current")).unwrap().to_str(), Some("v2"));
+}
+
+#[tokio::test]
+async fn a_corrupted_artifact_is_refused_and_nothing_changes() {
+    let (_t, d) = tmp();
+    write(&d.join("config/a.json"), "v1\n");
+    write(&d.join("config/b.json"), "v1\n");
+    let s = stack(&d, "[[component]]\nname = \"cfg\"\ndriver = \"files\"\npaths = [\"config\"]\n");
+    let snap = common::snap(&s).await;
+    write(&d.join("config/a.json"), "v2\n");
+    write(&d.join("config/b.json"), "v2\n");
+    let a = snap.parts[0].artifacts.iter().find(|a| a.name.ends_with("b.json")).unwrap();
+    let p = s.store().artifact_path(a).unwrap();
+    std::fs::write(&p, "tampered\n").unwrap();
+    let e = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert_eq!(e.component(), Some("cfg"));
+    assert!(e.to_string().contains("checksum"), "{e}");
+    assert_eq!(std::fs::read_to_string(d.join("config/a.json")).unwrap(), "v2\n");
+    assert_eq!(std::fs::read_to_string(d.join("config/b.json")).unwrap(), "v2\n");
+    assert!(s.history().unwrap().is_empty(), "no rollback started");
+}
+
+#[tokio::test]
+async fn a_second_rollback_is_locked_out() {
+    let (_t, d) = tmp();
+    write(&d.join("config/a.json"), "v1\n");
+    let s = stack(&d, "[[component]]\nname = \"cfg\"\ndriver = \"files\"\npaths = [\"config\"]\n");
+    let snap = common::snap(&s).await;
+    let held = s.store().lock().unwrap();
+    let e = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked);
+    let e = s.snapshot(Default::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked, "no snapshot of a half-restored stack");
+    drop(held);
+    // Snapshots share the lock with each other.
+    let (a, b) = tokio::join!(s.snapshot(Default::default()), s.snapshot(Default::default()));
+    assert!(a.is_ok() && b.is_ok());
+}
+
+#[tokio::test]
+async fn cancel_stops_at_a_step_boundary_and_resume_finishes() {
+    let (_t, d) = tmp();
+    let repo = three(&d);
+    let s = stack(&d, THREE);
+    let snap = common::snap(&s).await;
+    bad_deploy(&d, &repo);
+    let token = rollback_core::CancelToken::new();
+    let t2 = token.clone();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let r = s
+        .rollback(
+            &snap.id,
+            RollbackOptions {
+                cancel: token,
+                on_event: Some(Arc::new(move |e: &Event| {
+                    seen2.lock().unwrap().push(e.kind.clone());
+                    if e.kind == "step_finished" {
+                        t2.cancel();
+                    }
+                })),
+                ..opts(Scope::Complete)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Interrupted);
+    assert_eq!(r.steps.len(), 1);
+    assert!(seen.lock().unwrap().contains(&"step_started".to_string()));
+    assert!(!s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert_eq!(s.check().await.unwrap().unfinished_rollbacks, vec![r.rollback_id.clone()]);
+
+    let done = s.resume(&r.rollback_id, None).await.unwrap();
+    assert_eq!(done.status, Status::Succeeded, "{}", done.to_json());
+    assert!(done.resumed);
+    assert_eq!(done.rollback_id, r.rollback_id);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    let e = s.resume(&r.rollback_id, None).await.unwrap_err();
+    assert!(e.to_string().contains("already finished"));
+}
+
+#[tokio::test]
+async fn secrets_never_reach_errors_or_records() {
+    let (_t, d) = tmp();
+    std::env::set_var("ROLLBACK_TEST_API_TOKEN", "tok-93f8a1c55e");
+    write(&d.join("state"), "x\n");
+    let s = stack(
+        &d,
+        r#"[[component]]
+name = "vendor"
+driver = "command"
+capture = ["cat", "state"]
+restore = ["sh", "-c", "grep -q y \"$ROLLBACK_STATE_FILE\" && exit 0; echo \"auth failed for token $1 at postgres://u:hunter22@db/x\" >&2; exit 1", "sh", "${ROLLBACK_TEST_API_TOKEN}"]
+"#,
+    );
+    let snap = common::snap(&s).await;
+    write(&d.join("state"), "y\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated);
+    let json = r.to_json() + &r.to_markdown();
+    assert!(!json.contains("tok-93f8a1c55e"), "{json}");
+    assert!(!json.contains("hunter22"), "{json}");
+    assert!(json.contains("auth failed for token ***"), "{json}");
+    for entry in walk(s.store().root()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).to_string();
+        assert!(!text.contains("tok-93f8a1c55e"), "secret in {}", entry.display());
+    }
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap().path();
+        if e.is_dir() {
+            out.extend(walk(&e));
+        } else {
+            out.push(e);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn last_good_and_latest_resolve() {
+    let (_t, d) = tmp();
+    write(&d.join("ok"), "1");
+    let s = stack(
+        &d,
+        "[[component]]\nname = \"f\"\ndriver = \"files\"\npaths = [\"ok\"]\nhealth = [{ command = [\"sh\", \"-c\", \"grep -q 1 ok\"], timeout = \"200ms\" }]\n",
+    );
+    let good = snap(&s).await;
+    write(&d.join("ok"), "0");
+    let bad = snap(&s).await;
+    assert_eq!(good.healthy, Some(true));
+    assert_eq!(bad.healthy, Some(false));
+    assert_eq!(s.resolve("last-good").unwrap().id, good.id);
+    assert_eq!(s.resolve("latest").unwrap().id, bad.id);
+    assert_eq!(s.resolve(&good.id[..good.id.len() - 2]).unwrap().id, good.id);
+}
+
+#[tokio::test]
+async fn drill_measures_a_full_cycle() {
+    let (_t, d) = tmp();
+    three(&d);
+    let s = stack(&d, THREE);
+    let r = s.drill(opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.kind, "drill");
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(r.rto_met);
+    assert!(r.notes.iter().any(|n| n.starts_with("perturbed code")), "{:?}", r.notes);
+    assert!(r.verification.values().all(|v| v.ok));
+    let check = s.check().await.unwrap();
+    assert!(check.ok && check.newest_drill.is_some());
+}
+
+#[tokio::test]
+async fn gc_keeps_the_newest_the_last_good_and_obeys_both_limits() {
+    let (_t, d) = tmp();
+    write(&d.join("ok"), "1");
+    let s = stack(
+        &d,
+        "[[component]]\nname = \"f\"\ndriver = \"files\"\npaths = [\"ok\"]\nhealth = [{ command = [\"sh\", \"-c\", \"grep -q 1 ok\"], timeout = \"200ms\" }]\n",
+    );
+    let good = common::snap(&s).await;
+    let mut bad = Vec::new();
+    for deploy in ["a", "b", "c"] {
+        write(&d.join("ok"), &format!("0 deploy {deploy}"));
+        bad.push(common::snap(&s).await);
+    }
+    // Young snapshots survive `--keep 1 --max-age 1h`: both limits must be passed.
+    let r = s.gc(Some(1), Some(std::time::Duration::from_secs(3600))).await.unwrap();
+    assert!(r.removed.is_empty(), "{r:?}");
+    let r = s.gc(Some(1), None).await.unwrap();
+    assert_eq!(r.removed, vec![bad[1].id.clone(), bad[0].id.clone()]);
+    assert!(r.kept.contains(&good.id), "last-good is kept: {r:?}");
+    assert!(r.kept.contains(&bad[2].id), "the newest is kept: {r:?}");
+    assert!(r.freed_files > 0);
+    // The artifacts of what is kept are intact.
+    assert!(s.verify(&good.id, &[]).await.is_ok());
+    for a in &s.resolve(&good.id).unwrap().parts[0].artifacts {
+        s.store().check_artifact(a).unwrap();
+    }
+}
