@@ -1,0 +1,428 @@
+#![doc = include_str!("docs.md")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::blocking;
+use crate::config::ComponentConfig;
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::registry::DriverEnv;
+use crate::snapshot::Part;
+use crate::store::Store;
+
+/// Keys of a `files` component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Files or directories.
+    pub paths: Vec<String>,
+}
+
+/// The `files` driver.
+#[derive(Debug)]
+pub struct FilesDriver {
+    paths: Vec<PathBuf>,
+}
+
+pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
+    let cfg: FilesConfig = c.options.parse()?;
+    if cfg.paths.is_empty() {
+        return Err(c.options.error("paths", "must list at least one file or directory"));
+    }
+    let paths = cfg
+        .paths
+        .iter()
+        .map(|p| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                env.base_dir.join(p)
+            }
+        })
+        .collect();
+    Ok(Arc::new(FilesDriver { paths }))
+}
+
+/// One entry under a captured root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+enum Entry {
+    File { mode: u32, uid: u32, gid: u32, sha256: String, size: u64 },
+    Dir { mode: u32, uid: u32, gid: u32 },
+    Symlink { target: PathBuf },
+}
+
+/// What was captured of one root: relative path ("" is the root itself) → entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Root {
+    path: PathBuf,
+    entries: BTreeMap<String, Entry>,
+    /// The root did not exist (only in safety snapshots: restoring removes it).
+    #[serde(default)]
+    absent: bool,
+}
+
+fn hash_file(p: &Path) -> Result<(String, u64)> {
+    let mut f = fs::File::open(p).ctx(|| format!("cannot read {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).ctx(|| format!("cannot read {}", p.display()))?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// A configured path that is itself a symlink (`sites-enabled/app.conf`) stands for
+/// what it points at: that is what the application reads.
+fn resolve_root(p: &Path) -> std::io::Result<PathBuf> {
+    if fs::symlink_metadata(p)?.file_type().is_symlink() {
+        fs::canonicalize(p)
+    } else {
+        Ok(p.to_path_buf())
+    }
+}
+
+/// Walks a root without following symlinks below it. With `store`, file contents
+/// are stored. A missing root is `NotFound`; entries that vanish during the walk are
+/// skipped; any other error is returned.
+fn scan(
+    root: &Path,
+    store: Option<(&Store, usize, &mut Vec<crate::store::ArtifactRef>)>,
+) -> Result<BTreeMap<String, Entry>> {
+    let mut out = BTreeMap::new();
+    let mut store = store;
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((p, rel)) = stack.pop() {
+        let meta = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => continue,
+            Err(e) => return Err(e).ctx(|| format!("{} does not exist or cannot be read", p.display())),
+        };
+        let (mode, uid, gid) = (meta.mode() & 0o7777, meta.uid(), meta.gid());
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&p).ctx(|| format!("cannot read link {}", p.display()))?;
+            out.insert(rel, Entry::Symlink { target });
+        } else if meta.is_dir() {
+            for e in fs::read_dir(&p).ctx(|| format!("cannot list {}", p.display()))? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().to_string();
+                let child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+                stack.push((e.path(), child));
+            }
+            out.insert(rel, Entry::Dir { mode, uid, gid });
+        } else if meta.is_file() {
+            let (sha256, size) = match store.as_mut() {
+                Some((s, idx, arts)) => {
+                    let a = s.put_file(format!("files/{idx}/{rel}"), &p)?;
+                    let r = (a.sha256.clone(), a.size);
+                    arts.push(a);
+                    r
+                }
+                None => hash_file(&p)?,
+            };
+            out.insert(rel, Entry::File { mode, uid, gid, sha256, size });
+        }
+        // Sockets, fifos and devices are not configuration: skipped.
+    }
+    Ok(out)
+}
+
+/// The current entries of a root; a missing root has none.
+fn scan_now(root: &Path) -> Result<BTreeMap<String, Entry>> {
+    match scan(root, None) {
+        Err(e) if e.kind() == ErrorKind::NotFound && fs::symlink_metadata(root).is_err() => Ok(BTreeMap::new()),
+        r => r,
+    }
+}
+
+fn join(root: &Path, rel: &str) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+fn roots_of(part: &Part) -> Result<Vec<Root>> {
+    serde_json::from_value(part.state.get("roots").cloned().unwrap_or_default())
+        .map_err(|e| Error::new(ErrorKind::Corrupt, "files snapshot has no readable `roots`").with_source(e))
+}
+
+fn diff(root: &Root, now: &BTreeMap<String, Entry>) -> Vec<String> {
+    let mut d = Vec::new();
+    let show = |rel: &str| join(&root.path, rel).display().to_string();
+    if root.absent {
+        if !now.is_empty() {
+            d.push(format!("{} exists; it did not at the snapshot", root.path.display()));
+        }
+        return d;
+    }
+    for (rel, want) in &root.entries {
+        match now.get(rel) {
+            None => d.push(format!("{} is missing", show(rel))),
+            Some(got) if got != want => {
+                let what = match (want, got) {
+                    (Entry::File { sha256: a, .. }, Entry::File { sha256: b, .. }) if a != b => "content differs",
+                    (Entry::File { mode: a, .. }, Entry::File { mode: b, .. })
+                    | (Entry::Dir { mode: a, .. }, Entry::Dir { mode: b, .. })
+                        if a != b =>
+                    {
+                        "mode differs"
+                    }
+                    (Entry::File { .. }, Entry::File { .. }) | (Entry::Dir { .. }, Entry::Dir { .. }) => {
+                        "owner differs"
+                    }
+                    (Entry::Symlink { .. }, Entry::Symlink { .. }) => "link target differs",
+                    _ => "kind differs",
+                };
+                d.push(format!("{}: {what}", show(rel)));
+            }
+            _ => {}
+        }
+    }
+    for rel in now.keys() {
+        if !root.entries.contains_key(rel) {
+            d.push(format!("{} was added", show(rel)));
+        }
+    }
+    d
+}
+
+fn chown(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    match std::os::unix::fs::lchown(p, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        // Not root: the file keeps the restoring user's ownership; verify says so.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(path = %p.display(), "cannot restore file ownership (not permitted)");
+            Ok(())
+        }
+        Err(e) => Err(e).ctx(|| format!("cannot set the owner of {}", p.display())),
+    }
+}
+
+fn write_aside(dest: &Path, src: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.rollback-{:08x}", rand::random::<u32>()));
+    let r = (|| -> Result<()> {
+        fs::copy(src, &tmp).ctx(|| format!("cannot write {}", tmp.display()))?;
+        chown(&tmp, uid, gid)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .ctx(|| format!("cannot chmod {}", tmp.display()))?;
+        fs::File::open(&tmp).and_then(|f| f.sync_all()).ctx(|| format!("cannot sync {}", tmp.display()))?;
+        fs::rename(&tmp, dest).ctx(|| format!("cannot replace {}", dest.display()))
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    if meta.is_dir() {
+        fs::remove_dir_all(p).ctx(|| format!("cannot remove {}", p.display()))
+    } else {
+        fs::remove_file(p).ctx(|| format!("cannot remove {}", p.display()))
+    }
+}
+
+fn restore_root(store: &Store, part: &Part, idx: usize, root: &Root) -> Result<()> {
+    let now = scan_now(&root.path)?;
+    if root.absent {
+        return remove_any(&root.path);
+    }
+    // Paths added since go first, deepest first and without following links: once a
+    // link is restored, a path below it would lead somewhere else (a shared dir).
+    let extra: BTreeSet<&String> = now.keys().filter(|k| !root.entries.contains_key(*k)).collect();
+    for rel in extra.into_iter().rev() {
+        remove_any(&join(&root.path, rel))?;
+    }
+    // Then parents before children.
+    let mut dirs = Vec::new();
+    for (rel, want) in &root.entries {
+        let dest = join(&root.path, rel);
+        let got = fs::symlink_metadata(&dest).ok().and(now.get(rel));
+        if got == Some(want) {
+            continue;
+        }
+        match want {
+            Entry::Dir { mode, uid, gid } => {
+                if !matches!(got, Some(Entry::Dir { .. })) {
+                    remove_any(&dest)?;
+                    fs::create_dir_all(&dest).ctx(|| format!("cannot create {}", dest.display()))?;
+                }
+                chown(&dest, *uid, *gid)?;
+                dirs.push((dest, *mode));
+            }
+            Entry::File { mode, uid, gid, .. } => {
+                let name = format!("files/{idx}/{rel}");
+                let a = part.artifact(&name).ok_or_else(|| {
+                    Error::new(ErrorKind::Corrupt, format!("artifact `{name}` is not in the snapshot"))
+                })?;
+                let src = store.check_artifact(a)?;
+                if matches!(got, Some(Entry::Dir { .. })) {
+                    remove_any(&dest)?;
+                }
+                if let Some(parent) = dest.parent() {
+                    fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+                }
+                write_aside(&dest, &src, *mode, *uid, *gid)?;
+            }
+            Entry::Symlink { target } => {
+                if matches!(got, Some(Entry::Dir { .. })) {
+                    remove_any(&dest)?;
+                }
+                super::releases::swap_link(&dest, target)?;
+            }
+        }
+    }
+    // Directory modes last, deepest first: a read-only directory must not block
+    // writing its children.
+    for (dest, mode) in dirs.into_iter().rev() {
+        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+            .ctx(|| format!("cannot set mode of {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Driver for FilesDriver {
+    fn name(&self) -> &str {
+        "files"
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { discard_report: true, perturb: true, idempotent_restore: true, ..Default::default() }
+    }
+
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        let store = ctx.store.clone();
+        let paths = self.paths.clone();
+        let safety = ctx.safety;
+        blocking(move || {
+            let mut arts = Vec::new();
+            let mut roots = Vec::new();
+            for (i, p) in paths.iter().enumerate() {
+                let path = match resolve_root(p) {
+                    Ok(r) => r,
+                    // The broken state a safety snapshot must still record: restoring it
+                    // removes the path again.
+                    Err(_) if safety => {
+                        roots.push(Root { path: p.clone(), entries: BTreeMap::new(), absent: true });
+                        continue;
+                    }
+                    Err(e) => return Err(e).ctx(|| format!("{} does not exist or cannot be read", p.display())),
+                };
+                let entries = scan(&path, Some((&store, i, &mut arts)))?;
+                roots.push(Root { path, entries, absent: false });
+            }
+            let files: usize = roots.iter().map(|r| r.entries.len()).sum();
+            Ok(Captured { state: serde_json::json!({ "roots": roots, "entries": files }), artifacts: arts })
+        })
+        .await
+    }
+
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let roots = roots_of(part)?;
+        let store = ctx.store.clone();
+        let part = part.clone();
+        blocking(move || {
+            for (i, r) in roots.iter().enumerate() {
+                restore_root(&store, &part, i, r)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn verify(&self, _ctx: &Context, part: &Part) -> Result<Drift> {
+        let roots = roots_of(part)?;
+        blocking(move || {
+            let mut d = Vec::new();
+            for r in &roots {
+                match scan_now(&r.path) {
+                    Ok(now) => d.extend(diff(r, &now)),
+                    Err(e) => d.push(e.to_string()),
+                }
+            }
+            Ok(Drift::from_differences(d))
+        })
+        .await
+    }
+
+    async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        let roots = roots_of(part)?;
+        let component = ctx.component.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for r in &roots {
+                let n = diff(r, &scan_now(&r.path)?).len() as u64;
+                if n > 0 {
+                    out.push(Discard {
+                        component: component.clone(),
+                        target: r.path.display().to_string(),
+                        changes: n,
+                        unit: "paths".into(),
+                        kept_in_safety_snapshot: false,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
+        for r in roots_of(part)? {
+            let parent = r.path.parent().unwrap_or(Path::new("/"));
+            if !parent.is_dir() {
+                return Err(Error::not_found(format!("{} does not exist", parent.display())));
+            }
+        }
+        let _ = ctx;
+        Ok(())
+    }
+
+    async fn perturb(&self, _ctx: &Context) -> Result<String> {
+        let first = self.paths[0].clone();
+        blocking(move || {
+            let target = if first.is_dir() { first.join(".rollback-drill") } else { first.clone() };
+            let mut f = fs::OpenOptions::new().create(true).append(true).open(&target)?;
+            std::io::Write::write_all(&mut f, b"\n# rollback drill\n")?;
+            Ok(format!("appended a line to {}", target.display()))
+        })
+        .await
+    }
+
+    fn describe_restore(&self, part: &Part) -> String {
+        let n = part.state.get("entries").and_then(|v| v.as_u64()).unwrap_or(0);
+        format!("write back {n} paths atomically (write aside, rename), remove paths added since")
+    }
+
+    async fn check(&self, _ctx: &Context) -> Result<String> {
+        for p in &self.paths {
+            fs::symlink_metadata(p).ctx(|| format!("{} does not exist", p.display()))?;
+        }
+        Ok(format!("{} paths present", self.paths.len()))
+    }
+}

@@ -1,0 +1,551 @@
+#![doc = include_str!("docs.md")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use git2::{build::CheckoutBuilder, Oid, Repository, ResetType, Signature, StatusOptions};
+use serde::{Deserialize, Serialize};
+
+use super::blocking;
+use crate::config::ComponentConfig;
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::DriverEnv;
+use crate::snapshot::Part;
+
+/// How a restore puts the code back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Move the branch back to the captured commit (`git reset --hard`).
+    #[default]
+    Reset,
+    /// Add a commit whose tree is the captured one (history kept, like `git revert`).
+    Revert,
+}
+
+/// Keys of a `git` component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    /// The repository's working directory.
+    pub repo: String,
+    /// `reset` (default) or `revert`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Restore only these paths (relative to the repository root).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Capture even with uncommitted changes (they are not part of the snapshot).
+    #[serde(default)]
+    pub allow_dirty: bool,
+}
+
+/// The `git` driver.
+#[derive(Debug)]
+pub struct GitDriver {
+    repo: PathBuf,
+    mode: Mode,
+    paths: Vec<String>,
+    allow_dirty: bool,
+}
+
+pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
+    let cfg: GitConfig = c.options.parse()?;
+    for p in &cfg.paths {
+        if p.is_empty() || Path::new(p).is_absolute() || p.split('/').any(|s| s == "..") {
+            return Err(c.options.error("paths", format!("`{p}` must be a path inside the repository")));
+        }
+    }
+    let repo = Path::new(&cfg.repo);
+    let repo = if repo.is_absolute() { repo.to_path_buf() } else { env.base_dir.join(repo) };
+    Ok(Arc::new(GitDriver {
+        repo,
+        mode: cfg.mode,
+        paths: cfg.paths.iter().map(|p| p.trim_end_matches('/').to_string()).collect(),
+        allow_dirty: cfg.allow_dirty,
+    }))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    commit: String,
+    tree: String,
+    branch: Option<String>,
+    tag: String,
+    #[serde(default)]
+    dirty: bool,
+}
+
+fn git_err(what: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
+    let what = what.into();
+    move |e| {
+        let kind = match e.code() {
+            git2::ErrorCode::NotFound => ErrorKind::NotFound,
+            git2::ErrorCode::Locked => ErrorKind::Locked,
+            _ => ErrorKind::Unexpected,
+        };
+        Error::new(kind, format!("{what}: {}", e.message()))
+    }
+}
+
+fn state_of(part: &Part) -> Result<State> {
+    serde_json::from_value(part.state.clone())
+        .map_err(|e| Error::new(ErrorKind::Corrupt, "git snapshot state is unreadable").with_source(e))
+}
+
+fn signature(repo: &Repository) -> Signature<'static> {
+    repo.signature()
+        .map(|s| s.to_owned())
+        .or_else(|_| Signature::now("rollback", "rollback@localhost"))
+        .expect("a fixed signature is valid")
+}
+
+/// Paths with uncommitted changes to tracked files (untracked and ignored files
+/// are not part of a commit and are left alone).
+fn dirty_paths(repo: &Repository, within: &[String]) -> Result<Vec<String>> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(false).include_ignored(false).exclude_submodules(true);
+    for p in within {
+        opts.pathspec(p);
+    }
+    let st = repo.statuses(Some(&mut opts)).map_err(git_err("cannot read the working tree status"))?;
+    Ok(st
+        .iter()
+        .filter(|s| !s.status().is_empty() && !s.status().is_ignored() && !s.status().is_wt_new())
+        .filter_map(|s| s.path().map(str::to_string))
+        .collect())
+}
+
+fn list(paths: &[String]) -> String {
+    let mut s = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if paths.len() > 5 {
+        s.push_str(&format!(" and {} more", paths.len() - 5));
+    }
+    s
+}
+
+/// One git operation per repository at a time in this process: components that
+/// share a repository (one per path set) are captured in parallel, and libgit2
+/// fails rather than waits on a locked ref or index.
+fn repo_lock(path: &Path) -> Arc<std::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<std::sync::Mutex<()>>>>> =
+        std::sync::OnceLock::new();
+    let mut m = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    m.entry(path.to_path_buf()).or_default().clone()
+}
+
+impl GitDriver {
+    /// Runs `f` on the blocking pool while holding this repository's lock.
+    async fn with_repo<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&GitDriver) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone_cfg();
+        blocking(move || {
+            let lock = repo_lock(&me.repo);
+            let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            f(&me)
+        })
+        .await
+    }
+
+    fn open(&self) -> Result<Repository> {
+        Repository::open(&self.repo).map_err(|e| {
+            Error::new(ErrorKind::NotFound, format!("{} is not a git repository: {}", self.repo.display(), e.message()))
+        })
+    }
+
+    fn capture_blocking(&self, snapshot_id: &str, safety: bool) -> Result<Captured> {
+        let repo = self.open()?;
+        let head = repo.head().map_err(git_err("cannot read HEAD (an empty repository?)"))?;
+        let commit = head.peel_to_commit().map_err(git_err("HEAD is not a commit"))?;
+        let branch = if repo.head_detached().unwrap_or(false) { None } else { head.shorthand().map(str::to_string) };
+        let dirty = dirty_paths(&repo, &[])?;
+        if !dirty.is_empty() && !self.allow_dirty && !safety {
+            return Err(Error::config(format!(
+                "{} has uncommitted changes ({}); commit or stash them, or set allow_dirty = true",
+                self.repo.display(),
+                list(&dirty)
+            )));
+        }
+        // A tag keeps the commit alive through rebases, force-pushes and `git gc`.
+        let tag = format!("rollback/{snapshot_id}");
+        repo.reference(&format!("refs/tags/{tag}"), commit.id(), true, "rollback snapshot")
+            .map_err(git_err(format!("cannot create tag {tag}")))?;
+        let st = State {
+            commit: commit.id().to_string(),
+            tree: commit.tree_id().to_string(),
+            branch,
+            tag,
+            dirty: !dirty.is_empty(),
+        };
+        Ok(Captured {
+            state: serde_json::to_value(&st).map_err(|e| Error::unexpected("state").with_source(e))?,
+            artifacts: Vec::new(),
+        })
+    }
+
+    /// Keeps uncommitted changes in the stash rather than overwriting them.
+    fn stash_if_dirty(&self, repo: &mut Repository, snapshot_id: &str, ctx: &Context) -> Result<()> {
+        let dirty = dirty_paths(repo, &self.paths)?;
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let sig = signature(repo);
+        let msg = format!("rollback {snapshot_id}: uncommitted changes before restore");
+        // Only the paths being restored: a partial restore must not sweep unrelated
+        // work in progress into the stash.
+        if self.paths.is_empty() {
+            repo.stash_save(&sig, &msg, None).map_err(git_err("cannot stash uncommitted changes"))?;
+        } else {
+            // git2 cannot set the message of a pathspec stash: it gets git's "WIP on …".
+            // libgit2 refuses a pathspec that matches an unchanged file: name the
+            // changed files themselves. KEEP_ALL: libgit2 1.9 resets the *whole*
+            // working tree after a pathspec stash, which would throw away unrelated
+            // work; the path-limited checkout below overwrites only what was stashed.
+            let mut opts = git2::StashSaveOptions::new(sig);
+            opts.flags(Some(git2::StashFlags::KEEP_ALL));
+            for p in &dirty {
+                opts.pathspec(p.as_str());
+            }
+            repo.stash_save_ext(Some(&mut opts)).map_err(git_err("cannot stash uncommitted changes"))?;
+        }
+        ctx.progress(format!("kept uncommitted changes to {} in `git stash` ({msg})", list(&dirty)));
+        tracing::warn!(component = %ctx.component, "stashed uncommitted changes before restore");
+        Ok(())
+    }
+
+    fn restore_blocking(&self, st: &State, ctx: &Context) -> Result<()> {
+        let mut repo = self.open()?;
+        let target = Oid::from_str(&st.commit).map_err(git_err("bad commit id in snapshot"))?;
+        if self.verify_repo(&repo, st)?.is_empty() {
+            return Ok(()); // already there: restores must be idempotent for `resume`
+        }
+        self.stash_if_dirty(&mut repo, &ctx.snapshot_id, ctx)?;
+        let commit = repo.find_commit(target).map_err(git_err(format!("commit {} is gone", &st.commit[..12])))?;
+        let mut co = CheckoutBuilder::new();
+        co.force();
+        if !self.paths.is_empty() {
+            return self.restore_paths(&repo, &commit, ctx);
+        }
+        match self.mode {
+            Mode::Reset => {
+                if let Some(b) = &st.branch {
+                    let r = format!("refs/heads/{b}");
+                    // HEAD may be on another branch now: commits on the captured branch
+                    // since the snapshot would become unreachable. Tag its tip first.
+                    if let Ok(tip) = repo.refname_to_id(&r) {
+                        let kept_by_target = tip == target || repo.graph_descendant_of(target, tip).unwrap_or(false);
+                        if !kept_by_target {
+                            let tag = format!("refs/tags/rollback/before-{}", crate::snapshot::new_id());
+                            repo.reference(&tag, tip, false, "rollback: previous tip")
+                                .map_err(git_err(format!("cannot tag the previous tip of {b}")))?;
+                            ctx.progress(format!("previous tip of {b} kept as {}", &tag["refs/tags/".len()..]));
+                        }
+                    }
+                    repo.reference(&r, target, true, "rollback: reset").map_err(git_err(format!("cannot move {b}")))?;
+                    repo.set_head(&r).map_err(git_err(format!("cannot check out {b}")))?;
+                } else {
+                    repo.set_head_detached(target).map_err(git_err("cannot detach HEAD"))?;
+                }
+                repo.reset(commit.as_object(), ResetType::Hard, Some(&mut co))
+                    .map_err(git_err(format!("cannot reset to {}", &st.commit[..12])))?;
+            }
+            Mode::Revert => {
+                let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
+                if head.tree_id() != commit.tree_id() {
+                    let n = count_since(&repo, head.id(), target).unwrap_or(0);
+                    let msg = format!(
+                        "Revert to {} (rollback snapshot {})\n\nThis reverts the {n} commit(s) since {}.\n",
+                        &st.commit[..12],
+                        ctx.snapshot_id,
+                        &st.commit[..12]
+                    );
+                    let sig = signature(&repo);
+                    let tree = commit.tree().map_err(git_err("cannot read tree"))?;
+                    repo.commit(Some("HEAD"), &sig, &sig, &msg, &tree, &[&head])
+                        .map_err(git_err("cannot commit the revert"))?;
+                }
+                repo.checkout_head(Some(&mut co)).map_err(git_err("cannot check out the revert"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_paths(&self, repo: &Repository, commit: &git2::Commit<'_>, ctx: &Context) -> Result<()> {
+        let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
+        let head_tree = head.tree().map_err(git_err("cannot read HEAD tree"))?;
+        let snap_tree = commit.tree().map_err(git_err("cannot read snapshot tree"))?;
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        for p in &self.paths {
+            match snap_tree.get_path(Path::new(p)) {
+                Ok(e) => {
+                    let mode = match e.filemode() {
+                        0o040000 => git2::FileMode::Tree,
+                        0o100755 => git2::FileMode::BlobExecutable,
+                        0o120000 => git2::FileMode::Link,
+                        0o160000 => git2::FileMode::Commit,
+                        _ => git2::FileMode::Blob,
+                    };
+                    b.upsert(p, e.id(), mode);
+                }
+                Err(_) => {
+                    b.remove(p);
+                }
+            }
+        }
+        let new_tree = b.create_updated(repo, &head_tree).map_err(git_err("cannot build the restored tree"))?;
+        if new_tree != head_tree.id() {
+            let tree = repo.find_tree(new_tree).map_err(git_err("cannot read restored tree"))?;
+            let sig = signature(repo);
+            let msg = format!(
+                "Restore {} to {} (rollback snapshot {})\n",
+                self.paths.join(", "),
+                &commit.id().to_string()[..12],
+                ctx.snapshot_id
+            );
+            repo.commit(Some("HEAD"), &sig, &sig, &msg, &tree, &[&head])
+                .map_err(git_err("cannot commit the restore"))?;
+        }
+        // Only the restored paths: a forced checkout of everything would overwrite
+        // uncommitted work elsewhere in the tree.
+        let mut co = CheckoutBuilder::new();
+        co.force();
+        for p in &self.paths {
+            co.path(p.as_str());
+        }
+        repo.checkout_head(Some(&mut co)).map_err(git_err("cannot check out the restored paths"))
+    }
+
+    /// Differences between the repository and the snapshot (empty: equal).
+    fn verify_repo(&self, repo: &Repository, st: &State) -> Result<Vec<String>> {
+        let mut d = Vec::new();
+        let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
+        let short = |s: &str| s[..s.len().min(12)].to_string();
+        if self.paths.is_empty() {
+            match self.mode {
+                Mode::Reset => {
+                    if head.id().to_string() != st.commit {
+                        d.push(format!(
+                            "HEAD is {}, snapshot has {}",
+                            short(&head.id().to_string()),
+                            short(&st.commit)
+                        ));
+                    }
+                    if let Some(b) = &st.branch {
+                        let cur = repo.head().ok().and_then(|h| h.shorthand().map(str::to_string));
+                        if repo.head_detached().unwrap_or(false) || cur.as_deref() != Some(b) {
+                            d.push(format!(
+                                "on {}, snapshot was on branch {b}",
+                                cur.unwrap_or_else(|| "detached HEAD".into())
+                            ));
+                        }
+                    }
+                }
+                Mode::Revert => {
+                    if head.tree_id().to_string() != st.tree {
+                        d.push(format!("HEAD's tree differs from snapshot commit {}", short(&st.commit)));
+                    }
+                }
+            }
+        } else {
+            let snap = repo
+                .find_commit(Oid::from_str(&st.commit).map_err(git_err("bad commit id"))?)
+                .and_then(|c| c.tree())
+                .map_err(git_err(format!("commit {} is gone", short(&st.commit))))?;
+            let cur = head.tree().map_err(git_err("cannot read HEAD tree"))?;
+            for p in &self.paths {
+                let a = snap.get_path(Path::new(p)).ok().map(|e| e.id());
+                let b = cur.get_path(Path::new(p)).ok().map(|e| e.id());
+                if a != b {
+                    d.push(format!("{p} differs from the snapshot"));
+                }
+            }
+        }
+        let dirty = dirty_paths(repo, &self.paths)?;
+        if !dirty.is_empty() {
+            d.push(format!("uncommitted changes: {}", list(&dirty)));
+        }
+        Ok(d)
+    }
+}
+
+fn count_since(repo: &Repository, head: Oid, base: Oid) -> Result<u64> {
+    let mut w = repo.revwalk().map_err(git_err("revwalk"))?;
+    w.push(head).map_err(git_err("revwalk"))?;
+    w.hide(base).map_err(git_err("revwalk"))?;
+    Ok(w.count() as u64)
+}
+
+#[async_trait]
+impl Driver for GitDriver {
+    fn name(&self) -> &str {
+        "git"
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { discard_report: true, perturb: true, idempotent_restore: true, ..Default::default() }
+    }
+
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        let (id, safety) = (ctx.snapshot_id.clone(), ctx.safety);
+        self.with_repo(move |me| me.capture_blocking(&id, safety)).await
+    }
+
+    async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        self.with_repo(move |me| {
+            let repo = me.open()?;
+            let oid = Oid::from_str(&st.commit).map_err(git_err("bad commit id in snapshot"))?;
+            repo.find_commit(oid).map_err(|_| {
+                Error::not_found(format!("commit {} is no longer in {}", &st.commit[..12], me.repo.display()))
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        let ctx = ctx.clone();
+        self.with_repo(move |me| me.restore_blocking(&st, &ctx)).await
+    }
+
+    async fn verify(&self, _ctx: &Context, part: &Part) -> Result<Drift> {
+        let st = state_of(part)?;
+        self.with_repo(move |me| {
+            let repo = me.open()?;
+            Ok(Drift::from_differences(me.verify_repo(&repo, &st)?))
+        })
+        .await
+    }
+
+    async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        let st = state_of(part)?;
+        let component = ctx.component.clone();
+        self.with_repo(move |me| {
+            let repo = me.open()?;
+            // What a reset throws away is on the branch it moves, wherever HEAD is.
+            let tip = match &st.branch {
+                Some(b) => repo.refname_to_id(&format!("refs/heads/{b}")).ok(),
+                None => None,
+            };
+            let tip = match tip {
+                Some(t) => t,
+                None => repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?.id(),
+            };
+            let base = Oid::from_str(&st.commit).map_err(git_err("bad commit id"))?;
+            let mut out = Vec::new();
+            // Revert mode and partial restores keep history: nothing is discarded.
+            if me.mode == Mode::Reset && me.paths.is_empty() {
+                let n = count_since(&repo, tip, base)?;
+                if n > 0 {
+                    out.push(Discard {
+                        component: component.clone(),
+                        target: format!("branch {}", st.branch.clone().unwrap_or_else(|| "HEAD".into())),
+                        changes: n,
+                        unit: "commits".into(),
+                        kept_in_safety_snapshot: false,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn perturb(&self, ctx: &Context) -> Result<String> {
+        let id = ctx.snapshot_id.clone();
+        self.with_repo(move |me| {
+            let repo = me.open()?;
+            let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
+            let head_tree = head.tree().map_err(git_err("tree"))?;
+            let mut b = git2::build::TreeUpdateBuilder::new();
+            // A file in `paths` gets a line appended; a directory (or the whole
+            // repository) gets a `.rollback-drill` file.
+            let file = me.paths.first().and_then(|p| {
+                head_tree
+                    .get_path(Path::new(p))
+                    .ok()
+                    .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
+                    .map(|e| (p.clone(), e))
+            });
+            let rel = match file {
+                Some((p, entry)) => {
+                    let old = repo.find_blob(entry.id()).map_err(git_err("blob"))?;
+                    let mut content = old.content().to_vec();
+                    content.extend_from_slice(format!("\n# rollback drill {id}\n").as_bytes());
+                    let blob = repo.blob(&content).map_err(git_err("blob"))?;
+                    let mode = if entry.filemode() == 0o100755 {
+                        git2::FileMode::BlobExecutable
+                    } else {
+                        git2::FileMode::Blob
+                    };
+                    b.upsert(&p, blob, mode);
+                    p
+                }
+                None => {
+                    let rel = match me.paths.first() {
+                        Some(p) => format!("{p}/.rollback-drill"),
+                        None => ".rollback-drill".into(),
+                    };
+                    let blob = repo.blob(format!("rollback drill {id}\n").as_bytes()).map_err(git_err("blob"))?;
+                    b.upsert(&rel, blob, git2::FileMode::Blob);
+                    rel
+                }
+            };
+            let tree = b.create_updated(&repo, &head_tree).map_err(git_err("tree"))?;
+            let tree = repo.find_tree(tree).map_err(git_err("tree"))?;
+            let sig = signature(&repo);
+            repo.commit(Some("HEAD"), &sig, &sig, &format!("rollback drill {id}"), &tree, &[&head])
+                .map_err(git_err("cannot commit the drill change"))?;
+            let mut co = CheckoutBuilder::new();
+            co.force();
+            repo.checkout_head(Some(&mut co)).map_err(git_err("checkout"))?;
+            Ok(format!("committed a change to {rel} on top of HEAD"))
+        })
+        .await
+    }
+
+    async fn release(&self, _ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        self.with_repo(move |me| {
+            let repo = me.open()?;
+            if let Ok(mut r) = repo.find_reference(&format!("refs/tags/{}", st.tag)) {
+                r.delete().map_err(git_err(format!("cannot delete tag {}", st.tag)))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn describe_restore(&self, part: &Part) -> String {
+        let st = state_of(part).ok();
+        let c = st.as_ref().map(|s| s.commit[..12].to_string()).unwrap_or_default();
+        let b = st.and_then(|s| s.branch).unwrap_or_else(|| "HEAD".into());
+        if !self.paths.is_empty() {
+            format!("restore {} to {c} in a new commit on {b}", self.paths.join(", "))
+        } else if self.mode == Mode::Revert {
+            format!("commit a revert of {b} to {c} (history kept)")
+        } else {
+            format!("reset {b} to {c} (git reset --hard; untracked files kept, local changes stashed)")
+        }
+    }
+
+    async fn check(&self, _ctx: &Context) -> Result<String> {
+        self.with_repo(move |me| {
+            let repo = me.open()?;
+            let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
+            Ok(format!("HEAD {}", &head.id().to_string()[..12]))
+        })
+        .await
+    }
+}
+
+impl GitDriver {
+    fn clone_cfg(&self) -> GitDriver {
+        GitDriver { repo: self.repo.clone(), mode: self.mode, paths: self.paths.clone(), allow_dirty: self.allow_dirty }
+    }
+}
