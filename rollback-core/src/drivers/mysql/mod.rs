@@ -1,0 +1,976 @@
+#![doc = include_str!("docs.md")]
+
+mod sql;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::ComponentConfig;
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::DriverEnv;
+use crate::secret::{redact_url_passwords, Redactor};
+use crate::snapshot::Part;
+use crate::store::ArtifactRef;
+
+use sql::{lit, normalize_create, q, qt};
+
+/// Our scratch tables live in the same database under this prefix; listings skip it.
+const TMP_NEW: &str = "_rollback_new_";
+const TMP_OLD: &str = "_rollback_old_";
+/// Rows per multi-row INSERT on the fallback path (placeholders are capped at 65535).
+const INSERT_ROWS: usize = 2000;
+/// Bytes per chunk between the row reader and the artifact writer.
+const CHUNK: usize = 1 << 20;
+
+/// How a snapshot is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Schema and data streamed into the store (portable).
+    #[default]
+    Dump,
+    /// In-server copies in a snapshot schema, swapped in with `RENAME TABLE`.
+    Fast,
+}
+
+/// Keys of a `mysql` component.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// `mysql://user:password@host:port/database`.
+    pub url: String,
+    /// `dump` (default) or `fast`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Only these tables (default: every base table of the database).
+    pub tables: Option<Vec<String>>,
+    /// Tables loaded at once during a restore (default 2).
+    pub parallel: Option<usize>,
+    /// `true`: restore with `LOAD DATA LOCAL INFILE` (falling back to INSERTs when the
+    /// server refuses it). Default `false`: prepared multi-row INSERTs, as fast within
+    /// noise on MariaDB 10.11 here, and needing no `local_infile` on the server.
+    pub load_data: Option<bool>,
+}
+
+impl std::fmt::Debug for MysqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlConfig")
+            .field("url", &redact_url_passwords(&self.url))
+            .field("strategy", &self.strategy)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+/// The `mysql` driver (MySQL and MariaDB).
+pub struct MysqlDriver {
+    opts: Opts,
+    db: String,
+    target: String,
+    strategy: Strategy,
+    tables: Option<Vec<String>>,
+    parallel: usize,
+    load_data: bool,
+    redactor: Redactor,
+}
+
+impl std::fmt::Debug for MysqlDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlDriver")
+            .field("target", &self.target)
+            .field("strategy", &self.strategy)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
+    let cfg: MysqlConfig = c.options.parse()?;
+    let opts = Opts::from_url(&cfg.url).map_err(|e| {
+        c.options.error(
+            "url",
+            format!(
+                "`{}` is not a MySQL URL ({})",
+                redact_url_passwords(&cfg.url),
+                redact_url_passwords(&e.to_string())
+            ),
+        )
+    })?;
+    if let Some(p) = opts.pass() {
+        env.redactor.add(p);
+    }
+    let db = opts
+        .db_name()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| c.options.error("url", "must name the database, e.g. mysql://root@127.0.0.1:3306/trading"))?
+        .to_string();
+    if let Some(t) = &cfg.tables {
+        if t.is_empty() {
+            return Err(c.options.error("tables", "must list at least one table (or be left out for all)"));
+        }
+    }
+    let target = format!("{}:{}/{}", opts.ip_or_hostname(), opts.tcp_port(), db);
+    Ok(Arc::new(MysqlDriver {
+        opts,
+        db,
+        target,
+        strategy: cfg.strategy,
+        tables: cfg.tables,
+        parallel: cfg.parallel.unwrap_or(2).clamp(1, 16),
+        load_data: cfg.load_data.unwrap_or(false),
+        redactor: env.redactor.clone(),
+    }))
+}
+
+/// One table of a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TableState {
+    name: String,
+    /// `SHOW CREATE TABLE`, as captured.
+    create: String,
+    /// Stored (non-generated) columns, in order: what the data holds.
+    columns: Vec<String>,
+    rows: u64,
+    /// `CHECKSUM TABLE` in the capture's transaction.
+    checksum: Option<u64>,
+    /// `dump`: the data artifact's name.
+    #[serde(default)]
+    artifact: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    strategy: Strategy,
+    target: String,
+    db: String,
+    server_version: String,
+    /// `fast`: the schema holding the copies.
+    #[serde(default)]
+    snapshot_schema: Option<String>,
+    /// `tables` was set: tables outside the list are not ours.
+    scoped: bool,
+    tables: Vec<TableState>,
+}
+
+fn state_of(part: &Part) -> Result<State> {
+    serde_json::from_value(part.state.clone())
+        .map_err(|e| Error::new(ErrorKind::Corrupt, "mysql snapshot state is unreadable").with_source(e))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::NULL => String::new(),
+        other => other.as_sql(true).trim_matches('\'').to_string(),
+    }
+}
+
+fn num(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::UInt(u) => Some(*u),
+        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// MariaDB or MySQL, and the major version: a dump moves only within one of these.
+fn flavor(version: &str) -> (String, String) {
+    let kind = if version.to_ascii_lowercase().contains("mariadb") { "MariaDB" } else { "MySQL" };
+    let major = version.split('.').next().unwrap_or("").to_string();
+    (kind.into(), major)
+}
+
+impl MysqlDriver {
+    fn err(&self, what: &str, e: mysql_async::Error) -> Error {
+        let (kind, temporary, hint) = match &e {
+            mysql_async::Error::Server(s) => match s.code {
+                1045 | 1044 | 1142 | 1143 | 1227 | 1370 => {
+                    (ErrorKind::PermissionDenied, false, " (check the user, password and privileges)")
+                }
+                1049 => (ErrorKind::NotFound, false, " (the database does not exist)"),
+                1146 => (ErrorKind::NotFound, false, ""),
+                1205 | 1213 | 1040 | 1203 => (ErrorKind::Unexpected, true, ""),
+                _ => (ErrorKind::Unexpected, false, ""),
+            },
+            mysql_async::Error::Io(_) => (ErrorKind::Unreachable, true, " (is the server running and reachable?)"),
+            mysql_async::Error::Url(_) => (ErrorKind::ConfigInvalid, false, ""),
+            _ => (ErrorKind::Unexpected, false, ""),
+        };
+        let detail = self.redactor.redact(&e.to_string());
+        let mut out = Error::new(kind, format!("mysql {}: {what}: {detail}{hint}", self.target));
+        if temporary {
+            out = out.set_temporary();
+        }
+        out
+    }
+
+    /// A session that reads and writes bytes as stored (`SET NAMES binary`), in UTC,
+    /// where an inserted 0 stays 0 in AUTO_INCREMENT columns.
+    async fn connect(&self) -> Result<Conn> {
+        let opts = OptsBuilder::from_opts(self.opts.clone()).prefer_socket(false);
+        let mut conn = match tokio::time::timeout(Duration::from_secs(15), Conn::new(opts)).await {
+            Ok(r) => r.map_err(|e| self.err("cannot connect", e))?,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unreachable,
+                    format!("mysql {}: cannot connect: no answer within 15 s", self.target),
+                )
+                .set_temporary())
+            }
+        };
+        conn.query_drop(
+            "SET NAMES binary, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', \
+             foreign_key_checks = 0, unique_checks = 0",
+        )
+        .await
+        .map_err(|e| self.err("cannot set up the session", e))?;
+        Ok(conn)
+    }
+
+    async fn rows(&self, conn: &mut Conn, sql: &str, what: &str) -> Result<Vec<Vec<Value>>> {
+        let rows: Vec<Row> = conn.query(sql).await.map_err(|e| self.err(what, e))?;
+        Ok(rows.into_iter().map(Row::unwrap).collect())
+    }
+
+    async fn server_version(&self, conn: &mut Conn) -> Result<String> {
+        let r = self.rows(conn, "SELECT VERSION()", "cannot read the server version").await?;
+        Ok(r.first().and_then(|r| r.first()).map(text).unwrap_or_default())
+    }
+
+    /// Base tables of the database (ours excluded), sorted.
+    async fn list_tables(&self, conn: &mut Conn, schema: &str) -> Result<Vec<String>> {
+        let rows = self
+            .rows(
+                conn,
+                &format!(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE'",
+                    lit(schema)
+                ),
+                "cannot list tables",
+            )
+            .await?;
+        let mut t: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.first().map(text))
+            .filter(|n| !n.starts_with(TMP_NEW) && !n.starts_with(TMP_OLD))
+            .collect();
+        t.sort();
+        Ok(t)
+    }
+
+    async fn database_exists(&self, conn: &mut Conn, schema: &str) -> Result<bool> {
+        let r = self
+            .rows(
+                conn,
+                &format!("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}", lit(schema)),
+                "cannot list databases",
+            )
+            .await?;
+        Ok(!r.is_empty())
+    }
+
+    /// The tables this component owns now: the configured list, or every base table.
+    async fn scope(&self, conn: &mut Conn) -> Result<Vec<String>> {
+        if !self.database_exists(conn, &self.db).await? {
+            return Err(Error::not_found(format!("mysql {}: database `{}` does not exist", self.target, self.db)));
+        }
+        let all = self.list_tables(conn, &self.db).await?;
+        match &self.tables {
+            None => Ok(all),
+            Some(want) => {
+                let have: BTreeSet<&String> = all.iter().collect();
+                if let Some(missing) = want.iter().find(|t| !have.contains(t)) {
+                    return Err(Error::not_found(format!(
+                        "mysql {}: table {} listed in `tables` does not exist",
+                        self.target,
+                        q(missing)
+                    )));
+                }
+                Ok(want.clone())
+            }
+        }
+    }
+
+    async fn show_create(&self, conn: &mut Conn, schema: &str, table: &str) -> Result<Option<String>> {
+        match conn.query::<Row, _>(format!("SHOW CREATE TABLE {}", qt(schema, table))).await {
+            Ok(rows) => Ok(rows.into_iter().next().and_then(|r| r.unwrap().get(1).map(text))),
+            Err(mysql_async::Error::Server(s)) if s.code == 1146 => Ok(None),
+            Err(e) => Err(self.err(&format!("SHOW CREATE TABLE {} failed", q(table)), e)),
+        }
+    }
+
+    async fn stored_columns(&self, conn: &mut Conn, table: &str) -> Result<Vec<String>> {
+        let rows = self
+            .rows(
+                conn,
+                &format!(
+                    "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
+                     ORDER BY ORDINAL_POSITION",
+                    lit(&self.db),
+                    lit(table)
+                ),
+                "cannot list columns",
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter(|r| {
+                let extra = r.get(1).map(text).unwrap_or_default().to_ascii_uppercase();
+                // Generated columns are computed by the server; they cannot be loaded.
+                !(extra.contains("GENERATED") || extra.contains("PERSISTENT") || extra.contains("VIRTUAL"))
+            })
+            .filter_map(|r| r.first().map(text))
+            .collect())
+    }
+
+    async fn checksum(&self, conn: &mut Conn, schema: &str, table: &str) -> Result<Option<u64>> {
+        let r = self.rows(conn, &format!("CHECKSUM TABLE {}", qt(schema, table)), "CHECKSUM TABLE failed").await?;
+        Ok(r.first().and_then(|r| r.get(1)).and_then(num))
+    }
+
+    async fn count(&self, conn: &mut Conn, schema: &str, table: &str) -> Result<u64> {
+        let r = self.rows(conn, &format!("SELECT COUNT(*) FROM {}", qt(schema, table)), "cannot count rows").await?;
+        Ok(r.first().and_then(|r| r.first()).and_then(num).unwrap_or(0))
+    }
+
+    /// Drops scratch tables a killed restore left behind.
+    async fn drop_leftovers(&self, conn: &mut Conn) -> Result<()> {
+        let rows = self
+            .rows(
+                conn,
+                &format!(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND \
+                     (TABLE_NAME LIKE '\\_rollback\\_new\\_%' OR TABLE_NAME LIKE '\\_rollback\\_old\\_%')",
+                    lit(&self.db)
+                ),
+                "cannot list scratch tables",
+            )
+            .await?;
+        for r in rows {
+            if let Some(n) = r.first().map(text) {
+                conn.query_drop(format!("DROP TABLE IF EXISTS {}", qt(&self.db, &n)))
+                    .await
+                    .map_err(|e| self.err("cannot drop a scratch table", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- capture
+
+    async fn capture_dump(
+        &self,
+        ctx: &Context,
+        conn: &mut Conn,
+        tables: &[String],
+    ) -> Result<(Vec<TableState>, Vec<ArtifactRef>)> {
+        let mut states = Vec::new();
+        for t in tables {
+            let create = self
+                .show_create(conn, &self.db, t)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("mysql {}: table {} vanished", self.target, q(t))))?;
+            let columns = self.stored_columns(conn, t).await?;
+            states.push(TableState { name: t.clone(), create, columns, rows: 0, checksum: None, artifact: None });
+        }
+        // One read view for every table: consistent while writers run, and no locks.
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(|e| self.err("cannot set the isolation level", e))?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .map_err(|e| self.err("cannot start the snapshot transaction", e))?;
+        let mut artifacts = Vec::new();
+        for (i, st) in states.iter_mut().enumerate() {
+            let name = format!("mysql/data/{i}.tsv");
+            let t0 = Instant::now();
+            let (rows, art) = self.stream_table(ctx, conn, st, &name).await?;
+            st.rows = rows;
+            st.checksum = self.checksum(conn, &self.db, &st.name).await?;
+            st.artifact = Some(name);
+            ctx.progress(format!(
+                "captured {} ({rows} rows, {} bytes) in {} ms",
+                q(&st.name),
+                art.size,
+                t0.elapsed().as_millis()
+            ));
+            artifacts.push(art);
+        }
+        conn.query_drop("COMMIT").await.map_err(|e| self.err("cannot end the snapshot transaction", e))?;
+        Ok((states, artifacts))
+    }
+
+    /// Streams one table's rows into an artifact; a blocking thread writes while rows arrive.
+    async fn stream_table(
+        &self,
+        ctx: &Context,
+        conn: &mut Conn,
+        st: &TableState,
+        name: &str,
+    ) -> Result<(u64, ArtifactRef)> {
+        let mut w = ctx.store.artifact_writer(name)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let writer = tokio::task::spawn_blocking(move || -> Result<ArtifactRef> {
+            while let Some(chunk) = rx.blocking_recv() {
+                w.write_all(&chunk).map_err(Error::from)?;
+            }
+            w.finish()
+        });
+        let cols = st.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        let select = format!("SELECT {cols} FROM {}", qt(&self.db, &st.name));
+        let mut n = 0u64;
+        let read = async {
+            let mut res =
+                conn.query_iter(select).await.map_err(|e| self.err(&format!("cannot read {}", q(&st.name)), e))?;
+            let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
+            while let Some(row) = res.next().await.map_err(|e| self.err(&format!("cannot read {}", q(&st.name)), e))? {
+                for (i, v) in row.unwrap_raw().into_iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b'\t');
+                    }
+                    match v {
+                        None | Some(Value::NULL) => sql::push_field(&mut buf, None),
+                        Some(Value::Bytes(b)) => sql::push_field(&mut buf, Some(&b)),
+                        Some(other) => {
+                            sql::push_field(&mut buf, Some(other.as_sql(true).trim_matches('\'').as_bytes()))
+                        }
+                    }
+                }
+                buf.push(b'\n');
+                n += 1;
+                if buf.len() >= CHUNK {
+                    let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 64 * 1024));
+                    if tx.send(full).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                let _ = tx.send(buf).await;
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        drop(tx);
+        let art = writer.await.map_err(|e| Error::unexpected("the snapshot writer failed").with_source(e))??;
+        read?;
+        Ok((n, art))
+    }
+
+    fn snapshot_schema_name(&self) -> String {
+        format!("_rollback_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+    }
+
+    async fn capture_fast(
+        &self,
+        ctx: &Context,
+        conn: &mut Conn,
+        tables: &[String],
+    ) -> Result<(Vec<TableState>, String)> {
+        let schema = self.snapshot_schema_name();
+        conn.query_drop(format!("CREATE DATABASE {}", q(&schema)))
+            .await
+            .map_err(|e| self.err("cannot create the snapshot schema (needs CREATE privilege)", e))?;
+        let r = async {
+            let mut states = Vec::new();
+            for t in tables {
+                let create = self
+                    .show_create(conn, &self.db, t)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("mysql {}: table {} vanished", self.target, q(t))))?;
+                let columns = self.stored_columns(conn, t).await?;
+                conn.query_drop(format!("CREATE TABLE {} LIKE {}", qt(&schema, t), qt(&self.db, t)))
+                    .await
+                    .map_err(|e| self.err(&format!("cannot create the copy of {}", q(t)), e))?;
+                states.push(TableState { name: t.clone(), create, columns, rows: 0, checksum: None, artifact: None });
+            }
+            // DDL above commits implicitly; the copies share one transaction (its locking
+            // reads make the set of copies consistent: writers wait until it commits).
+            conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .await
+                .map_err(|e| self.err("cannot set the isolation level", e))?;
+            conn.query_drop("START TRANSACTION").await.map_err(|e| self.err("cannot start a transaction", e))?;
+            for st in &states {
+                let t0 = Instant::now();
+                let cols = st.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+                conn.query_drop(format!(
+                    "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
+                    qt(&schema, &st.name),
+                    qt(&self.db, &st.name)
+                ))
+                .await
+                .map_err(|e| self.err(&format!("cannot copy {}", q(&st.name)), e))?;
+                ctx.progress(format!("copied {} in {} ms", q(&st.name), t0.elapsed().as_millis()));
+            }
+            conn.query_drop("COMMIT").await.map_err(|e| self.err("cannot commit the copies", e))?;
+            for st in &mut states {
+                st.checksum = self.checksum(conn, &schema, &st.name).await?;
+                st.rows = self.count(conn, &schema, &st.name).await?;
+            }
+            Ok::<_, Error>(states)
+        }
+        .await;
+        match r {
+            Ok(states) => Ok((states, schema)),
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&schema))).await;
+                Err(e)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- restore
+
+    /// Creates `_rollback_new_<i>` for each table and fills it (from the dump, or from
+    /// the snapshot schema), then swaps every table in with one atomic RENAME TABLE.
+    async fn restore_tables(&self, ctx: &Context, part: &Part, st: &State) -> Result<()> {
+        let t0 = Instant::now();
+        let mut conn = self.connect().await?;
+        self.drop_leftovers(&mut conn).await?;
+        if !self.database_exists(&mut conn, &self.db).await? {
+            return Err(Error::not_found(format!("mysql {}: database `{}` does not exist", self.target, self.db)));
+        }
+        // What is there now (a listed table may have been dropped since the snapshot).
+        let now_tables = self.list_tables(&mut conn, &self.db).await?;
+        let mut plans = Vec::new();
+        for (i, t) in st.tables.iter().enumerate() {
+            let tmp = format!("{TMP_NEW}{i}");
+            let split = sql::split_create(&t.create, &t.name, &self.db, &tmp).ok_or_else(|| {
+                Error::new(ErrorKind::Corrupt, format!("the captured CREATE TABLE of {} is not understood", q(&t.name)))
+            })?;
+            plans.push((i, t.clone(), tmp, split));
+        }
+        let loaded = futures_util::stream::iter(plans.clone())
+            .map(|(_, t, tmp, split)| async move {
+                let mut conn = self.connect().await?;
+                let t1 = Instant::now();
+                conn.query_drop(&split.create)
+                    .await
+                    .map_err(|e| self.err(&format!("cannot create the new {}", q(&t.name)), e))?;
+                match st.strategy {
+                    Strategy::Dump => self.load_dump(ctx, &mut conn, part, &t, &tmp).await?,
+                    Strategy::Fast => {
+                        let schema = st.snapshot_schema.as_deref().unwrap_or_default();
+                        let cols = t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+                        conn.query_drop(format!(
+                            "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
+                            qt(&self.db, &tmp),
+                            qt(schema, &t.name)
+                        ))
+                        .await
+                        .map_err(|e| self.err(&format!("cannot copy {} from the snapshot", q(&t.name)), e))?;
+                    }
+                }
+                if !split.indexes.is_empty() {
+                    // Built once, sorted, after the load: faster than maintaining them row by row.
+                    let adds = split.indexes.iter().map(|x| format!("ADD {x}")).collect::<Vec<_>>().join(", ");
+                    conn.query_drop(format!("ALTER TABLE {} {adds}", qt(&self.db, &tmp)))
+                        .await
+                        .map_err(|e| self.err(&format!("cannot build the indexes of {}", q(&t.name)), e))?;
+                }
+                ctx.progress(format!("loaded {} ({} rows) in {} ms", q(&t.name), t.rows, t1.elapsed().as_millis()));
+                Ok::<(), Error>(())
+            })
+            .buffer_unordered(self.parallel)
+            .collect::<Vec<_>>()
+            .await;
+        if let Some(e) = loaded.into_iter().find_map(|r| r.err()) {
+            let _ = self.drop_leftovers(&mut conn).await;
+            return Err(e);
+        }
+        // The swap: every table at once, or none.
+        let wanted: BTreeSet<&str> = st.tables.iter().map(|t| t.name.as_str()).collect();
+        let mut renames = Vec::new();
+        let mut old = 0usize;
+        for t in &now_tables {
+            // Whole-database scope: tables created since the snapshot go too.
+            if wanted.contains(t.as_str()) || !st.scoped {
+                renames.push(format!("{} TO {}", qt(&self.db, t), qt(&self.db, &format!("{TMP_OLD}{old}"))));
+                old += 1;
+            }
+        }
+        for (_, t, tmp, _) in &plans {
+            renames.push(format!("{} TO {}", qt(&self.db, tmp), qt(&self.db, &t.name)));
+        }
+        let t_swap = Instant::now();
+        conn.query_drop(format!("RENAME TABLE {}", renames.join(", ")))
+            .await
+            .map_err(|e| self.err("the atomic RENAME TABLE swap failed (nothing was swapped)", e))?;
+        let swap_ms = t_swap.elapsed().as_millis();
+        // The old tables go first: they still hold the foreign key names.
+        self.drop_leftovers(&mut conn).await?;
+        for (_, t, _, split) in &plans {
+            if !split.foreign_keys.is_empty() {
+                let adds = split.foreign_keys.iter().map(|x| format!("ADD {x}")).collect::<Vec<_>>().join(", ");
+                conn.query_drop(format!("ALTER TABLE {} {adds}", qt(&self.db, &t.name)))
+                    .await
+                    .map_err(|e| self.err(&format!("cannot restore the foreign keys of {}", q(&t.name)), e))?;
+            }
+        }
+        ctx.progress(format!(
+            "restored {} tables of {} in {} ms (atomic swap: {swap_ms} ms)",
+            st.tables.len(),
+            self.db,
+            t0.elapsed().as_millis()
+        ));
+        Ok(())
+    }
+
+    /// Loads one table's dump, hashing the bytes as they go: a damaged artifact fails
+    /// the load before anything is swapped in.
+    async fn load_dump(&self, ctx: &Context, conn: &mut Conn, part: &Part, t: &TableState, tmp: &str) -> Result<()> {
+        let name = t.artifact.as_deref().unwrap_or_default();
+        let art = part
+            .artifact(name)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("mysql snapshot has no `{name}`")))?
+            .clone();
+        let path = ctx.store.artifact_path(&art)?;
+        let cols = t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        let seen: Arc<Mutex<Option<(String, u64)>>> = Arc::default();
+        let mut loaded = false;
+        if self.load_data {
+            let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                Error::new(ErrorKind::Corrupt, format!("artifact `{name}` is missing from the store")).with_source(e)
+            })?;
+            let slot = seen.clone();
+            let stream = futures_util::stream::unfold(Some((file, Sha256::new(), 0u64)), move |st| {
+                let slot = slot.clone();
+                async move {
+                    let (mut f, mut h, n) = st?;
+                    let mut buf = vec![0u8; CHUNK];
+                    match tokio::io::AsyncReadExt::read(&mut f, &mut buf).await {
+                        Ok(0) => {
+                            if let Ok(mut s) = slot.lock() {
+                                *s = Some((hex::encode(h.finalize()), n));
+                            }
+                            None
+                        }
+                        Ok(k) => {
+                            buf.truncate(k);
+                            h.update(&buf);
+                            Some((Ok(Bytes::from(buf)), Some((f, h, n + k as u64))))
+                        }
+                        Err(e) => Some((Err(e), None)),
+                    }
+                }
+            });
+            conn.set_infile_handler(async move { Ok(stream.boxed()) });
+            let load = format!(
+                "LOAD DATA LOCAL INFILE 'rollback' INTO TABLE {} CHARACTER SET binary \
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({cols})",
+                qt(&self.db, tmp)
+            );
+            match conn.query_drop(load).await {
+                Ok(()) => loaded = true,
+                // Local infile disabled on the server (or client): fall back to INSERTs.
+                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1148 | 3948 | 4166) => {
+                    tracing::info!(component = %ctx.component, "LOAD DATA LOCAL is refused by the server; using multi-row INSERTs");
+                }
+                Err(e) => return Err(self.err(&format!("cannot load {}", q(&t.name)), e)),
+            }
+        }
+        if !loaded {
+            *seen.lock().map_err(|_| Error::unexpected("poisoned"))? =
+                Some(self.insert_rows(conn, &path, t, tmp).await?);
+        }
+        let got = seen.lock().map_err(|_| Error::unexpected("poisoned"))?.clone();
+        match got {
+            Some((sha, size)) if sha == art.sha256 && size == art.size => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("artifact `{name}` fails its checksum; refusing to use it (nothing was swapped in)"),
+            )),
+        }
+    }
+
+    /// The INSERT path: multi-row prepared INSERTs of `INSERT_ROWS` rows. Returns the
+    /// file's (sha256, size).
+    async fn insert_rows(
+        &self,
+        conn: &mut Conn,
+        path: &std::path::Path,
+        t: &TableState,
+        tmp: &str,
+    ) -> Result<(String, u64)> {
+        use tokio::io::AsyncBufReadExt;
+        let ncols = t.columns.len();
+        let per = INSERT_ROWS.min(60_000 / ncols.max(1)).max(1);
+        let cols = t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        let one = format!("({})", vec!["?"; ncols].join(","));
+        let stmt_for =
+            |n: usize| format!("INSERT INTO {} ({cols}) VALUES {}", qt(&self.db, tmp), vec![one.as_str(); n].join(","));
+        let full = conn.prep(stmt_for(per)).await.map_err(|e| self.err("cannot prepare the INSERT", e))?;
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Corrupt, "a data artifact is missing").with_source(e))?;
+        let mut r = tokio::io::BufReader::with_capacity(CHUNK, f);
+        let mut h = Sha256::new();
+        let mut size = 0u64;
+        let mut line = Vec::new();
+        let mut params: Vec<Value> = Vec::with_capacity(per * ncols);
+        let mut rows = 0usize;
+        loop {
+            line.clear();
+            let n = r.read_until(b'\n', &mut line).await.map_err(Error::from)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&line);
+            size += n as u64;
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let vals = sql::parse_line(body, ncols)
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("the data of {} is damaged", q(&t.name))))?;
+            params.extend(vals.into_iter().map(|v| v.map(Value::Bytes).unwrap_or(Value::NULL)));
+            rows += 1;
+            if rows == per {
+                conn.exec_drop(&full, std::mem::take(&mut params))
+                    .await
+                    .map_err(|e| self.err(&format!("cannot insert into {}", q(&t.name)), e))?;
+                rows = 0;
+            }
+        }
+        if rows > 0 {
+            conn.exec_drop(stmt_for(rows), params)
+                .await
+                .map_err(|e| self.err(&format!("cannot insert into {}", q(&t.name)), e))?;
+        }
+        Ok((hex::encode(h.finalize()), size))
+    }
+
+    fn scope_word(&self) -> String {
+        match &self.tables {
+            None => format!("every table of `{}`", self.db),
+            Some(t) => format!("{} listed tables of `{}`", t.len(), self.db),
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for MysqlDriver {
+    fn name(&self) -> &str {
+        "mysql"
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { discard_report: true, perturb: true, idempotent_restore: true, ..Default::default() }
+    }
+
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        let t0 = Instant::now();
+        let mut conn = self.connect().await?;
+        let server_version = self.server_version(&mut conn).await?;
+        let tables = self.scope(&mut conn).await?;
+        let (tables, artifacts, snapshot_schema) = match self.strategy {
+            Strategy::Dump => {
+                let (t, a) = self.capture_dump(ctx, &mut conn, &tables).await?;
+                (t, a, None)
+            }
+            Strategy::Fast => {
+                let (t, s) = self.capture_fast(ctx, &mut conn, &tables).await?;
+                (t, Vec::new(), Some(s))
+            }
+        };
+        let rows: u64 = tables.iter().map(|t| t.rows).sum();
+        ctx.progress(format!(
+            "captured {} tables ({rows} rows) of {} with strategy {:?} in {} ms",
+            tables.len(),
+            self.target,
+            self.strategy,
+            t0.elapsed().as_millis()
+        ));
+        let state = State {
+            strategy: self.strategy,
+            target: self.target.clone(),
+            db: self.db.clone(),
+            server_version,
+            snapshot_schema,
+            scoped: self.tables.is_some(),
+            tables,
+        };
+        let _ = conn.disconnect().await;
+        Ok(Captured {
+            state: serde_json::to_value(&state).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
+            artifacts,
+        })
+    }
+
+    async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        let mut conn = self.connect().await?;
+        if !self.database_exists(&mut conn, &self.db).await? {
+            return Err(Error::not_found(format!("mysql {}: database `{}` does not exist", self.target, self.db)));
+        }
+        let now = self.server_version(&mut conn).await?;
+        if st.strategy == Strategy::Dump && flavor(&now) != flavor(&st.server_version) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "mysql {}: the snapshot was taken from {} and this server runs {}; restore it into the same server kind and major version",
+                    self.target, st.server_version, now
+                ),
+            ));
+        }
+        if st.strategy == Strategy::Fast {
+            let schema = st.snapshot_schema.clone().unwrap_or_default();
+            let have: BTreeSet<String> = self.list_tables(&mut conn, &schema).await?.into_iter().collect();
+            if let Some(t) = st.tables.iter().find(|t| !have.contains(&t.name)) {
+                return Err(Error::not_found(format!(
+                    "mysql {}: the snapshot copy of {} is missing from schema `{schema}`",
+                    self.target,
+                    q(&t.name)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        self.restore_tables(ctx, part, &st).await
+    }
+
+    async fn verify(&self, _ctx: &Context, part: &Part) -> Result<Drift> {
+        let st = state_of(part)?;
+        let mut conn = self.connect().await?;
+        let mut d = Vec::new();
+        let now: BTreeSet<String> = self.list_tables(&mut conn, &self.db).await?.into_iter().collect();
+        for t in &st.tables {
+            let Some(create) = self.show_create(&mut conn, &self.db, &t.name).await? else {
+                d.push(format!("table {} is missing", q(&t.name)));
+                continue;
+            };
+            if normalize_create(&create) != normalize_create(&t.create) {
+                d.push(format!("table {}: schema differs from the snapshot", q(&t.name)));
+            }
+            let ck = self.checksum(&mut conn, &self.db, &t.name).await?;
+            if ck != t.checksum {
+                let rows = self.count(&mut conn, &self.db, &t.name).await?;
+                d.push(format!(
+                    "table {}: content differs (CHECKSUM TABLE; {rows} rows now, {} in the snapshot)",
+                    q(&t.name),
+                    t.rows
+                ));
+            }
+        }
+        if !st.scoped {
+            let snap: BTreeSet<&str> = st.tables.iter().map(|t| t.name.as_str()).collect();
+            for t in now.iter().filter(|t| !snap.contains(t.as_str())) {
+                d.push(format!("table {} was added since the snapshot", q(t)));
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(Drift::from_differences(d))
+    }
+
+    async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        let st = state_of(part)?;
+        let mut conn = self.connect().await?;
+        let mut out = Vec::new();
+        let now: BTreeSet<String> = self.list_tables(&mut conn, &self.db).await?.into_iter().collect();
+        let discard = |target: String, changes: u64, unit: String| Discard {
+            component: ctx.component.clone(),
+            target,
+            changes,
+            unit,
+            kept_in_safety_snapshot: false,
+        };
+        for t in &st.tables {
+            if !now.contains(&t.name) {
+                continue;
+            }
+            let ck = self.checksum(&mut conn, &self.db, &t.name).await?;
+            if ck == t.checksum {
+                continue;
+            }
+            let rows = self.count(&mut conn, &self.db, &t.name).await?;
+            let net = rows.abs_diff(t.rows);
+            out.push(discard(
+                format!("table {}", q(&t.name)),
+                net.max(1),
+                format!(
+                    "rows: net row-count change {}{net} ({rows} now, {} in the snapshot); CHECKSUM TABLE differs, so rows changed in place are not counted",
+                    if rows >= t.rows { "+" } else { "-" },
+                    t.rows
+                ),
+            ));
+        }
+        if !st.scoped {
+            let snap: BTreeSet<&str> = st.tables.iter().map(|t| t.name.as_str()).collect();
+            for t in now.iter().filter(|t| !snap.contains(t.as_str())) {
+                let rows = self.count(&mut conn, &self.db, t).await?;
+                out.push(discard(
+                    format!("table {}", q(t)),
+                    rows,
+                    "rows (the table was created since the snapshot and is dropped)".into(),
+                ));
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(out)
+    }
+
+    async fn release(&self, _ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        if let Some(schema) = st.snapshot_schema {
+            let mut conn = self.connect().await?;
+            conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&schema)))
+                .await
+                .map_err(|e| self.err("cannot drop the snapshot schema", e))?;
+        }
+        Ok(())
+    }
+
+    async fn perturb(&self, _ctx: &Context) -> Result<String> {
+        if self.tables.is_some() {
+            return Ok("`tables` is set; the drill does not write into listed tables".into());
+        }
+        let mut conn = self.connect().await?;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {} (id INT PRIMARY KEY, at VARCHAR(64))",
+            qt(&self.db, "rollback_drill")
+        ))
+        .await
+        .map_err(|e| self.err("cannot create the drill table", e))?;
+        Ok(format!("created table `rollback_drill` in `{}`", self.db))
+    }
+
+    fn describe_restore(&self, part: &Part) -> String {
+        let Ok(st) = state_of(part) else {
+            return "restore mysql tables".into();
+        };
+        let rows: u64 = st.tables.iter().map(|t| t.rows).sum();
+        let n = st.tables.len();
+        match st.strategy {
+            Strategy::Dump => format!(
+                "load {n} tables ({rows} rows) into new tables ({} at once, {}, indexes built after), then swap them in with one atomic RENAME TABLE",
+                self.parallel,
+                if self.load_data { "LOAD DATA LOCAL INFILE" } else { "prepared multi-row INSERTs" }
+            ),
+            Strategy::Fast => format!(
+                "copy {n} tables ({rows} rows) from snapshot schema `{}` in the server, then swap them in with one atomic RENAME TABLE",
+                st.snapshot_schema.unwrap_or_default()
+            ),
+        }
+    }
+
+    async fn check(&self, _ctx: &Context) -> Result<String> {
+        let mut conn = self.connect().await?;
+        let v = self.server_version(&mut conn).await?;
+        let t = self.scope(&mut conn).await?;
+        let _ = conn.disconnect().await;
+        Ok(format!("{v} at {}: {} ({} tables)", self.target, self.scope_word(), t.len()))
+    }
+}

@@ -1,0 +1,372 @@
+//! What is in scope, the schema digest and content checksums.
+
+use std::collections::BTreeSet;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use super::conn::{pg_error, qname};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Which objects a component covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub(super) enum Scope {
+    /// Every schema but the system ones.
+    Database,
+    /// These schemas.
+    Schemas { schemas: Vec<String> },
+    /// These tables (with the sequences they own).
+    Tables { tables: Vec<(String, String)> },
+}
+
+impl Scope {
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Scope::Database => "the whole database".into(),
+            Scope::Schemas { schemas } => format!("schemas {}", schemas.join(", ")),
+            Scope::Tables { tables } => {
+                format!("tables {}", tables.iter().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+}
+
+/// A relation in scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rel {
+    pub(super) oid: u32,
+    pub(super) schema: String,
+    pub(super) name: String,
+    pub(super) kind: char,
+    pub(super) populated: bool,
+}
+
+impl Rel {
+    pub(super) fn qname(&self) -> String {
+        qname(&self.schema, &self.name)
+    }
+    pub(super) fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+    /// Relations whose rows are copied (partitions are copied leaf by leaf).
+    pub(super) fn has_data(&self) -> bool {
+        self.kind == 'r'
+    }
+}
+
+const RELS: &str = "
+SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relispopulated,
+       (SELECT d.refobjid FROM pg_depend d
+         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) AS owner
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                    AND e.objid = c.oid AND e.deptype = 'e')
+ ORDER BY 2, 3";
+
+/// The relations in scope, in name order.
+pub(super) async fn relations(client: &Client, scope: &Scope) -> Result<Vec<Rel>> {
+    let rows = client.query(RELS, &[]).await.map_err(|e| pg_error(&e, "cannot read the catalog"))?;
+    let all: Vec<(Rel, Option<u32>)> = rows
+        .iter()
+        .map(|r| {
+            let kind: String = r.get(3);
+            (
+                Rel {
+                    oid: r.get(0),
+                    schema: r.get(1),
+                    name: r.get(2),
+                    kind: kind.chars().next().unwrap_or('r'),
+                    populated: r.get(4),
+                },
+                r.get(5),
+            )
+        })
+        .collect();
+    Ok(match scope {
+        Scope::Database => all.into_iter().map(|(r, _)| r).collect(),
+        Scope::Schemas { schemas } => {
+            all.into_iter().filter(|(r, _)| schemas.contains(&r.schema)).map(|(r, _)| r).collect()
+        }
+        Scope::Tables { tables } => {
+            let listed: BTreeSet<u32> = all
+                .iter()
+                .filter(|(r, _)| tables.iter().any(|(s, t)| *s == r.schema && *t == r.name))
+                .map(|(r, _)| r.oid)
+                .collect();
+            all.into_iter()
+                .filter(|(r, owner)| listed.contains(&r.oid) || owner.is_some_and(|o| listed.contains(&o)))
+                .map(|(r, _)| r)
+                .collect()
+        }
+    })
+}
+
+/// Schemas that exist among `names`.
+pub(super) async fn existing_schemas(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass
+                               AND e.objid = pg_namespace.oid AND e.deptype = 'e')
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error(&e, "cannot list schemas"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+const SCHEMA_LINES: &str = "
+SELECT 'rel|' || n.nspname || '.' || c.relname || '|' || c.relkind::text
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)
+UNION ALL
+SELECT 'col|' || n.nspname || '.' || c.relname || '|'
+       || (row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum))::text || '|' || a.attname || '|'
+       || format_type(a.atttypid, a.atttypmod) || '|' || a.attnotnull::text || '|'
+       || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || '|' || a.attidentity::text || a.attgenerated::text
+       || '|' || coalesce(co.collname::text, '')
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+  LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100
+ WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'idx|' || pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = ANY($1)
+UNION ALL
+SELECT 'con|' || n.nspname || '.' || c.relname || '|' || k.conname || '|' || pg_get_constraintdef(k.oid)
+  FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE k.conrelid = ANY($1)
+UNION ALL
+SELECT 'view|' || n.nspname || '.' || c.relname || '|' || pg_get_viewdef(c.oid)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1) AND c.relkind IN ('v', 'm')
+UNION ALL
+SELECT 'trg|' || pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgrelid = ANY($1) AND NOT t.tgisinternal
+UNION ALL
+SELECT 'seq|' || n.nspname || '.' || c.relname || '|' || format_type(s.seqtypid, NULL) || '|'
+       || s.seqincrement::text || '|' || s.seqmin::text || '|' || s.seqmax::text || '|' || s.seqcycle::text
+  FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE s.seqrelid = ANY($1)
+UNION ALL
+SELECT 'fn|' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')|'
+       || md5(pg_get_functiondef(p.oid))
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY($2) AND p.prokind IN ('f', 'p')
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
+                    AND e.objid = p.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 'type|' || n.nspname || '.' || t.typname || '|' || t.typtype::text || '|'
+       || coalesce((SELECT string_agg(enumlabel::text, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = t.oid), '')
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname = ANY($2) AND t.typtype IN ('e', 'd') 
+UNION ALL
+SELECT 'schema|' || s FROM unnest($2::text[]) AS s";
+
+/// One line per catalog fact of the scoped objects (columns, types, indexes,
+/// constraints, views, triggers, sequences, functions), sorted.
+pub(super) async fn schema_lines(client: &Client, scope: &Scope, rels: &[Rel]) -> Result<Vec<String>> {
+    let oids: Vec<u32> = rels.iter().map(|r| r.oid).collect();
+    let schemas: Vec<String> = match scope {
+        Scope::Database => existing_schemas(client).await?,
+        Scope::Schemas { schemas } => {
+            let have = existing_schemas(client).await?;
+            schemas.iter().filter(|s| have.contains(s)).cloned().collect()
+        }
+        Scope::Tables { .. } => Vec::new(),
+    };
+    let rows = client
+        .query(SCHEMA_LINES, &[&oids, &schemas])
+        .await
+        .map_err(|e| pg_error(&e, "cannot read the schema from the catalog"))?;
+    let mut lines: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
+    lines.sort();
+    Ok(lines)
+}
+
+pub(super) fn digest_lines(lines: &[String]) -> String {
+    let mut h = Sha256::new();
+    for l in lines {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// Objects outside the scope that a restore's DROP ... CASCADE would silently remove.
+pub(super) async fn outside_dependents(client: &Client, scope: &Scope, rels: &[Rel]) -> Result<Vec<String>> {
+    let (oids, schemas): (Vec<u32>, Vec<String>) = match scope {
+        Scope::Database => return Ok(Vec::new()),
+        Scope::Schemas { schemas } => (rels.iter().map(|r| r.oid).collect(), schemas.clone()),
+        Scope::Tables { .. } => (rels.iter().map(|r| r.oid).collect(), Vec::new()),
+    };
+    let rows = client
+        .query(
+            "SELECT DISTINCT pg_describe_object(d.classid, d.objid, 0)
+               FROM pg_depend d
+               LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+               LEFT JOIN pg_constraint c ON d.classid = 'pg_constraint'::regclass AND c.oid = d.objid
+               LEFT JOIN pg_class k ON d.classid = 'pg_class'::regclass AND k.oid = d.objid
+               LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+               LEFT JOIN pg_namespace pn ON pn.oid = p.pronamespace
+              WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY($1) AND d.deptype = 'n'
+                AND CASE
+                      WHEN r.oid IS NOT NULL THEN r.ev_class <> ALL($1)
+                      WHEN c.oid IS NOT NULL AND c.conrelid <> 0 THEN c.conrelid <> ALL($1)
+                      WHEN k.oid IS NOT NULL THEN k.oid <> ALL($1) AND k.relkind NOT IN ('i', 'I')
+                      WHEN p.oid IS NOT NULL THEN pn.nspname <> ALL($2)
+                      ELSE false
+                    END
+              ORDER BY 1",
+            &[&oids, &schemas],
+        )
+        .await
+        .map_err(|e| pg_error(&e, "cannot read dependencies from the catalog"))?;
+    Ok(rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect())
+}
+
+/// Hashes the rows of a binary COPY stream as they arrive: each row's hash goes into
+/// a list whose sorted form gives an order-independent checksum (and exact multiset
+/// differences for the discard report).
+#[derive(Default)]
+pub(super) struct RowHasher {
+    buf: Vec<u8>,
+    header_done: bool,
+    ended: bool,
+    pub(super) hashes: Vec<u64>,
+    /// Set by `finish`: sha256 of the sorted row hashes.
+    pub(super) checksum: String,
+}
+
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl RowHasher {
+    pub(super) fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(chunk);
+        let mut pos = 0usize;
+        let buf = &self.buf;
+        if !self.header_done {
+            if buf.len() < 19 {
+                return Ok(());
+            }
+            if &buf[..11] != SIGNATURE {
+                return Err(Error::new(ErrorKind::Corrupt, "not a binary COPY stream"));
+            }
+            let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
+            if buf.len() < 19 + ext {
+                return Ok(());
+            }
+            pos = 19 + ext;
+            self.header_done = true;
+        }
+        while !self.ended && buf.len() >= pos + 2 {
+            let n = i16::from_be_bytes([buf[pos], buf[pos + 1]]);
+            if n == -1 {
+                self.ended = true;
+                pos += 2;
+                break;
+            }
+            let mut p = pos + 2;
+            let mut complete = true;
+            for _ in 0..n.max(0) {
+                if buf.len() < p + 4 {
+                    complete = false;
+                    break;
+                }
+                let len = i32::from_be_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]);
+                p += 4;
+                if len > 0 {
+                    p += len as usize;
+                }
+                if buf.len() < p {
+                    complete = false;
+                    break;
+                }
+            }
+            if !complete {
+                break;
+            }
+            let d = Sha256::digest(&buf[pos..p]);
+            self.hashes.push(u64::from_le_bytes(d[..8].try_into().expect("8 bytes")));
+            pos = p;
+        }
+        self.buf.drain(..pos);
+        Ok(())
+    }
+
+    /// Sorts the row hashes; returns (rows, checksum).
+    pub(super) fn finish(&mut self) -> Result<(u64, String)> {
+        if !self.ended || !self.buf.is_empty() {
+            return Err(Error::new(ErrorKind::Corrupt, "binary COPY stream ended early"));
+        }
+        self.hashes.sort_unstable();
+        let mut h = Sha256::new();
+        for x in &self.hashes {
+            h.update(x.to_le_bytes());
+        }
+        self.checksum = hex::encode(h.finalize());
+        Ok((self.hashes.len() as u64, self.checksum.clone()))
+    }
+
+    pub(super) fn rows(&self) -> u64 {
+        self.hashes.len() as u64
+    }
+}
+
+/// Streams one table out (binary COPY), hashing rows and handing chunks to `sink`.
+pub(super) async fn copy_out(
+    client: &Client,
+    rel: &Rel,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<RowHasher> {
+    let stream = client
+        .copy_out(&format!("COPY {} TO STDOUT (FORMAT binary)", rel.qname()))
+        .await
+        .map_err(|e| pg_error(&e, &format!("cannot read table {}", rel.display())))?;
+    futures_util::pin_mut!(stream);
+    let mut h = RowHasher::default();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| pg_error(&e, &format!("cannot read table {}", rel.display())))?;
+        sink(&chunk)?;
+        h.feed(&chunk)?;
+    }
+    h.finish()?;
+    Ok(h)
+}
+
+pub(super) use crate::drivers::multiset_diff;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_rows_hash_the_same_however_chunked() {
+        let mut s = SIGNATURE.to_vec();
+        s.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        for (a, b) in [(1i32, &b"x"[..]), (2, &b""[..])] {
+            s.extend_from_slice(&2i16.to_be_bytes());
+            s.extend_from_slice(&4i32.to_be_bytes());
+            s.extend_from_slice(&a.to_be_bytes());
+            s.extend_from_slice(&(b.len() as i32).to_be_bytes());
+            s.extend_from_slice(b);
+        }
+        s.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut whole = RowHasher::default();
+        whole.feed(&s).unwrap();
+        let w = whole.finish().unwrap();
+        let mut bytewise = RowHasher::default();
+        for b in &s {
+            bytewise.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(bytewise.finish().unwrap(), w);
+        assert_eq!(w.0, 2);
+        let mut cut = RowHasher::default();
+        cut.feed(&s[..s.len() - 3]).unwrap();
+        assert!(cut.finish().is_err());
+        assert_eq!(multiset_diff(&[1, 2, 2, 5], &[2, 3, 5, 6]), (2, 2));
+    }
+}

@@ -1,0 +1,587 @@
+//! `strategy = "dump"`: schema (pg_dump --schema-only, pre- and post-data) and data
+//! (binary COPY per table) from one exported snapshot; restored in one transaction.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio_postgres::Client;
+
+use super::catalog::{self, Rel, RowHasher, Scope};
+use super::conn::{dump_pattern, ident, pg_error, qname};
+use super::{Common, PostgresDriver, Strategy};
+use crate::driver::{Captured, Context, Discard, Drift};
+use crate::error::{Error, ErrorKind, Result};
+use crate::snapshot::Part;
+use crate::store::ArtifactRef;
+
+const PRE: &str = "schema/pre-data.sql";
+const POST: &str = "schema/post-data.sql";
+const LINES: &str = "schema/catalog.txt";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DumpState {
+    #[serde(flatten)]
+    common: Common,
+    scope: Scope,
+    schema_digest: String,
+    /// The whole-database dump does not create `public`; a restore does when it existed.
+    had_public: bool,
+    tables: Vec<TableState>,
+    sequences: Vec<SeqState>,
+    /// Materialized views that held data (refreshed after the load).
+    matviews: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TableState {
+    schema: String,
+    name: String,
+    rows: u64,
+    checksum: String,
+    artifact: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SeqState {
+    schema: String,
+    name: String,
+    last_value: i64,
+    is_called: bool,
+}
+
+fn state(part: &Part) -> Result<DumpState> {
+    serde_json::from_value(part.state.clone())
+        .map_err(|e| Error::new(ErrorKind::Corrupt, "the snapshot's postgres dump state is unreadable").with_source(e))
+}
+
+fn artifact<'a>(part: &'a Part, name: &str) -> Result<&'a ArtifactRef> {
+    part.artifact(name).ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("the snapshot has no artifact `{name}`")))
+}
+
+/// Major version of a `pg_dump` binary (`pg_dump (PostgreSQL) 15.20 ...`).
+async fn pg_dump_major(bin: &str) -> Result<i32> {
+    let out = tokio::process::Command::new(bin).arg("--version").kill_on_drop(true).output().await.map_err(|e| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("cannot run `{bin}` (the dump strategy needs PostgreSQL's client tools; install postgresql-client or set `pg_dump`)"),
+        )
+        .with_source(e)
+    })?;
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.split_whitespace()
+        .find_map(|w| w.split('.').next().and_then(|m| m.parse::<i32>().ok()))
+        .ok_or_else(|| Error::unexpected(format!("cannot read the version of `{bin}` from `{}`", s.trim())))
+}
+
+async fn run_pg_dump(d: &PostgresDriver, section: &str, snapshot: &str) -> Result<Vec<u8>> {
+    let mut cmd = tokio::process::Command::new(&d.pg_dump);
+    cmd.args(["--schema-only", "--no-password", "--section", section, "--snapshot", snapshot]);
+    match &d.scope {
+        Scope::Database => {}
+        Scope::Schemas { schemas } => {
+            for s in schemas {
+                cmd.arg("--schema").arg(dump_pattern(&[s]));
+            }
+        }
+        Scope::Tables { tables } => {
+            for (s, t) in tables {
+                cmd.arg("--table").arg(dump_pattern(&[s, t]));
+            }
+        }
+    }
+    for k in ["PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGHOSTADDR", "PGPASSWORD", "PGDATABASE"] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(d.target.libpq_env()).kill_on_drop(true).stdin(std::process::Stdio::null());
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| Error::new(ErrorKind::NotFound, format!("cannot run `{}`", d.pg_dump)).with_source(e))?;
+    if !out.status.success() {
+        return Err(Error::unexpected(format!(
+            "pg_dump --section={section} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(strip_meta(&out.stdout))
+}
+
+/// Drops psql's `\restrict`/`\unrestrict` lines (pg_dump ≥ 15.14): the SQL runs through
+/// the protocol, not psql.
+fn strip_meta(sql: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(sql);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_end();
+        if l.starts_with("\\restrict ") || l.starts_with("\\unrestrict ") {
+            continue;
+        }
+        out.push_str(line);
+    }
+    out.into_bytes()
+}
+
+/// Copies the tables from `queue` with one connection, into the store.
+async fn copy_worker(
+    client: &Client,
+    ctx: &Context,
+    queue: Arc<Mutex<VecDeque<(usize, Rel)>>>,
+) -> Result<Vec<(usize, TableState, ArtifactRef)>> {
+    let mut done = Vec::new();
+    loop {
+        let next = queue.lock().map_err(|_| Error::unexpected("copy queue poisoned"))?.pop_front();
+        let Some((i, rel)) = next else { break };
+        let name = format!("data/{i:05}.copy");
+        let mut w = ctx.store.artifact_writer(&name)?;
+        let h = catalog::copy_out(client, &rel, |chunk| w.write_all(chunk).map_err(Error::from)).await?;
+        let a = w.finish()?;
+        let (rows, checksum) = (h.rows(), h.checksum);
+        ctx.progress(format!("copied {} ({rows} rows, {} bytes)", rel.display(), a.size));
+        done.push((
+            i,
+            TableState { schema: rel.schema.clone(), name: rel.name.clone(), rows, checksum, artifact: name },
+            a,
+        ));
+    }
+    Ok(done)
+}
+
+fn check_listed(scope: &Scope, rels: &[Rel], schemas: &[String]) -> Result<()> {
+    match scope {
+        Scope::Database => Ok(()),
+        Scope::Schemas { schemas: want } => {
+            let missing: Vec<_> = want.iter().filter(|s| !schemas.contains(s)).cloned().collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::not_found(format!("schema(s) {} do not exist", missing.join(", "))))
+            }
+        }
+        Scope::Tables { tables } => {
+            let missing: Vec<_> = tables
+                .iter()
+                .filter(|(s, t)| !rels.iter().any(|r| r.schema == *s && r.name == *t))
+                .map(|(s, t)| format!("{s}.{t}"))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::not_found(format!("table(s) {} do not exist", missing.join(", "))))
+            }
+        }
+    }
+}
+
+pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Captured> {
+    let (client, version) = d.open().await?;
+    let dump_major = pg_dump_major(&d.pg_dump).await?;
+    if dump_major != version / 10000 {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "`{}` is version {dump_major} but the server runs PostgreSQL {}; install the client tools of the \
+                 server's major version and point the `pg_dump` key at that binary",
+                d.pg_dump,
+                version / 10000
+            ),
+        ));
+    }
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(|e| pg_error(&e, "cannot start the snapshot transaction"))?;
+    let snapshot: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| pg_error(&e, "cannot export a snapshot"))?
+        .get(0);
+    let rels = catalog::relations(&client, &d.scope).await?;
+    let schemas = catalog::existing_schemas(&client).await?;
+    check_listed(&d.scope, &rels, &schemas)?;
+    let lines = catalog::schema_lines(&client, &d.scope, &rels).await?;
+
+    // The schema comes from pg_dump (it knows every object kind), reading the same snapshot.
+    let pre = run_pg_dump(d, "pre-data", &snapshot);
+    let post = run_pg_dump(d, "post-data", &snapshot);
+
+    let mut sequences = Vec::new();
+    for r in rels.iter().filter(|r| r.kind == 'S') {
+        let row = client
+            .query_one(&format!("SELECT last_value, is_called FROM {}", r.qname()), &[])
+            .await
+            .map_err(|e| pg_error(&e, &format!("cannot read sequence {}", r.display())))?;
+        sequences.push(SeqState {
+            schema: r.schema.clone(),
+            name: r.name.clone(),
+            last_value: row.get(0),
+            is_called: row.get(1),
+        });
+    }
+    let matviews =
+        rels.iter().filter(|r| r.kind == 'm' && r.populated).map(|r| (r.schema.clone(), r.name.clone())).collect();
+
+    let tables: Vec<(usize, Rel)> = rels.iter().filter(|r| r.has_data()).cloned().enumerate().collect();
+    let n_tables = tables.len();
+    let queue = Arc::new(Mutex::new(tables.into_iter().collect::<VecDeque<_>>()));
+    // Extra connections join the same snapshot, so every table is read at one instant.
+    let mut extra = Vec::new();
+    for _ in 1..d.jobs.min(n_tables.max(1)) {
+        let c = d.target.connect().await?;
+        c.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.replace('\'', "''")
+        ))
+        .await
+        .map_err(|e| pg_error(&e, "cannot join the exported snapshot"))?;
+        extra.push(c);
+    }
+    let mut workers = vec![copy_worker(&client, ctx, queue.clone())];
+    for c in &extra {
+        workers.push(copy_worker(c, ctx, queue.clone()));
+    }
+    let (copied, pre, post) = tokio::join!(futures_util::future::try_join_all(workers), pre, post);
+    let (pre, post) = (pre?, post?);
+    let mut copied: Vec<_> = copied?.into_iter().flatten().collect();
+    copied.sort_by_key(|(i, _, _)| *i);
+    let _ = client.batch_execute("COMMIT").await;
+    for c in &extra {
+        let _ = c.batch_execute("COMMIT").await;
+    }
+
+    let mut artifacts = vec![
+        ctx.store.put_bytes(PRE, &pre)?,
+        ctx.store.put_bytes(POST, &post)?,
+        ctx.store.put_bytes(LINES, lines.join("\n").as_bytes())?,
+    ];
+    let mut table_states = Vec::new();
+    for (_, t, a) in copied {
+        table_states.push(t);
+        artifacts.push(a);
+    }
+    let st = DumpState {
+        common: Common {
+            strategy: Strategy::Dump,
+            target: d.target.desc.clone(),
+            database: d.target.db.clone(),
+            server_version_num: version,
+        },
+        scope: d.scope.clone(),
+        schema_digest: catalog::digest_lines(&lines),
+        had_public: schemas.iter().any(|s| s == "public"),
+        tables: table_states,
+        sequences,
+        matviews,
+    };
+    Ok(Captured {
+        state: serde_json::to_value(&st).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
+        artifacts,
+    })
+}
+
+pub(super) async fn preflight(d: &PostgresDriver, _ctx: &Context, part: &Part, c: &Common) -> Result<()> {
+    let st = state(part)?;
+    for n in [PRE, POST, LINES] {
+        artifact(part, n)?;
+    }
+    for t in &st.tables {
+        artifact(part, &t.artifact)?;
+    }
+    let (client, version) = d.open().await?;
+    d.same_major(c.server_version_num, version)?;
+    let rels = catalog::relations(&client, &st.scope).await?;
+    refuse_outside_dependents(&client, &st.scope, &rels).await
+}
+
+async fn refuse_outside_dependents(client: &Client, scope: &Scope, rels: &[Rel]) -> Result<()> {
+    let deps = catalog::outside_dependents(client, scope, rels).await?;
+    if deps.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "objects outside the component's scope ({}) depend on it and a restore would drop them: {}; \
+             widen `schemas`/`tables` to include them",
+            scope.describe(),
+            deps.join(", ")
+        ),
+    ))
+}
+
+pub(super) fn describe(part: &Part, c: &Common) -> String {
+    let (tables, rows) =
+        state(part).map(|s| (s.tables.len(), s.tables.iter().map(|t| t.rows).sum::<u64>())).unwrap_or((0, 0));
+    format!(
+        "restore {} ({}) from the dump: in one transaction drop the scoped objects, re-create the schema, \
+         load {tables} tables ({rows} rows), set sequences, rebuild indexes and constraints; writers wait on locks meanwhile",
+        c.target,
+        state(part).map(|s| s.scope.describe()).unwrap_or_default()
+    )
+}
+
+async fn copy_in_file(client: &Client, ctx: &Context, a: &ArtifactRef, table: &str) -> Result<u64> {
+    let path = ctx.store.artifact_path(a)?;
+    let mut f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("cannot read artifact `{}`", a.name)).with_source(e))?;
+    let sink = client
+        // FREEZE: the table was created in this transaction, so rows can be written
+        // frozen and hinted; the first reads after the restore (verify) then write nothing.
+        .copy_in::<_, Bytes>(&format!("COPY {table} FROM STDIN (FORMAT binary, FREEZE)"))
+        .await
+        .map_err(|e| pg_error(&e, &format!("cannot load {table}")))?;
+    futures_util::pin_mut!(sink);
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = f.read(&mut buf).await.map_err(Error::from)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        sink.send(Bytes::from(buf)).await.map_err(|e| pg_error(&e, &format!("cannot load {table}")))?;
+    }
+    sink.as_mut().finish().await.map_err(|e| pg_error(&e, &format!("cannot load {table}")))
+}
+
+pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &Common) -> Result<()> {
+    let st = state(part)?;
+    let pre = String::from_utf8(strip_meta(&ctx.store.read_artifact(artifact(part, PRE)?)?))
+        .map_err(|_| Error::new(ErrorKind::Corrupt, "the schema artifact is not UTF-8"))?;
+    let post = String::from_utf8(strip_meta(&ctx.store.read_artifact(artifact(part, POST)?)?))
+        .map_err(|_| Error::new(ErrorKind::Corrupt, "the schema artifact is not UTF-8"))?;
+    let (client, version) = d.open().await?;
+    d.same_major(c.server_version_num, version)?;
+    let r = restore_in_tx(&client, ctx, part, &st, &pre, &post, version).await;
+    if r.is_err() {
+        // Nothing is committed: the server undoes every step of the transaction.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_in_tx(
+    client: &Client,
+    ctx: &Context,
+    part: &Part,
+    st: &DumpState,
+    pre: &str,
+    post: &str,
+    version: i32,
+) -> Result<()> {
+    client.batch_execute("BEGIN").await.map_err(|e| pg_error(&e, "cannot begin the restore transaction"))?;
+    let rels = catalog::relations(client, &st.scope).await?;
+    refuse_outside_dependents(client, &st.scope, &rels).await?;
+    let mut drop = String::new();
+    match &st.scope {
+        Scope::Database => {
+            for s in catalog::existing_schemas(client).await? {
+                drop.push_str(&format!("DROP SCHEMA {} CASCADE;\n", ident(&s)));
+            }
+            if st.had_public && !pre.contains("\nCREATE SCHEMA public;") {
+                drop.push_str(if version >= 140000 {
+                    "CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n\
+                     COMMENT ON SCHEMA public IS 'standard public schema';\nGRANT USAGE ON SCHEMA public TO PUBLIC;\n"
+                } else {
+                    "CREATE SCHEMA public;\nCOMMENT ON SCHEMA public IS 'standard public schema';\n\
+                     GRANT ALL ON SCHEMA public TO PUBLIC;\n"
+                });
+            }
+        }
+        Scope::Schemas { schemas } => {
+            for s in schemas {
+                drop.push_str(&format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", ident(s)));
+            }
+        }
+        Scope::Tables { tables } => {
+            for (s, t) in tables {
+                if let Some(r) = rels.iter().find(|r| r.schema == *s && r.name == *t) {
+                    let what = match r.kind {
+                        'v' => "VIEW",
+                        'm' => "MATERIALIZED VIEW",
+                        'S' => "SEQUENCE",
+                        'f' => "FOREIGN TABLE",
+                        _ => "TABLE",
+                    };
+                    drop.push_str(&format!("DROP {what} IF EXISTS {} CASCADE;\n", r.qname()));
+                }
+            }
+        }
+    }
+    client.batch_execute(&drop).await.map_err(|e| pg_error(&e, "cannot drop the current objects"))?;
+    client.batch_execute(pre).await.map_err(|e| pg_error(&e, "cannot re-create the schema"))?;
+    for t in &st.tables {
+        let n = copy_in_file(client, ctx, artifact(part, &t.artifact)?, &qname(&t.schema, &t.name)).await?;
+        if n != t.rows {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("loaded {n} rows into {}.{} but the snapshot holds {}", t.schema, t.name, t.rows),
+            ));
+        }
+        ctx.progress(format!("loaded {}.{} ({n} rows)", t.schema, t.name));
+    }
+    for s in &st.sequences {
+        client
+            .execute(
+                "SELECT pg_catalog.setval($1::text::regclass, $2, $3)",
+                &[&qname(&s.schema, &s.name), &s.last_value, &s.is_called],
+            )
+            .await
+            .map_err(|e| pg_error(&e, &format!("cannot set sequence {}.{}", s.schema, s.name)))?;
+    }
+    for (s, m) in &st.matviews {
+        client
+            .batch_execute(&format!("REFRESH MATERIALIZED VIEW {}", qname(s, m)))
+            .await
+            .map_err(|e| pg_error(&e, &format!("cannot refresh {s}.{m}")))?;
+    }
+    ctx.progress("rebuilding indexes and constraints");
+    client.batch_execute(post).await.map_err(|e| pg_error(&e, "cannot re-create indexes and constraints"))?;
+    client.batch_execute("COMMIT").await.map_err(|e| pg_error(&e, "cannot commit the restore"))?;
+    Ok(())
+}
+
+/// Current schema lines and per-table row hashes, read in one snapshot.
+struct Current {
+    lines: Vec<String>,
+    rels: Vec<Rel>,
+}
+
+async fn current(client: &Client, scope: &Scope) -> Result<Current> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(|e| pg_error(&e, "cannot begin a read transaction"))?;
+    let rels = catalog::relations(client, scope).await?;
+    let lines = catalog::schema_lines(client, scope, &rels).await?;
+    Ok(Current { lines, rels })
+}
+
+pub(super) fn line_diff(then: &[String], now: &[String], out: &mut Vec<String>) -> usize {
+    let a: BTreeSet<&String> = then.iter().collect();
+    let b: BTreeSet<&String> = now.iter().collect();
+    let gone: Vec<_> = a.difference(&b).collect();
+    let added: Vec<_> = b.difference(&a).collect();
+    for g in gone.iter().take(10) {
+        out.push(format!("schema: missing since the snapshot: {g}"));
+    }
+    for x in added.iter().take(10) {
+        out.push(format!("schema: not in the snapshot: {x}"));
+    }
+    gone.len() + added.len()
+}
+
+pub(super) async fn verify(d: &PostgresDriver, ctx: &Context, part: &Part) -> Result<Drift> {
+    let st = state(part)?;
+    let (client, _) = d.open().await?;
+    let cur = current(&client, &st.scope).await?;
+    let mut diffs = Vec::new();
+    if catalog::digest_lines(&cur.lines) != st.schema_digest {
+        let then: Vec<String> = String::from_utf8_lossy(&ctx.store.read_artifact(artifact(part, LINES)?)?)
+            .lines()
+            .map(String::from)
+            .collect();
+        if line_diff(&then, &cur.lines, &mut diffs) == 0 {
+            diffs.push("schema digest differs".into());
+        }
+    }
+    let known: BTreeMap<(String, String), &TableState> =
+        st.tables.iter().map(|t| ((t.schema.clone(), t.name.clone()), t)).collect();
+    for t in &st.tables {
+        match cur.rels.iter().find(|r| r.schema == t.schema && r.name == t.name && r.has_data()) {
+            None => diffs.push(format!("table {}.{} is missing", t.schema, t.name)),
+            Some(r) => {
+                let h = catalog::copy_out(&client, r, |_| Ok(())).await?;
+                let rows = h.rows();
+                if h.checksum != t.checksum {
+                    diffs.push(format!(
+                        "table {}.{}: content differs ({rows} rows now, {} in the snapshot)",
+                        t.schema, t.name, t.rows
+                    ));
+                }
+            }
+        }
+    }
+    for r in cur.rels.iter().filter(|r| r.has_data()) {
+        if !known.contains_key(&(r.schema.clone(), r.name.clone())) {
+            diffs.push(format!("table {} was created after the snapshot", r.display()));
+        }
+    }
+    let _ = client.batch_execute("COMMIT").await;
+    Ok(Drift::from_differences(diffs))
+}
+
+async fn hash_artifact(ctx: &Context, a: &ArtifactRef) -> Result<Vec<u64>> {
+    let path = ctx.store.artifact_path(a)?;
+    let mut f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("cannot read artifact `{}`", a.name)).with_source(e))?;
+    let mut h = RowHasher::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).await.map_err(Error::from)?;
+        if n == 0 {
+            break;
+        }
+        h.feed(&buf[..n])?;
+    }
+    h.finish()?;
+    Ok(std::mem::take(&mut h.hashes))
+}
+
+pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+    let st = state(part)?;
+    let (client, _) = d.open().await?;
+    let cur = current(&client, &st.scope).await?;
+    let mut out = Vec::new();
+    let discard = |target: String, changes: u64, unit: &str| Discard {
+        component: ctx.component.clone(),
+        target,
+        changes,
+        unit: unit.into(),
+        kept_in_safety_snapshot: false,
+    };
+    if catalog::digest_lines(&cur.lines) != st.schema_digest {
+        let then: Vec<String> = String::from_utf8_lossy(&ctx.store.read_artifact(artifact(part, LINES)?)?)
+            .lines()
+            .map(String::from)
+            .collect();
+        let n = line_diff(&then, &cur.lines, &mut Vec::new());
+        out.push(discard(
+            "schema".into(),
+            n.max(1) as u64,
+            "schema facts differing (columns, indexes, constraints...)",
+        ));
+    }
+    let mut known = BTreeSet::new();
+    for t in &st.tables {
+        known.insert((t.schema.clone(), t.name.clone()));
+        let Some(r) = cur.rels.iter().find(|r| r.schema == t.schema && r.name == t.name && r.has_data()) else {
+            continue;
+        };
+        let h = catalog::copy_out(&client, r, |_| Ok(())).await?;
+        if h.checksum == t.checksum {
+            continue;
+        }
+        let then = hash_artifact(ctx, artifact(part, &t.artifact)?).await?;
+        let (only_then, only_now) = catalog::multiset_diff(&then, &h.hashes);
+        out.push(discard(
+            format!("table {}", r.display()),
+            only_then.max(only_now),
+            "rows differing (inserted, updated or deleted since the snapshot)",
+        ));
+    }
+    for r in cur.rels.iter().filter(|r| r.has_data()) {
+        if !known.contains(&(r.schema.clone(), r.name.clone())) {
+            let h = catalog::copy_out(&client, r, |_| Ok(())).await?;
+            out.push(discard(format!("table {} (created after the snapshot)", r.display()), h.rows(), "rows"));
+        }
+    }
+    let _ = client.batch_execute("COMMIT").await;
+    Ok(out)
+}

@@ -1,0 +1,265 @@
+#![doc = include_str!("docs.md")]
+
+mod catalog;
+mod conn;
+mod dump;
+mod fast;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ComponentConfig;
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::DriverEnv;
+use crate::secret::redact_url_passwords;
+use crate::snapshot::Part;
+
+use catalog::Scope;
+use conn::{parse_qualified, pg_error, Target};
+
+/// How a snapshot is taken and put back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Schema and data into the store (portable to another server).
+    #[default]
+    Dump,
+    /// A template copy of the database kept on the server, swapped in by rename.
+    Fast,
+}
+
+/// Keys of a `postgres` component.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user[:password]@host:port/db` (or libpq `key=value` form).
+    pub url: String,
+    /// `dump` (default) or `fast`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Only these schemas (dump strategy).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Only these tables, `table` or `schema.table` (dump strategy).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// The `pg_dump` binary (its major version must equal the server's).
+    #[serde(default)]
+    pub pg_dump: Option<String>,
+    /// Connections copying tables in parallel during a dump capture (default 2).
+    #[serde(default)]
+    pub jobs: Option<usize>,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url_passwords(&self.url))
+            .field("strategy", &self.strategy)
+            .field("schemas", &self.schemas)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+/// The `postgres` driver.
+#[derive(Debug)]
+pub struct PostgresDriver {
+    target: Target,
+    strategy: Strategy,
+    scope: Scope,
+    pg_dump: String,
+    jobs: usize,
+}
+
+pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
+    let cfg: PostgresConfig = c.options.parse()?;
+    let pg = tokio_postgres::Config::from_str(&cfg.url).map_err(|e| {
+        // The parse error may quote the input: keep only what the redactor allows.
+        c.options.error("url", env.redactor.redact(&format!("not a PostgreSQL URL: {}", conn::describe(&e))))
+    })?;
+    if let Some(p) = pg.get_password() {
+        env.redactor.add(&String::from_utf8_lossy(p));
+    }
+    let scope = match (cfg.schemas.is_empty(), cfg.tables.is_empty()) {
+        (true, true) => Scope::Database,
+        (false, true) => Scope::Schemas { schemas: cfg.schemas.clone() },
+        (true, false) => Scope::Tables {
+            tables: cfg
+                .tables
+                .iter()
+                .map(|t| parse_qualified(t).map_err(|m| c.options.error("tables", m)))
+                .collect::<Result<_>>()?,
+        },
+        (false, false) => return Err(c.options.error("tables", "give `schemas` or `tables`, not both")),
+    };
+    if cfg.strategy == Strategy::Fast && scope != Scope::Database {
+        return Err(c.options.error(
+            "strategy",
+            "`fast` copies the whole database; use `dump` to snapshot only some schemas or tables",
+        ));
+    }
+    Ok(Arc::new(PostgresDriver {
+        target: Target::new(pg),
+        strategy: cfg.strategy,
+        scope,
+        pg_dump: cfg.pg_dump.unwrap_or_else(|| "pg_dump".into()),
+        jobs: cfg.jobs.unwrap_or(2).clamp(1, 16),
+    }))
+}
+
+/// What every snapshot of this driver records (never the password).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Common {
+    strategy: Strategy,
+    /// `user@host:port/db`.
+    target: String,
+    database: String,
+    server_version_num: i32,
+}
+
+impl PostgresDriver {
+    fn err(&self, ctx: &Context, e: Error) -> Error {
+        e.redacted(&ctx.redactor).with_component(&ctx.component)
+    }
+
+    /// Connects and reads the server version: the preflight of every operation.
+    async fn open(&self) -> Result<(tokio_postgres::Client, i32)> {
+        let client = self.target.connect().await?;
+        let v: String = client
+            .query_one("SELECT current_setting('server_version_num')", &[])
+            .await
+            .map_err(|e| pg_error(&e, "cannot read the server version"))?
+            .get(0);
+        let v = v.parse::<i32>().map_err(|_| Error::unexpected(format!("odd server_version_num `{v}`")))?;
+        Ok((client, v))
+    }
+
+    fn common(&self, part: &Part) -> Result<Common> {
+        serde_json::from_value(part.state.clone())
+            .map_err(|e| Error::new(ErrorKind::Corrupt, "the snapshot's postgres state is unreadable").with_source(e))
+    }
+
+    fn same_major(&self, captured: i32, now: i32) -> Result<()> {
+        if captured / 10000 != now / 10000 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the snapshot was taken from PostgreSQL {} but {} runs {}; restore it on a server of the same major version",
+                    captured / 10000,
+                    self.target.desc,
+                    now / 10000
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Driver for PostgresDriver {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { discard_report: true, idempotent_restore: true, ..Capability::default() }
+    }
+
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        let r = match self.strategy {
+            Strategy::Dump => dump::capture(self, ctx).await,
+            Strategy::Fast => fast::capture(self, ctx).await,
+        };
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let r = async {
+            let c = self.common(part)?;
+            match c.strategy {
+                Strategy::Dump => dump::preflight(self, ctx, part, &c).await,
+                Strategy::Fast => fast::preflight(self, ctx, part, &c).await,
+            }
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let r = async {
+            let c = self.common(part)?;
+            match c.strategy {
+                Strategy::Dump => dump::restore(self, ctx, part, &c).await,
+                Strategy::Fast => fast::restore(self, ctx, part, &c).await,
+            }
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+        let r = async {
+            let c = self.common(part)?;
+            match c.strategy {
+                Strategy::Dump => dump::verify(self, ctx, part).await,
+                Strategy::Fast => fast::verify(self, ctx, part).await,
+            }
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        let r = async {
+            let c = self.common(part)?;
+            match c.strategy {
+                Strategy::Dump => dump::discards(self, ctx, part).await,
+                Strategy::Fast => fast::discards(self, ctx, part).await,
+            }
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn release(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let r = async {
+            match self.common(part)?.strategy {
+                Strategy::Dump => Ok(()),
+                Strategy::Fast => fast::release(self, part).await,
+            }
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    fn describe_restore(&self, part: &Part) -> String {
+        match self.common(part) {
+            Ok(c) if c.strategy == Strategy::Fast => fast::describe(part, &c),
+            Ok(c) => dump::describe(part, &c),
+            Err(_) => "restore postgres (unreadable snapshot state)".into(),
+        }
+    }
+
+    async fn check(&self, ctx: &Context) -> Result<String> {
+        let r = async {
+            let (client, v) = self.open().await?;
+            let rels = catalog::relations(&client, &self.scope).await?;
+            Ok(format!(
+                "PostgreSQL {}.{} at {}: {} tables in scope ({}), strategy {:?}",
+                v / 10000,
+                v % 100,
+                self.target.desc,
+                rels.iter().filter(|r| r.has_data()).count(),
+                self.scope.describe(),
+                self.strategy
+            ))
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+}

@@ -1,0 +1,211 @@
+//! The redis snapshot files: length-prefixed binary records, streamed both ways.
+//!
+//! `redis/keys.bin`: `RBREDIS2`, then per key `u32 key_len, key, i64 expire_at_ms
+//! (server clock, 0 = no TTL), u8 kind (0: DUMP payload, 1: a string's bytes),
+//! u32 payload_len, payload, [16] value hash`, then
+//! `u32::MAX, u64 count`. `redis/index.bin` (what verify and plan read, without the
+//! payloads): `RBRIDX01`, then `u32 key_len, key, i64 expire_at_ms, [16] value hash`, then
+//! the same trailer. Integers are little-endian.
+
+use std::io::{self, BufReader, Read, Write};
+
+use tokio::sync::mpsc::Sender;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{ArtifactRef, ArtifactWriter, Store};
+
+const KEYS_MAGIC: &[u8; 8] = b"RBREDIS2";
+/// The payload is a DUMP (any type).
+pub(super) const KIND_DUMP: u8 = 0;
+/// The payload is a string value (restored with SET).
+pub(super) const KIND_STRING: u8 = 1;
+const INDEX_MAGIC: &[u8; 8] = b"RBRIDX01";
+const END: u32 = u32::MAX;
+/// Flush a batch to the server once its payloads reach this size, whatever the key count.
+const BATCH_BYTES: usize = 8 << 20;
+
+fn io_err(e: io::Error) -> Error {
+    Error::new(ErrorKind::Unexpected, "cannot write the redis snapshot").with_source(e)
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::new(ErrorKind::Corrupt, format!("redis snapshot file is damaged: {what}"))
+}
+
+fn len32(n: usize) -> Result<[u8; 4]> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n != END)
+        .map(u32::to_le_bytes)
+        .ok_or_else(|| Error::new(ErrorKind::Unsupported, "a key or value above 4 GiB cannot be captured"))
+}
+
+pub(super) struct KeysWriter(ArtifactWriter);
+
+impl KeysWriter {
+    pub(super) fn new(mut w: ArtifactWriter) -> Result<Self> {
+        w.write_all(KEYS_MAGIC).map_err(io_err)?;
+        Ok(KeysWriter(w))
+    }
+    pub(super) fn write(
+        &mut self,
+        key: &[u8],
+        expire_at: i64,
+        kind: u8,
+        payload: &[u8],
+        vhash: &[u8; 16],
+    ) -> Result<()> {
+        let w = &mut self.0;
+        w.write_all(&len32(key.len())?).map_err(io_err)?;
+        w.write_all(key).map_err(io_err)?;
+        w.write_all(&expire_at.to_le_bytes()).map_err(io_err)?;
+        w.write_all(&[kind]).map_err(io_err)?;
+        w.write_all(&len32(payload.len())?).map_err(io_err)?;
+        w.write_all(payload).map_err(io_err)?;
+        w.write_all(vhash).map_err(io_err)
+    }
+    pub(super) fn finish(mut self, count: u64) -> Result<ArtifactRef> {
+        self.0.write_all(&END.to_le_bytes()).map_err(io_err)?;
+        self.0.write_all(&count.to_le_bytes()).map_err(io_err)?;
+        self.0.finish()
+    }
+}
+
+pub(super) struct IndexWriter(ArtifactWriter);
+
+impl IndexWriter {
+    pub(super) fn new(mut w: ArtifactWriter) -> Result<Self> {
+        w.write_all(INDEX_MAGIC).map_err(io_err)?;
+        Ok(IndexWriter(w))
+    }
+    pub(super) fn write(&mut self, key: &[u8], expire_at: i64, vhash: &[u8; 16]) -> Result<()> {
+        let w = &mut self.0;
+        w.write_all(&len32(key.len())?).map_err(io_err)?;
+        w.write_all(key).map_err(io_err)?;
+        w.write_all(&expire_at.to_le_bytes()).map_err(io_err)?;
+        w.write_all(vhash).map_err(io_err)
+    }
+    pub(super) fn finish(mut self, count: u64) -> Result<ArtifactRef> {
+        self.0.write_all(&END.to_le_bytes()).map_err(io_err)?;
+        self.0.write_all(&count.to_le_bytes()).map_err(io_err)?;
+        self.0.finish()
+    }
+}
+
+/// One key of `keys.bin`.
+pub(super) struct KeyRecord {
+    pub key: Vec<u8>,
+    pub expire_at: i64,
+    pub kind: u8,
+    pub payload: Vec<u8>,
+}
+
+/// One key of `index.bin`.
+pub(super) struct IndexEntry {
+    pub key: Vec<u8>,
+    /// Absolute expiry (server ms), 0 for none.
+    pub expire_at: i64,
+    pub vhash: [u8; 16],
+}
+
+struct Reader<R: Read> {
+    r: R,
+}
+
+impl<R: Read> Reader<R> {
+    fn exact<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b).map_err(|_| corrupt("truncated"))?;
+        Ok(b)
+    }
+    fn bytes(&mut self, n: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; n];
+        self.r.read_exact(&mut v).map_err(|_| corrupt("truncated"))?;
+        Ok(v)
+    }
+    /// The next key's length, or `None` at the trailer (whose count must match).
+    fn next_len(&mut self, seen: u64) -> Result<Option<usize>> {
+        let n = u32::from_le_bytes(self.exact::<4>()?);
+        if n == END {
+            let count = u64::from_le_bytes(self.exact::<8>()?);
+            if count != seen {
+                return Err(corrupt(&format!("trailer says {count} keys, found {seen}")));
+            }
+            return Ok(None);
+        }
+        Ok(Some(n as usize))
+    }
+}
+
+/// Opens an artifact; `checked`: its checksum was verified just before (the restore
+/// checks before deleting anything, and need not hash the file twice).
+fn open(store: &Store, a: &ArtifactRef, magic: &[u8; 8], checked: bool) -> Result<Reader<BufReader<std::fs::File>>> {
+    let p = if checked { store.artifact_path(a)? } else { store.check_artifact(a)? };
+    let f = std::fs::File::open(&p).map_err(Error::from)?;
+    let mut r = Reader { r: BufReader::with_capacity(1 << 20, f) };
+    if &r.exact::<8>()? != magic {
+        return Err(corrupt("unknown format"));
+    }
+    Ok(r)
+}
+
+/// Streams `keys.bin`, already checked, in batches into `tx` (run on a blocking thread).
+pub(super) fn read_keys(
+    store: &Store,
+    a: &ArtifactRef,
+    batch: usize,
+    tx: &Sender<Result<Vec<KeyRecord>>>,
+) -> Result<()> {
+    let run = || -> Result<()> {
+        let mut r = open(store, a, KEYS_MAGIC, true)?;
+        let mut seen = 0u64;
+        let mut cur = Vec::with_capacity(batch);
+        let mut cur_bytes = 0usize;
+        while let Some(klen) = r.next_len(seen)? {
+            let key = r.bytes(klen)?;
+            let expire_at = i64::from_le_bytes(r.exact::<8>()?);
+            let kind = r.exact::<1>()?[0];
+            if kind != KIND_DUMP && kind != KIND_STRING {
+                return Err(corrupt("unknown record kind"));
+            }
+            let plen = u32::from_le_bytes(r.exact::<4>()?) as usize;
+            let payload = r.bytes(plen)?;
+            let _vhash = r.exact::<16>()?;
+            seen += 1;
+            cur_bytes += plen + klen;
+            cur.push(KeyRecord { key, expire_at, kind, payload });
+            if cur.len() >= batch || cur_bytes >= BATCH_BYTES {
+                if tx.blocking_send(Ok(std::mem::take(&mut cur))).is_err() {
+                    return Ok(()); // the restore stopped; its error is reported there
+                }
+                cur_bytes = 0;
+            }
+        }
+        if !cur.is_empty() {
+            let _ = tx.blocking_send(Ok(cur));
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = tx.blocking_send(Err(Error::new(e.kind(), msg)));
+            Err(e)
+        }
+    }
+}
+
+/// Reads the index (keys and value hashes; no payloads), one entry at a time.
+pub(super) fn read_index(store: &Store, a: &ArtifactRef, mut f: impl FnMut(IndexEntry)) -> Result<u64> {
+    let mut r = open(store, a, INDEX_MAGIC, false)?;
+    let mut n = 0u64;
+    while let Some(klen) = r.next_len(n)? {
+        let key = r.bytes(klen)?;
+        let expire_at = i64::from_le_bytes(r.exact::<8>()?);
+        let vhash = r.exact::<16>()?;
+        f(IndexEntry { key, expire_at, vhash });
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,930 @@
+#![doc = include_str!("docs.md")]
+
+mod format;
+mod pipe;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::ComponentConfig;
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::DriverEnv;
+use crate::secret::{redact_url_passwords, Redactor};
+use crate::snapshot::Part;
+use crate::store::ArtifactRef;
+
+use format::KeyRecord;
+
+/// Keys per SCAN call and per pipeline: bounds memory to a few thousand values in flight.
+const BATCH: usize = 2000;
+/// RESTORE pipelines in flight at once.
+const RESTORE_IN_FLIGHT: usize = 4;
+/// DUMP pipelines in flight at once during a scan.
+const DUMP_IN_FLIGHT: usize = 3;
+const KEYS_ARTIFACT: &str = "redis/keys.bin";
+const INDEX_ARTIFACT: &str = "redis/index.bin";
+/// RDB object types whose DUMP order depends on the dict's history (hash table
+/// encodings of sets and hashes); their values are compared member by member.
+const RDB_TYPE_SET: u8 = 2;
+const RDB_TYPE_HASH: u8 = 4;
+use format::{KIND_DUMP, KIND_STRING};
+
+/// What a restore does with the key space.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Delete the keys matching `pattern`, then restore the captured ones.
+    #[default]
+    Replace,
+    /// Restore the captured keys over what is there; other keys stay.
+    Merge,
+    /// Only delete the keys matching `pattern` (the runbooks' cache clear).
+    Flush,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replace => "replace",
+            Mode::Merge => "merge",
+            Mode::Flush => "flush",
+        }
+    }
+}
+
+/// Keys of a `redis` component.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`.
+    pub url: String,
+    /// `replace` (default), `merge` or `flush`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Glob of the keys this component owns (default `*`: the whole db).
+    #[serde(default = "default_pattern")]
+    pub pattern: String,
+}
+
+fn default_pattern() -> String {
+    "*".into()
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url_passwords(&self.url))
+            .field("mode", &self.mode)
+            .field("pattern", &self.pattern)
+            .finish()
+    }
+}
+
+/// The `redis` driver.
+pub struct RedisDriver {
+    client: Client,
+    mode: Mode,
+    pattern: String,
+    db: i64,
+    /// `host:port/db`, for messages.
+    target: String,
+    redactor: Redactor,
+}
+
+impl std::fmt::Debug for RedisDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisDriver")
+            .field("target", &self.target)
+            .field("mode", &self.mode)
+            .field("pattern", &self.pattern)
+            .finish()
+    }
+}
+
+pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
+    let cfg: RedisConfig = c.options.parse()?;
+    if cfg.pattern.is_empty() {
+        return Err(c.options.error("pattern", "must not be empty (use \"*\" for the whole db)"));
+    }
+    let client = Client::open(cfg.url.as_str()).map_err(|e| {
+        c.options.error(
+            "url",
+            format!(
+                "`{}` is not a redis URL ({})",
+                redact_url_passwords(&cfg.url),
+                redact_url_passwords(&e.to_string())
+            ),
+        )
+    })?;
+    let info = client.get_connection_info();
+    if let Some(p) = &info.redis.password {
+        env.redactor.add(p);
+    }
+    let target = format!("{}/{}", info.addr, info.redis.db);
+    Ok(Arc::new(RedisDriver {
+        db: info.redis.db,
+        client,
+        mode: cfg.mode,
+        pattern: cfg.pattern,
+        target,
+        redactor: env.redactor.clone(),
+    }))
+}
+
+/// What a capture keeps in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    target: String,
+    db: i64,
+    pattern: String,
+    mode: Mode,
+    keys: u64,
+    with_ttl: u64,
+    payload_bytes: u64,
+    /// Order-independent digest of (key, value, has TTL) over every key.
+    digest: String,
+    server_version: String,
+}
+
+fn state_of(part: &Part) -> Result<State> {
+    serde_json::from_value(part.state.clone())
+        .map_err(|e| Error::new(ErrorKind::Corrupt, "redis snapshot state is unreadable").with_source(e))
+}
+
+/// One key as read from the server.
+struct Entry {
+    key: Vec<u8>,
+    /// Absolute expiry in server milliseconds, or 0 for none.
+    expire_at: i64,
+    /// [`KIND_STRING`]: `payload` is the string itself; [`KIND_DUMP`]: a DUMP payload.
+    kind: u8,
+    payload: Vec<u8>,
+    vhash: [u8; 16],
+}
+
+/// Order-independent accumulator of per-key hashes (a sum, so SCAN order does not matter).
+#[derive(Default, Clone, Copy)]
+struct Digest128 {
+    sum: u128,
+    count: u64,
+}
+
+impl Digest128 {
+    fn add(&mut self, key: &[u8], vhash: &[u8; 16], ttl: bool) {
+        let mut h = Sha256::new();
+        h.update((key.len() as u64).to_le_bytes());
+        h.update(key);
+        h.update([ttl as u8]);
+        h.update(vhash);
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        self.sum = self.sum.wrapping_add(u128::from_le_bytes(b));
+        self.count += 1;
+    }
+    fn hex(&self) -> String {
+        format!("{:032x}-{}", self.sum, self.count)
+    }
+}
+
+fn key_hash(k: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    k.hash(&mut h);
+    h.finish()
+}
+
+fn show_key(k: &[u8]) -> String {
+    let s = String::from_utf8_lossy(k);
+    let s: String = s.chars().map(|c| if c.is_control() { '?' } else { c }).take(80).collect();
+    format!("`{s}`")
+}
+
+fn as_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+impl RedisDriver {
+    fn err(&self, what: &str, e: redis::RedisError) -> Error {
+        use redis::ErrorKind as K;
+        let kind = if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
+            ErrorKind::Unreachable
+        } else {
+            match e.kind() {
+                K::AuthenticationFailed => ErrorKind::PermissionDenied,
+                K::BusyLoadingError | K::TryAgain => ErrorKind::Unreachable,
+                K::InvalidClientConfig => ErrorKind::ConfigInvalid,
+                _ => ErrorKind::Unexpected,
+            }
+        };
+        let detail = self.redactor.redact(&e.to_string());
+        let hint = match kind {
+            ErrorKind::PermissionDenied => " (check the user/password in the URL)",
+            ErrorKind::Unreachable => " (is the server running and reachable?)",
+            _ => "",
+        };
+        let mut out = Error::new(kind, format!("redis {}: {what}: {detail}{hint}", self.target));
+        if matches!(kind, ErrorKind::Unreachable) || matches!(e.kind(), K::BusyLoadingError | K::TryAgain) {
+            out = out.set_temporary();
+        }
+        out
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Duration::from_secs(10))
+            .set_response_timeout(Duration::from_secs(300));
+        let mut con = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| self.err("cannot connect", e))?;
+        redis::cmd("PING").query_async::<()>(&mut con).await.map_err(|e| self.err("cannot connect", e))?;
+        Ok(con)
+    }
+
+    /// The server's clock in milliseconds (TTLs are restored against it, not ours).
+    async fn server_ms(&self, con: &mut MultiplexedConnection) -> Result<i64> {
+        let (s, us): (i64, i64) = redis::cmd("TIME").query_async(con).await.map_err(|e| self.err("TIME failed", e))?;
+        Ok(s * 1000 + us / 1000)
+    }
+
+    async fn server_version(&self, con: &mut MultiplexedConnection) -> Result<String> {
+        let info: String =
+            redis::cmd("INFO").arg("server").query_async(con).await.map_err(|e| self.err("INFO failed", e))?;
+        Ok(info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("unknown").trim().to_string())
+    }
+
+    async fn scan_page(&self, con: &mut MultiplexedConnection, cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&self.pattern)
+            .arg("COUNT")
+            .arg(BATCH)
+            .query_async(con)
+            .await
+            .map_err(|e| self.err("SCAN failed", e))
+    }
+
+    /// DUMP and PTTL of a page of keys in one pipeline; keys gone meanwhile are dropped.
+    /// Reads a page of keys: strings with one MGET (far cheaper for the server than a
+    /// DUMP each), every other type with DUMP; PTTL for all. Keys gone meanwhile are
+    /// dropped.
+    async fn dump_page(
+        &self,
+        mut con: MultiplexedConnection,
+        keys: Vec<Vec<u8>>,
+        clock: (i64, Instant),
+    ) -> Result<Vec<Entry>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut p = redis::pipe();
+        {
+            let mget = p.cmd("MGET");
+            for k in &keys {
+                mget.arg(k);
+            }
+        }
+        for k in &keys {
+            p.cmd("PTTL").arg(k);
+        }
+        let vals: Vec<Value> = p.query_async(&mut con).await.map_err(|e| self.err("MGET/PTTL failed", e))?;
+        let now = clock.0 + clock.1.elapsed().as_millis() as i64;
+        let mut vals = vals.into_iter();
+        let strings = match vals.next() {
+            Some(Value::Array(a)) => a,
+            _ => return Err(Error::unexpected(format!("redis {}: unexpected MGET reply", self.target))),
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        let mut others = Vec::new();
+        for ((key, v), t) in keys.into_iter().zip(strings).zip(vals) {
+            let pttl = match t {
+                Value::Int(n) => n,
+                _ => -1,
+            };
+            if pttl == -2 {
+                continue;
+            }
+            let expire_at = if pttl >= 0 { now + pttl.max(1) } else { 0 };
+            match as_bytes(v) {
+                Some(value) => {
+                    let mut vhash = [0u8; 16];
+                    let mut h = Sha256::new();
+                    h.update(b"s");
+                    h.update(&value);
+                    vhash.copy_from_slice(&h.finalize()[..16]);
+                    out.push(Entry { key, expire_at, kind: KIND_STRING, payload: value, vhash });
+                }
+                None => others.push((key, expire_at)),
+            }
+        }
+        if others.is_empty() {
+            return Ok(out);
+        }
+        let mut p = redis::pipe();
+        for (k, _) in &others {
+            p.cmd("DUMP").arg(k);
+        }
+        let dumps: Vec<Value> = p.query_async(&mut con).await.map_err(|e| self.err("DUMP failed", e))?;
+        let mut canon = Vec::new();
+        for ((key, expire_at), d) in others.into_iter().zip(dumps) {
+            let Some(payload) = as_bytes(d) else { continue };
+            let mut vhash = [0u8; 16];
+            let ty = payload.first().copied().unwrap_or(0);
+            if ty == RDB_TYPE_SET || ty == RDB_TYPE_HASH {
+                canon.push(out.len());
+            } else {
+                // The payload ends with its own CRC64: with the length, a free fingerprint.
+                let tail = &payload[payload.len().saturating_sub(8)..];
+                vhash[..tail.len()].copy_from_slice(tail);
+                vhash[8..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+            }
+            out.push(Entry { key, expire_at, kind: KIND_DUMP, payload, vhash });
+        }
+        if !canon.is_empty() {
+            let mut p = redis::pipe();
+            for &i in &canon {
+                let e = &out[i];
+                let cmd = if e.payload[0] == RDB_TYPE_SET { "SMEMBERS" } else { "HGETALL" };
+                p.cmd(cmd).arg(&e.key);
+            }
+            let vals: Vec<Value> =
+                p.query_async(&mut con).await.map_err(|e| self.err("reading a set/hash failed", e))?;
+            for (&i, v) in canon.iter().zip(vals) {
+                out[i].vhash = canonical_hash(out[i].payload[0], v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Streams every key matching the pattern into `tx`: one task walks the SCAN
+    /// cursor while up to `DUMP_IN_FLIGHT` pages are dumped. Memory: a few pages.
+    async fn scan_all(&self, con: &MultiplexedConnection, tx: tokio::sync::mpsc::Sender<Vec<Entry>>) -> Result<u64> {
+        let mut c = con.clone();
+        let t0 = self.server_ms(&mut c).await?;
+        let clock = (t0, Instant::now());
+        let (ktx, krx) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(DUMP_IN_FLIGHT);
+        let walk = async move {
+            let mut seen: HashSet<u64> = HashSet::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, mut keys) = self.scan_page(&mut c, cursor).await?;
+                // SCAN may return a key twice (while the server rehashes): keep the first.
+                keys.retain(|k| seen.insert(key_hash(k)));
+                if !keys.is_empty() && ktx.send(keys).await.is_err() {
+                    break;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Ok::<(), Error>(())
+        };
+        let pages = futures_util::stream::unfold(krx, |mut rx| async move { rx.recv().await.map(|k| (k, rx)) });
+        let dump = async {
+            let mut n = 0u64;
+            let mut s = std::pin::pin!(pages
+                .map(|keys| self.dump_page(con.clone(), keys, clock))
+                .buffer_unordered(DUMP_IN_FLIGHT));
+            while let Some(page) = s.next().await {
+                let page = page?;
+                n += page.len() as u64;
+                if tx.send(page).await.is_err() {
+                    return Err(Error::unexpected("the key consumer stopped"));
+                }
+            }
+            Ok(n)
+        };
+        let (walked, dumped) = tokio::join!(walk, dump);
+        let n = dumped?;
+        walked?;
+        Ok(n)
+    }
+
+    /// How many keys match the pattern now, with the first few names.
+    async fn count_live(&self, con: &MultiplexedConnection) -> Result<(u64, Vec<Vec<u8>>)> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(2);
+        let consume = async move {
+            let mut first = Vec::new();
+            while let Some(page) = rx.recv().await {
+                for e in page {
+                    if first.len() < 10 {
+                        first.push(e.key);
+                    }
+                }
+            }
+            first
+        };
+        let (n, first) = tokio::join!(self.scan_all(con, tx), consume);
+        Ok((n?, first))
+    }
+
+    /// Deletes the keys matching the pattern (FLUSHDB when it is `*`). Returns how many.
+    async fn delete_matching(&self, ctx: &Context, con: &mut MultiplexedConnection) -> Result<u64> {
+        if self.pattern == "*" {
+            let n: u64 = redis::cmd("DBSIZE").query_async(con).await.map_err(|e| self.err("DBSIZE failed", e))?;
+            // ASYNC: the key space is empty at once; memory is freed in the background.
+            redis::cmd("FLUSHDB")
+                .arg("ASYNC")
+                .query_async::<()>(con)
+                .await
+                .map_err(|e| self.err("FLUSHDB failed", e))?;
+            ctx.progress(format!("flushed db {} ({n} keys)", self.db));
+            return Ok(n);
+        }
+        let mut n = 0u64;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = self.scan_page(con, cursor).await?;
+            if !keys.is_empty() {
+                let mut c = redis::cmd("UNLINK");
+                for k in &keys {
+                    c.arg(k);
+                }
+                let d: u64 = c.query_async(con).await.map_err(|e| self.err("UNLINK failed", e))?;
+                n += d;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        ctx.progress(format!("deleted {n} keys matching `{}` in db {}", self.pattern, self.db));
+        Ok(n)
+    }
+
+    async fn restore_keys(&self, ctx: &Context, con: &MultiplexedConnection, part: &Part) -> Result<(u64, u64)> {
+        let art = part
+            .artifact(KEYS_ARTIFACT)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("redis snapshot has no `{KEYS_ARTIFACT}`")))?
+            .clone();
+        let mut c = con.clone();
+        let server_now = self.server_ms(&mut c).await?;
+        let clock = (server_now, Instant::now());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<KeyRecord>>>(RESTORE_IN_FLIGHT + 2);
+        let store = ctx.store.clone();
+        let reader = tokio::task::spawn_blocking(move || format::read_keys(&store, &art, BATCH, &tx));
+        let info = self.client.get_connection_info();
+        if let redis::ConnectionAddr::Tcp(host, port) = &info.addr {
+            let target = pipe::Target {
+                host,
+                port: *port,
+                db: self.db,
+                username: info.redis.username.as_deref(),
+                password: info.redis.password.as_deref(),
+                name: &self.target,
+                redactor: &self.redactor,
+            };
+            let r = pipe::restore(ctx, &target, rx, clock).await;
+            let read = reader.await.map_err(|e| Error::unexpected("the snapshot reader failed").with_source(e))?;
+            let r = r?;
+            read?;
+            return Ok(r);
+        }
+        // TLS and unix sockets: through the client library.
+        let batches = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let restored = std::sync::atomic::AtomicU64::new(0);
+        let expired = std::sync::atomic::AtomicU64::new(0);
+        let last_report = std::sync::Mutex::new(Instant::now());
+        batches
+            .map(|b| {
+                let mut con = con.clone();
+                let (restored, expired, last_report) = (&restored, &expired, &last_report);
+                async move {
+                    let batch = b?;
+                    let now = clock.0 + clock.1.elapsed().as_millis() as i64;
+                    let mut p = redis::pipe();
+                    let mut k = 0u64;
+                    for r in &batch {
+                        // A key whose TTL ran out since the capture would be gone by now anyway.
+                        if r.expire_at != 0 && r.expire_at <= now + 1 {
+                            expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            continue;
+                        }
+                        if r.kind == KIND_STRING {
+                            p.cmd("SET").arg(&r.key).arg(&r.payload).ignore();
+                            if r.expire_at != 0 {
+                                p.cmd("PEXPIREAT").arg(&r.key).arg(r.expire_at).ignore();
+                            }
+                        } else {
+                            p.cmd("RESTORE").arg(&r.key).arg(r.expire_at).arg(&r.payload).arg("REPLACE");
+                            if r.expire_at != 0 {
+                                p.arg("ABSTTL");
+                            }
+                            p.ignore();
+                        }
+                        k += 1;
+                    }
+                    if k > 0 {
+                        p.query_async::<()>(&mut con).await.map_err(|e| self.err("RESTORE failed", e))?;
+                    }
+                    let total = restored.fetch_add(k, std::sync::atomic::Ordering::Relaxed) + k;
+                    if let Ok(mut t) = last_report.lock() {
+                        if t.elapsed() > Duration::from_secs(2) {
+                            *t = Instant::now();
+                            ctx.progress(format!("restored {total} keys"));
+                        }
+                    }
+                    Ok::<(), Error>(())
+                }
+            })
+            .buffer_unordered(RESTORE_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        reader.await.map_err(|e| Error::unexpected("the snapshot reader failed").with_source(e))??;
+        Ok((restored.into_inner(), expired.into_inner()))
+    }
+
+    fn describe_target(&self) -> String {
+        if self.pattern == "*" {
+            format!("db {}", self.db)
+        } else {
+            format!("keys `{}` of db {}", self.pattern, self.db)
+        }
+    }
+
+    /// Compares the snapshot's index with the server. Memory: one small entry per
+    /// snapshot key (the index is loaded; the server's keys stream past it).
+    async fn compare(&self, ctx: &Context, con: &MultiplexedConnection, part: &Part) -> Result<Comparison> {
+        let idx = part
+            .artifact(INDEX_ARTIFACT)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("redis snapshot has no `{INDEX_ARTIFACT}`")))?
+            .clone();
+        let store = ctx.store.clone();
+        let idx2 = idx.clone();
+        let mut snap: HashMap<u64, ([u8; 16], i64)> = super::blocking(move || {
+            let mut m = HashMap::new();
+            format::read_index(&store, &idx2, |e| {
+                m.insert(key_hash(&e.key), (e.vhash, e.expire_at));
+            })?;
+            Ok(m)
+        })
+        .await?;
+        let mut c = con.clone();
+        let now = self.server_ms(&mut c).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(2);
+        let consume = async {
+            let mut cmp = Comparison::default();
+            while let Some(page) = rx.recv().await {
+                for e in page {
+                    match snap.remove(&key_hash(&e.key)) {
+                        None => cmp.note_added(&e.key),
+                        Some((v, _)) if v != e.vhash => cmp.note_changed(&e.key, "value differs"),
+                        Some((_, exp)) if (exp != 0) != (e.expire_at != 0) => {
+                            cmp.note_changed(&e.key, if exp != 0 { "TTL was removed" } else { "a TTL was added" })
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            cmp
+        };
+        let (scanned, mut cmp) = tokio::join!(self.scan_all(con, tx), consume);
+        scanned?;
+        // Left in `snap`: missing now, unless their TTL ran out (a restore skips those too).
+        snap.retain(|_, (_, exp)| *exp == 0 || *exp > now);
+        cmp.removed = snap.len() as u64;
+        if !snap.is_empty() {
+            let store = ctx.store.clone();
+            let names = super::blocking(move || {
+                let mut names = Vec::new();
+                format::read_index(&store, &idx, |e| {
+                    if names.len() < 10 && snap.contains_key(&key_hash(&e.key)) {
+                        names.push(e.key);
+                    }
+                })?;
+                Ok(names)
+            })
+            .await?;
+            for k in names {
+                cmp.example(format!("key {} is missing", show_key(&k)));
+            }
+        }
+        Ok(cmp)
+    }
+}
+
+#[derive(Default)]
+struct Comparison {
+    added: u64,
+    changed: u64,
+    removed: u64,
+    examples: Vec<String>,
+}
+
+impl Comparison {
+    fn example(&mut self, s: String) {
+        if self.examples.len() < 20 {
+            self.examples.push(s);
+        }
+    }
+    fn note_added(&mut self, k: &[u8]) {
+        self.added += 1;
+        self.example(format!("key {} was added", show_key(k)));
+    }
+    fn note_changed(&mut self, k: &[u8], what: &str) {
+        self.changed += 1;
+        self.example(format!("key {}: {what}", show_key(k)));
+    }
+}
+
+/// Hash of a set's or hash's members in sorted order (their DUMP order is not stable).
+fn canonical_hash(ty: u8, v: Value) -> [u8; 16] {
+    let items: Vec<Vec<u8>> = match v {
+        Value::Array(a) | Value::Set(a) => a.into_iter().filter_map(as_bytes).collect(),
+        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [as_bytes(k), as_bytes(v)]).flatten().collect(),
+        _ => Vec::new(),
+    };
+    let mut units: Vec<Vec<u8>> = if ty == RDB_TYPE_HASH {
+        items
+            .chunks(2)
+            .map(|c| {
+                let mut u = (c[0].len() as u64).to_le_bytes().to_vec();
+                u.extend_from_slice(&c[0]);
+                if let Some(v) = c.get(1) {
+                    u.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                    u.extend_from_slice(v);
+                }
+                u
+            })
+            .collect()
+    } else {
+        items
+            .into_iter()
+            .map(|m| {
+                let mut u = (m.len() as u64).to_le_bytes().to_vec();
+                u.extend_from_slice(&m);
+                u
+            })
+            .collect()
+    };
+    units.sort_unstable();
+    let mut h = Sha256::new();
+    h.update([b'c', ty]);
+    for u in units {
+        h.update(&u);
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
+}
+
+fn version_major(v: &str) -> u32 {
+    v.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
+}
+
+#[async_trait]
+impl Driver for RedisDriver {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { discard_report: true, perturb: true, idempotent_restore: true, ..Default::default() }
+    }
+
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        let t = Instant::now();
+        let mut con = self.connect().await?;
+        let server_version = self.server_version(&mut con).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(4);
+        let keys_w = ctx.store.artifact_writer(KEYS_ARTIFACT)?;
+        let index_w = ctx.store.artifact_writer(INDEX_ARTIFACT)?;
+        // Pages go to a blocking writer; the bounded channel keeps memory to a few pages.
+        let pctx = ctx.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<(ArtifactRef, ArtifactRef, Digest128, u64, u64)> {
+            let mut last = Instant::now();
+            let mut kw = format::KeysWriter::new(keys_w)?;
+            let mut iw = format::IndexWriter::new(index_w)?;
+            let mut digest = Digest128::default();
+            let (mut with_ttl, mut bytes) = (0u64, 0u64);
+            while let Some(page) = rx.blocking_recv() {
+                for e in page {
+                    let ttl = e.expire_at != 0;
+                    with_ttl += ttl as u64;
+                    bytes += e.payload.len() as u64;
+                    digest.add(&e.key, &e.vhash, ttl);
+                    kw.write(&e.key, e.expire_at, e.kind, &e.payload, &e.vhash)?;
+                    iw.write(&e.key, e.expire_at, &e.vhash)?;
+                }
+                if last.elapsed() > Duration::from_secs(2) {
+                    last = Instant::now();
+                    pctx.progress(format!("captured {} keys", digest.count));
+                }
+            }
+            Ok((kw.finish(digest.count)?, iw.finish(digest.count)?, digest, with_ttl, bytes))
+        });
+        let scanned = self.scan_all(&con, tx).await;
+        let written = writer.await.map_err(|e| Error::unexpected("the snapshot writer failed").with_source(e))?;
+        scanned?;
+        let (keys_ref, index_ref, digest, with_ttl, payload_bytes) = written?;
+        ctx.progress(format!(
+            "captured {} keys ({} with a TTL, {} bytes) from {} in {} ms",
+            digest.count,
+            with_ttl,
+            payload_bytes,
+            self.describe_target(),
+            t.elapsed().as_millis()
+        ));
+        let state = State {
+            target: self.target.clone(),
+            db: self.db,
+            pattern: self.pattern.clone(),
+            mode: self.mode,
+            keys: digest.count,
+            with_ttl,
+            payload_bytes,
+            digest: digest.hex(),
+            server_version,
+        };
+        Ok(Captured {
+            state: serde_json::to_value(&state).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
+            artifacts: vec![keys_ref, index_ref],
+        })
+    }
+
+    async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        let mut con = self.connect().await?;
+        let now = self.server_version(&mut con).await?;
+        // RESTORE refuses payloads from a newer RDB version: say so before changing anything.
+        if version_major(&now) < version_major(&st.server_version) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "redis {}: the snapshot was taken from Redis {} and this server runs {}; RESTORE cannot read newer payloads",
+                    self.target, st.server_version, now
+                ),
+            ));
+        }
+        if version_major(&now) < 5 && st.with_ttl > 0 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("redis {}: Redis {now} has no RESTORE ABSTTL (5.0+)", self.target),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let st = state_of(part)?;
+        if st.pattern != self.pattern || st.db != self.db {
+            tracing::warn!(component = %ctx.component, "restoring a snapshot taken with another pattern or db");
+        }
+        let t = Instant::now();
+        let mut con = self.connect().await?;
+        if self.mode != Mode::Flush {
+            // A damaged snapshot must be refused before the first key is deleted.
+            let art = part
+                .artifact(KEYS_ARTIFACT)
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("redis snapshot has no `{KEYS_ARTIFACT}`")))?
+                .clone();
+            let store = ctx.store.clone();
+            super::blocking(move || store.check_artifact(&art).map(|_| ())).await?;
+        }
+        let deleted = match self.mode {
+            Mode::Replace | Mode::Flush => self.delete_matching(ctx, &mut con).await?,
+            Mode::Merge => 0,
+        };
+        if self.mode == Mode::Flush {
+            ctx.progress(format!("flush mode: deleted {deleted} keys; nothing restored"));
+            return Ok(());
+        }
+        let (restored, expired) = self.restore_keys(ctx, &con, part).await?;
+        let mut msg = format!(
+            "{} mode: restored {restored} keys into {} in {} ms",
+            self.mode.as_str(),
+            self.describe_target(),
+            t.elapsed().as_millis()
+        );
+        if expired > 0 {
+            msg.push_str(&format!("; skipped {expired} keys whose TTL ran out since the snapshot"));
+            tracing::warn!(component = %ctx.component, expired, "keys expired since the snapshot were not restored");
+        }
+        ctx.progress(msg);
+        Ok(())
+    }
+
+    async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+        let con = self.connect().await?;
+        if self.mode == Mode::Flush {
+            let (n, first) = self.count_live(&con).await?;
+            if n == 0 {
+                return Ok(Drift::equal());
+            }
+            let mut d = vec![format!(
+                "flush mode: {n} keys match `{}` in db {} (expected none after a cache clear)",
+                self.pattern, self.db
+            )];
+            d.extend(first.iter().map(|k| format!("key {} is present", show_key(k))));
+            return Ok(Drift::from_differences(d));
+        }
+        let cmp = self.compare(ctx, &con, part).await?;
+        let drift = match self.mode {
+            Mode::Merge => cmp.changed + cmp.removed,
+            _ => cmp.changed + cmp.removed + cmp.added,
+        };
+        if drift == 0 {
+            return Ok(Drift::equal());
+        }
+        let mut d = vec![format!(
+            "{}: {} keys added, {} changed, {} missing since the snapshot",
+            self.describe_target(),
+            cmp.added,
+            cmp.changed,
+            cmp.removed
+        )];
+        let examples = cmp.examples.into_iter().filter(|e| self.mode != Mode::Merge || !e.ends_with("was added"));
+        d.extend(examples);
+        Ok(Drift::from_differences(d))
+    }
+
+    async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        let con = self.connect().await?;
+        let (changes, unit) = match self.mode {
+            Mode::Flush => {
+                let (n, _) = self.count_live(&con).await?;
+                (n, "keys (deleted by the cache clear)".to_string())
+            }
+            Mode::Merge => {
+                let cmp = self.compare(ctx, &con, part).await?;
+                (
+                    cmp.changed,
+                    format!("keys (changed since the snapshot, overwritten; {} added keys are kept)", cmp.added),
+                )
+            }
+            Mode::Replace => {
+                let cmp = self.compare(ctx, &con, part).await?;
+                (
+                    cmp.added + cmp.changed + cmp.removed,
+                    format!(
+                        "keys ({} added, {} changed, {} removed since the snapshot)",
+                        cmp.added, cmp.changed, cmp.removed
+                    ),
+                )
+            }
+        };
+        if changes == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Discard {
+            component: ctx.component.clone(),
+            target: self.describe_target(),
+            changes,
+            unit,
+            kept_in_safety_snapshot: false,
+        }])
+    }
+
+    async fn perturb(&self, _ctx: &Context) -> Result<String> {
+        if self.pattern.contains(['[', '\\']) {
+            return Ok(format!("pattern `{}` has character classes; no key written", self.pattern));
+        }
+        let key = self.pattern.replace('*', "rollback-drill").replace('?', "x");
+        let mut con = self.connect().await?;
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(format!("drill {}", chrono::Utc::now().to_rfc3339()))
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.err("SET failed", e))?;
+        Ok(format!("wrote key `{key}` in db {}", self.db))
+    }
+
+    fn describe_restore(&self, part: &Part) -> String {
+        let n = part.state.get("keys").and_then(|v| v.as_u64()).unwrap_or(0);
+        let del = if self.pattern == "*" {
+            format!("FLUSHDB db {}", self.db)
+        } else {
+            format!("delete keys matching `{}` in db {}", self.pattern, self.db)
+        };
+        match self.mode {
+            Mode::Replace => format!("{del}, then RESTORE {n} keys with their TTLs (pipelined)"),
+            Mode::Merge => format!("RESTORE ... REPLACE {n} captured keys into db {} (other keys kept)", self.db),
+            Mode::Flush => format!("{del} (cache clear; nothing restored)"),
+        }
+    }
+
+    async fn check(&self, _ctx: &Context) -> Result<String> {
+        let mut con = self.connect().await?;
+        let v = self.server_version(&mut con).await?;
+        let n: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.map_err(|e| self.err("DBSIZE failed", e))?;
+        Ok(format!("redis {v} at {}: {n} keys in db {}", self.target, self.db))
+    }
+}

@@ -1,0 +1,576 @@
+#![doc = include_str!("docs.md")]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::blocking;
+use crate::config::ComponentConfig;
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::registry::DriverEnv;
+use crate::snapshot::Part;
+
+const ARTIFACT: &str = "sqlite/database.sqlite";
+/// How long a capture or online restore waits for writers to let go of their lock.
+const BUSY: Duration = Duration::from_secs(30);
+
+/// How a restore puts the file back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreMode {
+    /// Write the snapshot beside the database, fsync, rename it over the file.
+    #[default]
+    Rename,
+    /// Copy the snapshot into the live database with the backup API (one write
+    /// transaction; connections that hold the file open see the restored content).
+    Online,
+}
+
+/// Keys of a `sqlite` component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// The database file.
+    pub path: String,
+    /// `rename` (default) or `online`.
+    #[serde(default)]
+    pub restore: RestoreMode,
+}
+
+/// The `sqlite` driver.
+#[derive(Debug)]
+pub struct SqliteDriver {
+    path: PathBuf,
+    mode: RestoreMode,
+}
+
+pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
+    let cfg: SqliteConfig = c.options.parse()?;
+    if cfg.path.is_empty() {
+        return Err(c.options.error("path", "must name the database file"));
+    }
+    let p = Path::new(&cfg.path);
+    let path = if p.is_absolute() { p.to_path_buf() } else { env.base_dir.join(p) };
+    Ok(Arc::new(SqliteDriver { path, mode: cfg.restore }))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TableSum {
+    rows: u64,
+    checksum: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct State {
+    path: String,
+    /// A safety snapshot of a database file that did not exist: restoring it removes the file.
+    absent: bool,
+    sqlite_version: String,
+    schema_digest: String,
+    /// `type|name|table|sql` of every schema object.
+    schema: Vec<String>,
+    tables: BTreeMap<String, TableSum>,
+}
+
+/// Schema lines and per-table sorted row hashes, read in one transaction.
+struct Content {
+    schema: Vec<String>,
+    tables: BTreeMap<String, Vec<u64>>,
+}
+
+fn sq(e: rusqlite::Error, what: impl std::fmt::Display) -> Error {
+    let kind = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => ErrorKind::Timeout,
+            rusqlite::ErrorCode::CannotOpen => ErrorKind::NotFound,
+            rusqlite::ErrorCode::PermissionDenied | rusqlite::ErrorCode::ReadOnly => ErrorKind::PermissionDenied,
+            rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt => ErrorKind::Corrupt,
+            _ => ErrorKind::Unexpected,
+        },
+        _ => ErrorKind::Unexpected,
+    };
+    let err = Error::new(kind, format!("{what}: {e}"));
+    if kind == ErrorKind::Timeout {
+        err.set_temporary()
+    } else {
+        err
+    }
+}
+
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Opens an existing database (never creates one: a typo must not become an empty file).
+fn open_existing(path: &Path) -> Result<Connection> {
+    if !path.is_file() {
+        return Err(Error::not_found(format!("SQLite database {} does not exist", path.display())));
+    }
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| sq(e, format_args!("cannot open {}", path.display())))?;
+    c.busy_timeout(BUSY).map_err(|e| sq(e, "cannot set a busy timeout"))?;
+    Ok(c)
+}
+
+/// Opens a stored copy without writing anything beside it (no journal, no -shm).
+fn open_artifact(path: &Path) -> Result<Connection> {
+    let mut uri = String::from("file:");
+    for ch in path.display().to_string().chars() {
+        match ch {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sq(e, "cannot open the snapshot's database copy"))
+}
+
+fn row_hash(row: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<u64> {
+    let mut h = Sha256::new();
+    for i in 0..n {
+        match row.get_ref(i)? {
+            ValueRef::Null => h.update([0]),
+            ValueRef::Integer(v) => {
+                h.update([1]);
+                h.update(v.to_le_bytes());
+            }
+            ValueRef::Real(f) => {
+                h.update([2]);
+                h.update(f.to_bits().to_le_bytes());
+            }
+            ValueRef::Text(t) => {
+                h.update([3]);
+                h.update((t.len() as u64).to_le_bytes());
+                h.update(t);
+            }
+            ValueRef::Blob(b) => {
+                h.update([4]);
+                h.update((b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+        }
+    }
+    Ok(u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes")))
+}
+
+/// Reads schema and rows in one read transaction, so the result is one instant.
+fn read_content(c: &Connection) -> Result<Content> {
+    c.execute_batch("BEGIN").map_err(|e| sq(e, "cannot begin a read transaction"))?;
+    let r = (|| -> rusqlite::Result<Content> {
+        let mut schema = Vec::new();
+        let mut tables = Vec::new();
+        let mut st = c.prepare(
+            "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master
+              WHERE name NOT LIKE 'sqlite\\_stat%' ESCAPE '\\' ORDER BY type, name",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (ty, name, tbl, sql): (String, String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            if ty == "table" && !sql.to_ascii_uppercase().starts_with("CREATE VIRTUAL") {
+                tables.push(name.clone());
+            }
+            if !name.starts_with("sqlite_") {
+                schema.push(format!("{ty}|{name}|{tbl}|{sql}"));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for t in tables {
+            let mut st = c.prepare(&format!("SELECT * FROM {}", ident(&t)))?;
+            let n = st.column_count();
+            let mut hashes = Vec::new();
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                hashes.push(row_hash(r, n)?);
+            }
+            hashes.sort_unstable();
+            out.insert(t, hashes);
+        }
+        Ok(Content { schema, tables: out })
+    })();
+    let _ = c.execute_batch("COMMIT");
+    r.map_err(|e| sq(e, "cannot read the database"))
+}
+
+fn checksum(hashes: &[u64]) -> String {
+    let mut h = Sha256::new();
+    for x in hashes {
+        h.update(x.to_le_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn digest(lines: &[String]) -> String {
+    let mut h = Sha256::new();
+    for l in lines {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// Copies `from` into `to` with the online backup API in a single step: one read
+/// transaction on the source (a consistent image while writers run), one write
+/// transaction on the destination (atomic). Busy/locked: wait and retry.
+fn backup_all(from: &Connection, to: &mut Connection) -> Result<()> {
+    let b = Backup::new(from, to).map_err(|e| sq(e, "cannot start the backup"))?;
+    let deadline = Instant::now() + BUSY;
+    loop {
+        match b.step(-1).map_err(|e| sq(e, "backup failed"))? {
+            StepResult::Done => return Ok(()),
+            StepResult::More | StepResult::Busy | StepResult::Locked if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                return Err(
+                    Error::new(ErrorKind::Timeout, "the database stayed locked by a writer for 30 s").set_temporary()
+                )
+            }
+        }
+    }
+}
+
+fn sync_parent(p: &Path) {
+    if let Some(d) = p.parent() {
+        if let Ok(f) = fs::File::open(d) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+fn side_files(p: &Path) -> [PathBuf; 3] {
+    let s = p.as_os_str().to_owned();
+    let with = |suffix: &str| {
+        let mut x = s.clone();
+        x.push(suffix);
+        PathBuf::from(x)
+    };
+    [with("-wal"), with("-shm"), with("-journal")]
+}
+
+impl SqliteDriver {
+    fn state(part: &Part) -> Result<State> {
+        serde_json::from_value(part.state.clone())
+            .map_err(|e| Error::new(ErrorKind::Corrupt, "the snapshot's sqlite state is unreadable").with_source(e))
+    }
+
+    fn artifact(part: &Part) -> Result<&crate::store::ArtifactRef> {
+        part.artifact(ARTIFACT)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("the snapshot has no artifact `{ARTIFACT}`")))
+    }
+
+    fn err(&self, ctx: &Context, e: Error) -> Error {
+        e.with_component(&ctx.component)
+    }
+}
+
+fn capture_blocking(path: PathBuf, store: crate::store::Store) -> Result<Captured> {
+    let src = open_existing(&path)?;
+    let tmp = store.tmp_dir().join(format!(".sqlite-{:016x}.db", rand::random::<u64>()));
+    let r = (|| {
+        let mut dst = Connection::open(&tmp).map_err(|e| sq(e, "cannot create a temporary database"))?;
+        backup_all(&src, &mut dst)?;
+        drop(src);
+        let content = read_content(&dst)?;
+        dst.close().map_err(|(_, e)| sq(e, "cannot close the temporary database"))?;
+        let a = store.put_file(ARTIFACT, &tmp)?;
+        let st = State {
+            path: path.display().to_string(),
+            absent: false,
+            sqlite_version: rusqlite::version().to_string(),
+            schema_digest: digest(&content.schema),
+            schema: content.schema,
+            tables: content
+                .tables
+                .iter()
+                .map(|(k, v)| (k.clone(), TableSum { rows: v.len() as u64, checksum: checksum(v) }))
+                .collect(),
+        };
+        Ok(Captured {
+            state: serde_json::to_value(&st).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
+            artifacts: vec![a],
+        })
+    })();
+    let _ = fs::remove_file(&tmp);
+    for f in side_files(&tmp) {
+        let _ = fs::remove_file(f);
+    }
+    r
+}
+
+/// Writes the snapshot beside the database, syncs it, renames it over the file.
+fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| Error::config(format!("{} has no parent directory", path.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.rollback-{:08x}", rand::random::<u32>()));
+    let r = (|| -> Result<()> {
+        let mut from = fs::File::open(artifact).ctx(|| "cannot read the snapshot's database copy".into())?;
+        let mut to = fs::File::create(&tmp).ctx(|| format!("cannot write {}", tmp.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = from.read(&mut buf).ctx(|| "cannot read the snapshot's database copy".into())?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            to.write_all(&buf[..n]).ctx(|| format!("cannot write {}", tmp.display()))?;
+        }
+        // What goes live is checked, not just what was checked in preflight.
+        if hex::encode(h.finalize()) != expected_sha {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "the snapshot's database copy changed in the store; refusing it",
+            ));
+        }
+        if let Ok(m) = fs::metadata(path) {
+            let _ = fs::set_permissions(&tmp, m.permissions());
+        }
+        to.sync_all().ctx(|| format!("cannot sync {}", tmp.display()))?;
+        // A journal or WAL left beside the old file would be replayed into the new one.
+        for f in side_files(path) {
+            match fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::from(e)),
+            }
+        }
+        fs::rename(&tmp, path).ctx(|| format!("cannot rename the restored database over {}", path.display()))?;
+        sync_parent(path);
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn restore_online(path: &Path, artifact: &Path) -> Result<()> {
+    let src = open_artifact(artifact)?;
+    let mut live = open_existing(path)?;
+    backup_all(&src, &mut live)
+}
+
+#[async_trait]
+impl Driver for SqliteDriver {
+    fn name(&self) -> &str {
+        "sqlite"
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { discard_report: true, idempotent_restore: true, ..Capability::default() }
+    }
+
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        if ctx.safety && !self.path.exists() {
+            // Nothing to keep; undoing the rollback means removing the file again.
+            let st = State { path: self.path.display().to_string(), absent: true, ..State::default() };
+            return Ok(Captured {
+                state: serde_json::to_value(&st)
+                    .map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
+                artifacts: Vec::new(),
+            });
+        }
+        let (path, store) = (self.path.clone(), ctx.store.clone());
+        blocking(move || capture_blocking(path, store)).await.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let r = (|| {
+            if Self::state(part)?.absent {
+                return Ok(());
+            }
+            Self::artifact(part)?;
+            let dir = self.path.parent().unwrap_or(Path::new("/"));
+            let m = fs::metadata(dir)
+                .map_err(|e| Error::not_found(format!("directory {} is missing", dir.display())).with_source(e))?;
+            if m.permissions().readonly() {
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("directory {} is read-only", dir.display()),
+                ));
+            }
+            if self.mode == RestoreMode::Online && !self.path.is_file() {
+                return Err(Error::not_found(format!(
+                    "{} does not exist; an online restore copies into the live file (use restore = \"rename\")",
+                    self.path.display()
+                )));
+            }
+            Ok(())
+        })();
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let r = async {
+            if Self::state(part)?.absent {
+                let path = self.path.clone();
+                return blocking(move || {
+                    for f in std::iter::once(path.clone()).chain(side_files(&path)) {
+                        match fs::remove_file(&f) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(Error::from(e)),
+                        }
+                    }
+                    sync_parent(&path);
+                    Ok(())
+                })
+                .await;
+            }
+            let a = Self::artifact(part)?.clone();
+            let file = ctx.store.artifact_path(&a)?;
+            let (path, mode) = (self.path.clone(), self.mode);
+            blocking(move || match mode {
+                RestoreMode::Rename => restore_rename(&path, &file, &a.sha256),
+                RestoreMode::Online => restore_online(&path, &file),
+            })
+            .await
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+        let r = async {
+            let st = Self::state(part)?;
+            if st.absent {
+                return Ok(if self.path.exists() {
+                    Drift::from_differences(vec![format!(
+                        "{} exists but did not when the snapshot was taken",
+                        self.path.display()
+                    )])
+                } else {
+                    Drift::equal()
+                });
+            }
+            let path = self.path.clone();
+            let now = blocking(move || read_content(&open_existing(&path)?)).await?;
+            let mut diffs = Vec::new();
+            if digest(&now.schema) != st.schema_digest {
+                for l in st.schema.iter().filter(|l| !now.schema.contains(l)).take(10) {
+                    diffs.push(format!("schema: missing since the snapshot: {l}"));
+                }
+                for l in now.schema.iter().filter(|l| !st.schema.contains(l)).take(10) {
+                    diffs.push(format!("schema: not in the snapshot: {l}"));
+                }
+            }
+            for (t, sum) in &st.tables {
+                match now.tables.get(t) {
+                    None => diffs.push(format!("table {t} is missing")),
+                    Some(h) if checksum(h) != sum.checksum => diffs.push(format!(
+                        "table {t}: content differs ({} rows now, {} in the snapshot)",
+                        h.len(),
+                        sum.rows
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for t in now.tables.keys().filter(|t| !st.tables.contains_key(*t)) {
+                diffs.push(format!("table {t} was created after the snapshot"));
+            }
+            Ok(Drift::from_differences(diffs))
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        let r = async {
+            if Self::state(part)?.absent {
+                return Ok(Vec::new());
+            }
+            let a = Self::artifact(part)?.clone();
+            let file = ctx.store.check_artifact(&a)?;
+            let path = self.path.clone();
+            let (then, now) = blocking(move || {
+                let then = read_content(&open_artifact(&file)?)?;
+                let now = if path.is_file() {
+                    read_content(&open_existing(&path)?)?
+                } else {
+                    Content { schema: Vec::new(), tables: BTreeMap::new() }
+                };
+                Ok((then, now))
+            })
+            .await?;
+            let d = |target: String, changes: u64, unit: &str| Discard {
+                component: ctx.component.clone(),
+                target,
+                changes,
+                unit: unit.into(),
+                kept_in_safety_snapshot: false,
+            };
+            let mut out = Vec::new();
+            let schema_changes = then.schema.iter().filter(|l| !now.schema.contains(l)).count()
+                + now.schema.iter().filter(|l| !then.schema.contains(l)).count();
+            if schema_changes > 0 {
+                out.push(d(
+                    "schema".into(),
+                    schema_changes as u64,
+                    "schema objects differing (tables, indexes, triggers, views)",
+                ));
+            }
+            for (t, rows) in &now.tables {
+                match then.tables.get(t) {
+                    None => out.push(d(format!("table {t} (created after the snapshot)"), rows.len() as u64, "rows")),
+                    Some(old) if old != rows => {
+                        let (a, b) = crate::drivers::multiset_diff(old, rows);
+                        out.push(d(
+                            format!("table {t}"),
+                            a.max(b),
+                            "rows differing (inserted, updated or deleted since the snapshot)",
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok(out)
+        }
+        .await;
+        r.map_err(|e| self.err(ctx, e))
+    }
+
+    fn describe_restore(&self, _part: &Part) -> String {
+        match self.mode {
+            RestoreMode::Rename => format!(
+                "replace {} with the snapshot's copy (written beside it, fsynced, renamed over; its -wal/-shm/-journal \
+                 are removed; processes holding the file open keep the old one until they reopen it)",
+                self.path.display()
+            ),
+            RestoreMode::Online => format!(
+                "copy the snapshot into the live database {} with SQLite's backup API (one write transaction)",
+                self.path.display()
+            ),
+        }
+    }
+
+    async fn check(&self, ctx: &Context) -> Result<String> {
+        let path = self.path.clone();
+        blocking(move || {
+            let c = open_existing(&path)?;
+            let n: i64 = c
+                .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+                .map_err(|e| sq(e, "cannot read the schema"))?;
+            Ok(format!("SQLite {} database {}: {n} tables", rusqlite::version(), path.display()))
+        })
+        .await
+        .map_err(|e| self.err(ctx, e))
+    }
+}

@@ -1,0 +1,455 @@
+//! The `mysql` driver against a real MariaDB/MySQL (`ROLLBACK_MYSQL_URL`, default
+//! `mysql://root@127.0.0.1:3306`). Each test makes its own database and drops it.
+//! A missing server fails the tests.
+#![cfg(feature = "driver-mysql")]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, Value};
+use rollback_core::{
+    ComponentConfig, Context, ErrorKind, Registry, RollbackOptions, Scope, SnapshotOptions, Stack, StackConfig, Status,
+};
+
+fn base_url() -> String {
+    std::env::var("ROLLBACK_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+fn url(db: &str) -> String {
+    format!("{}/{db}", base_url().trim_end_matches('/'))
+}
+
+struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    async fn new(tag: &str) -> (TestDb, Conn) {
+        let name = format!("rbtest_{tag}_{:08x}", rand::random::<u32>());
+        let mut root = Conn::new(mysql_async::Opts::from_url(&base_url()).unwrap())
+            .await
+            .expect("MariaDB must be running on 127.0.0.1:3306 (scripts/services.sh starts it)");
+        root.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")).await.unwrap();
+        let mut c = Conn::new(mysql_async::Opts::from_url(&url(&name)).unwrap()).await.unwrap();
+        c.query_drop("SET NAMES utf8mb4, time_zone = '+00:00'").await.unwrap();
+        (TestDb { name }, c)
+    }
+
+    async fn drop_all(self) {
+        let mut root = Conn::new(mysql_async::Opts::from_url(&base_url()).unwrap()).await.unwrap();
+        root.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name)).await.unwrap();
+    }
+}
+
+fn stack(dir: &Path, body: &str) -> Stack {
+    let text = format!("[store]\npath = \"{}\"\n{body}", dir.join("store").display());
+    let cfg = StackConfig::from_toml_str(&text, None, dir, &|_| None).unwrap();
+    Stack::new(cfg, &Registry::with_default_drivers()).unwrap()
+}
+
+fn component(db: &str, strategy: &str, extra: &str) -> String {
+    format!(
+        "[[component]]\nname = \"db\"\ndriver = \"mysql\"\nurl = \"{}\"\nstrategy = \"{strategy}\"\n{extra}\n",
+        url(db)
+    )
+}
+
+const WEIRD: &str = "we\"ird`; DROP TABLE y; --";
+
+/// Varied types, a foreign key, a generated column, a table with a hostile name.
+async fn schema(c: &mut Conn) {
+    c.query_drop(
+        "CREATE TABLE accounts (
+            id INT PRIMARY KEY,
+            owner VARCHAR(100) CHARACTER SET utf8mb4 NOT NULL,
+            balance DECIMAL(20,8) NOT NULL
+        ) ENGINE=InnoDB",
+    )
+    .await
+    .unwrap();
+    c.query_drop(
+        "CREATE TABLE trades (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            account_id INT NOT NULL,
+            sym VARCHAR(20) NOT NULL,
+            price DECIMAL(18,8) NOT NULL,
+            qty DECIMAL(18,8) NOT NULL,
+            notional DECIMAL(40,16) AS (price * qty) VIRTUAL,
+            at DATETIME(6) NOT NULL,
+            ts TIMESTAMP NULL,
+            note TEXT CHARACTER SET utf8mb4 NULL,
+            raw BLOB NULL,
+            flag TINYINT(1) NULL,
+            KEY by_account (account_id),
+            CONSTRAINT trades_account FOREIGN KEY (account_id) REFERENCES accounts (id)
+        ) ENGINE=InnoDB",
+    )
+    .await
+    .unwrap();
+    c.query_drop(format!("CREATE TABLE `{}` (k VARCHAR(10) PRIMARY KEY, v INT)", WEIRD.replace('`', "``")))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO accounts VALUES (1, 'alice', 1000.5), (2, 'bob ☃ 日本', 2000), (3, 'zoë 🚀', 0)")
+        .await
+        .unwrap();
+    c.exec_drop(
+        "INSERT INTO trades (account_id, sym, price, qty, at, ts, note, raw, flag) VALUES \
+         (1, 'BTC', 65000.12345678, 0.5, '2026-11-23 10:00:00.123456', '2026-11-23 10:00:00', 'first\ttab\nnewline \\\\ back', ?, 1), \
+         (2, 'ETH', 0.00000001, 12345678.87654321, '1999-12-31 23:59:59.999999', NULL, NULL, NULL, NULL), \
+         (3, 'émoji🚀', 1, 1, '2026-01-01 00:00:00', '2038-01-19 03:14:07', '', ?, 0)",
+        (
+            Value::Bytes(b"\x00\x01\t\n\\\xff\x1a\r".to_vec()),
+            Value::Bytes(Vec::new()),
+        ),
+    )
+    .await
+    .unwrap();
+    c.query_drop(format!("INSERT INTO `{}` VALUES ('a;b', 1), ('''q''', NULL)", WEIRD.replace('`', "``")))
+        .await
+        .unwrap();
+}
+
+/// Every row of every table, as raw bytes, in primary-key order.
+async fn content(c: &mut Conn) -> Vec<(String, Vec<Vec<Option<Vec<u8>>>>)> {
+    c.query_drop("SET NAMES binary").await.unwrap();
+    let mut tables: Vec<Vec<u8>> =
+        c.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").await.unwrap();
+    tables.sort();
+    let mut out = Vec::new();
+    for t in tables {
+        let t = String::from_utf8(t).unwrap();
+        let rows: Vec<Row> = c.query(format!("SELECT * FROM `{}` ORDER BY 1", t.replace('`', "``"))).await.unwrap();
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                r.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::NULL => None,
+                        Value::Bytes(b) => Some(b),
+                        other => Some(other.as_sql(true).into_bytes()),
+                    })
+                    .collect()
+            })
+            .collect();
+        out.push((t, rows));
+    }
+    c.query_drop("SET NAMES utf8mb4").await.unwrap();
+    out
+}
+
+async fn indexes(c: &mut Conn, table: &str) -> Vec<String> {
+    let mut v: Vec<String> = c
+        .query(format!(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
+        ))
+        .await
+        .unwrap();
+    v.sort();
+    v
+}
+
+async fn mutate(c: &mut Conn) {
+    c.query_drop("UPDATE accounts SET balance = balance - 100 WHERE id = 1").await.unwrap();
+    c.query_drop("INSERT INTO accounts VALUES (4, 'mallory', 5)").await.unwrap();
+    c.query_drop("DELETE FROM trades WHERE id = 2").await.unwrap();
+    c.query_drop(format!("UPDATE `{}` SET v = 99", WEIRD.replace('`', "``"))).await.unwrap();
+    // A migration: an index and a table.
+    c.query_drop("ALTER TABLE trades ADD INDEX by_sym (sym)").await.unwrap();
+    c.query_drop("CREATE TABLE audit (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop("INSERT INTO audit VALUES (1), (2), (3)").await.unwrap();
+}
+
+async fn round_trip(strategy: &str, extra: &str) {
+    let (db, mut c) = TestDb::new(strategy).await;
+    schema(&mut c).await;
+    let before = content(&mut c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), &component(&db.name, strategy, extra));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert!(stack.verify(&snap.id, &[]).await.unwrap().ok);
+
+    mutate(&mut c).await;
+    let v = stack.verify(&snap.id, &[]).await.unwrap();
+    let text = v.components["db"].differences.join("\n");
+    assert!(!v.ok);
+    assert!(text.contains("`accounts`: content differs"), "{text}");
+    assert!(text.contains("`trades`: schema differs"), "{text}");
+    assert!(text.contains("`audit` was added"), "{text}");
+
+    let plan = stack.plan(&snap.id, &Scope::Complete).await.unwrap();
+    let shown = plan.to_string();
+    let d = |t: &str| plan.discards.iter().find(|d| d.target == format!("table `{t}`")).cloned();
+    assert_eq!(d("accounts").unwrap().changes, 1, "{shown}");
+    assert_eq!(d("trades").unwrap().changes, 1, "{shown}");
+    assert_eq!(d("audit").unwrap().changes, 3, "{shown}");
+    assert!(d(&WEIRD.replace('`', "``")).is_some(), "{:?}", plan.discards);
+    assert!(shown.contains("RENAME TABLE"), "{shown}");
+
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert!(rec.verification["db"].ok);
+    assert!(!rec.discarded.is_empty() && !rec.data_loss);
+    assert_eq!(content(&mut c).await, before);
+    assert_eq!(indexes(&mut c, "trades").await, ["PRIMARY", "by_account"]);
+    // The foreign key is back and enforced.
+    let e = c.query_drop("INSERT INTO trades (account_id, sym, price, qty, at) VALUES (42, 'X', 1, 1, NOW())").await;
+    assert!(e.is_err(), "the foreign key must be enforced after the restore");
+    // The generated column computes again.
+    let n: Option<String> = c.query_first("SELECT CAST(notional AS CHAR) FROM trades WHERE id = 1").await.unwrap();
+    assert_eq!(n.as_deref(), Some("32500.0617283900000000"));
+    // AUTO_INCREMENT continues after the restored ids.
+    c.query_drop("INSERT INTO trades (account_id, sym, price, qty, at) VALUES (1, 'N', 1, 1, NOW())").await.unwrap();
+    let id: u64 = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap().unwrap();
+    assert!(id > 3);
+    c.query_drop("DELETE FROM trades WHERE sym = 'N'").await.unwrap();
+
+    // The same snapshot again (after another bad change): a snapshot is reusable.
+    c.query_drop("UPDATE accounts SET owner = 'x' WHERE id = 3").await.unwrap();
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert_eq!(content(&mut c).await, before);
+
+    // gc releases what the snapshots pinned (the snapshot schema of `fast`).
+    let schema = snap.parts[0].state["snapshot_schema"].as_str().map(str::to_string);
+    let _ = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    stack.gc(Some(1), None).await.unwrap();
+    if let Some(s) = schema {
+        let n: Option<u64> = c
+            .query_first(format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{s}'"))
+            .await
+            .unwrap();
+        assert_eq!(n, Some(0), "gc drops the snapshot schema");
+    }
+    for s in stack.list().unwrap() {
+        for p in &s.parts {
+            if let Some(schema) = p.state["snapshot_schema"].as_str() {
+                c.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await.unwrap();
+            }
+        }
+    }
+    db.drop_all().await;
+}
+
+#[tokio::test]
+async fn dump_round_trip_of_types_keys_and_a_migration() {
+    round_trip("dump", "").await;
+}
+
+#[tokio::test]
+async fn dump_round_trip_through_load_data_local_infile() {
+    round_trip("dump", "load_data = true\nparallel = 1").await;
+}
+
+#[tokio::test]
+async fn fast_round_trip_with_an_atomic_swap() {
+    round_trip("fast", "").await;
+}
+
+/// Forward and back across a migration that adds an index and a column.
+#[tokio::test]
+async fn rollback_across_a_migration_and_forward_again() {
+    let (db, mut c) = TestDb::new("migr").await;
+    c.query_drop("CREATE TABLE orders (id INT PRIMARY KEY, sym VARCHAR(10), qty INT)").await.unwrap();
+    c.query_drop("INSERT INTO orders VALUES (1, 'A', 1), (2, 'B', 2)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), &component(&db.name, "dump", "tables = [\"orders\"]"));
+    let v1 = stack.snapshot(SnapshotOptions { label: Some("v1".into()), ..Default::default() }).await.unwrap();
+    c.query_drop("ALTER TABLE orders ADD COLUMN side CHAR(1) NOT NULL DEFAULT 'B', ADD INDEX by_sym (sym), ADD UNIQUE INDEX u (sym, qty)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO orders VALUES (3, 'C', 3, 'S')").await.unwrap();
+    let v2 = stack.snapshot(SnapshotOptions { label: Some("v2".into()), ..Default::default() }).await.unwrap();
+    // An unrelated table outside `tables` is not touched.
+    c.query_drop("CREATE TABLE other (id INT PRIMARY KEY)").await.unwrap();
+
+    let rec = stack.rollback(&v1.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert_eq!(indexes(&mut c, "orders").await, ["PRIMARY"]);
+    let cols: Vec<String> = c
+        .query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION")
+        .await
+        .unwrap();
+    assert_eq!(cols, ["id", "sym", "qty"]);
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM other").await.unwrap();
+    assert_eq!(n, Some(0), "`other` still exists");
+
+    let rec = stack.rollback(&v2.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert_eq!(indexes(&mut c, "orders").await, ["PRIMARY", "by_sym", "u"]);
+    let side: Option<String> = c.query_first("SELECT side FROM orders WHERE id = 3").await.unwrap();
+    assert_eq!(side.as_deref(), Some("S"));
+    assert!(stack.verify(&v2.id, &[]).await.unwrap().ok);
+    assert!(!stack.verify(&v1.id, &[]).await.unwrap().ok);
+    db.drop_all().await;
+}
+
+/// A writer moves money between two tables in transactions while the snapshot runs;
+/// the restored state keeps the invariant (the snapshot is one read view).
+#[tokio::test]
+async fn snapshot_is_consistent_while_writers_run() {
+    for strategy in ["dump", "fast"] {
+        let (db, mut c) = TestDb::new(&format!("cons{strategy}")).await;
+        c.query_drop("CREATE TABLE checking (id INT PRIMARY KEY, bal BIGINT NOT NULL)").await.unwrap();
+        c.query_drop("CREATE TABLE savings (id INT PRIMARY KEY, bal BIGINT NOT NULL)").await.unwrap();
+        c.query_drop("INSERT INTO checking SELECT seq, 1000 FROM seq_1_to_20000").await.unwrap();
+        c.query_drop("INSERT INTO savings SELECT seq, 1000 FROM seq_1_to_20000").await.unwrap();
+        let total = 40_000_000i64;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let wurl = url(&db.name);
+        let writer = tokio::spawn(async move {
+            let mut w = Conn::new(mysql_async::Opts::from_url(&wurl).unwrap()).await.unwrap();
+            let mut n = 0u64;
+            while !s2.load(Ordering::SeqCst) {
+                let id = 1 + (n % 20_000);
+                let amt = 1 + (n % 7) as i64;
+                let r = async {
+                    w.query_drop("START TRANSACTION").await?;
+                    w.exec_drop("UPDATE checking SET bal = bal - ? WHERE id = ?", (amt, id)).await?;
+                    w.exec_drop("UPDATE savings SET bal = bal + ? WHERE id = ?", (amt, id)).await?;
+                    w.query_drop("COMMIT").await
+                }
+                .await;
+                if r.is_err() {
+                    let _ = w.query_drop("ROLLBACK").await;
+                }
+                n += 1;
+            }
+            n
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let stack = stack(dir.path(), &component(&db.name, strategy, ""));
+        let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::SeqCst);
+        let transfers = writer.await.unwrap();
+        assert!(transfers > 10, "the writer ran ({transfers} transfers)");
+        let rec =
+            stack.rollback(&snap.id, RollbackOptions { no_safety_snapshot: true, ..Default::default() }).await.unwrap();
+        assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+        let sum: Option<i64> = c
+            .query_first("SELECT CAST((SELECT SUM(bal) FROM checking) + (SELECT SUM(bal) FROM savings) AS SIGNED)")
+            .await
+            .unwrap();
+        assert_eq!(sum, Some(total), "{strategy}: the invariant holds after the restore");
+        if let Some(s) = snap.parts[0].state["snapshot_schema"].as_str() {
+            c.query_drop(format!("DROP DATABASE IF EXISTS `{s}`")).await.unwrap();
+        }
+        db.drop_all().await;
+    }
+}
+
+/// A rollback killed during the restore (its future dropped after the first table
+/// is loaded) is finished by `resume`, and the scratch tables are gone.
+#[tokio::test]
+async fn killed_restore_resumes_to_a_verified_state() {
+    let (db, mut c) = TestDb::new("resume").await;
+    for t in ["a", "b", "c"] {
+        c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(50), KEY kv (v))")).await.unwrap();
+        c.query_drop(format!("INSERT INTO {t} SELECT seq, CONCAT('row ', seq) FROM seq_1_to_30000")).await.unwrap();
+    }
+    let before = content(&mut c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), &component(&db.name, "dump", "parallel = 1"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    c.query_drop("DELETE FROM a WHERE id < 100").await.unwrap();
+    c.query_drop("UPDATE c SET v = 'bad'").await.unwrap();
+
+    let loaded = Arc::new(tokio::sync::Notify::new());
+    let l2 = loaded.clone();
+    let opts = RollbackOptions {
+        on_event: Some(Arc::new(move |e: &rollback_core::Event| {
+            if e.kind == "progress" && e.message.starts_with("loaded ") {
+                l2.notify_one();
+            }
+        })),
+        ..Default::default()
+    };
+    tokio::select! {
+        r = stack.rollback(&snap.id, opts) => panic!("the rollback should have been killed first: {r:?}"),
+        _ = loaded.notified() => {}
+    }
+    // Killed before the swap: the live tables are still the bad ones.
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM a").await.unwrap();
+    assert_eq!(n, Some(29_901));
+
+    let rec = stack.resume("latest", None).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert!(rec.resumed);
+    assert!(stack.verify(&snap.id, &[]).await.unwrap().ok);
+    assert_eq!(content(&mut c).await, before, "no scratch table is left and the data is back");
+    db.drop_all().await;
+}
+
+/// Driver level: a damaged data artifact is refused before anything is swapped.
+#[tokio::test]
+async fn damaged_dump_changes_nothing() {
+    let (db, mut c) = TestDb::new("corrupt").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)").await.unwrap();
+    c.query_drop("INSERT INTO t SELECT seq, REPEAT('x', 100) FROM seq_1_to_1000").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rollback_core::Store::open(dir.path().join("store")).unwrap();
+    let cfg = ComponentConfig::new("db", "mysql").option("url", url(&db.name));
+    let env = rollback_core::DriverEnv { base_dir: dir.path().into(), redactor: Default::default() };
+    let d = Registry::with_default_drivers().build(&cfg, &env).unwrap();
+    let ctx = Context::new("db", store.clone(), dir.path());
+    let cap = d.capture(&ctx).await.unwrap();
+    let part = rollback_core::Part {
+        component: "db".into(),
+        driver: "mysql".into(),
+        phase: 1,
+        state: cap.state,
+        artifacts: cap.artifacts,
+        capture_ms: 0,
+    };
+    c.query_drop("DELETE FROM t WHERE id > 10").await.unwrap();
+    let path = store.artifact_path(&part.artifacts[0]).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] = b'y';
+    std::fs::write(&path, bytes).unwrap();
+    let e = d.restore(&ctx, &part).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(n, Some(10), "nothing was swapped in");
+    let left: Vec<String> =
+        c.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").await.unwrap();
+    assert_eq!(left, ["t"], "scratch tables are dropped");
+    db.drop_all().await;
+}
+
+#[tokio::test]
+async fn bad_targets_name_the_component_and_never_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cret-Pa55word";
+    let text = format!(
+        "[store]\npath = \"{}\"\n\
+         [[component]]\nname = \"gone\"\ndriver = \"mysql\"\nurl = \"mysql://root:{secret}@127.0.0.1:1/test\"\n\
+         [[component]]\nname = \"wrongpw\"\ndriver = \"mysql\"\nurl = \"mysql://root:${{DB_PW}}@127.0.0.1:3306/test\"\n\
+         [[component]]\nname = \"nodb\"\ndriver = \"mysql\"\nurl = \"{}\"\n",
+        dir.path().join("store").display(),
+        url("rbtest_does_not_exist_9f3a")
+    );
+    let cfg =
+        StackConfig::from_toml_str(&text, None, dir.path(), &|k| (k == "DB_PW").then(|| secret.to_string())).unwrap();
+    let stack = Stack::new(cfg, &Registry::with_default_drivers()).unwrap();
+    for (name, kind) in
+        [("gone", ErrorKind::Unreachable), ("wrongpw", ErrorKind::PermissionDenied), ("nodb", ErrorKind::NotFound)]
+    {
+        let e =
+            stack.snapshot(SnapshotOptions { components: vec![name.into()], ..Default::default() }).await.unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains(&format!("component `{name}`")), "{m}");
+        assert!(!m.contains(secret) && !format!("{e:?}").contains(secret), "{m}");
+        assert_eq!(e.kind(), kind, "{name}: {m}");
+    }
+    let report = stack.check().await.unwrap();
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!report.ok && !json.contains(secret), "{json}");
+    assert!(json.contains("does not exist"), "{json}");
+}

@@ -1,0 +1,546 @@
+//! The postgres driver against the real server (ROLLBACK_POSTGRES_URL, default
+//! postgres://postgres@127.0.0.1:5432): every test makes its own database.
+#![cfg(feature = "driver-postgres")]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use rollback_core::{ErrorKind, RollbackPlan, Scope, SnapshotOptions, Stack, Status};
+use tokio_postgres::{Client, NoTls};
+
+fn base_url() -> String {
+    std::env::var("ROLLBACK_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn url(db: &str) -> String {
+    format!("{}/{db}", base_url().trim_end_matches('/'))
+}
+
+async fn connect(db: &str) -> Client {
+    let (c, conn) = tokio_postgres::connect(&url(db), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must run at {} for these tests: {e}", base_url()));
+    tokio::spawn(conn);
+    c
+}
+
+/// A scratch database, dropped (with the copies the fast strategy made of it) at the end.
+struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    async fn new(tag: &str) -> TestDb {
+        let name = format!("rbt_{tag}_{}_{:06x}", std::process::id(), rand_u32() & 0xff_ffff);
+        connect("postgres").await.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        TestDb { name }
+    }
+    async fn client(&self) -> Client {
+        connect(&self.name).await
+    }
+    fn url(&self) -> String {
+        url(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let c = connect("postgres").await;
+                let rows = c
+                    .query("SELECT datname::text FROM pg_database WHERE datname = $1 OR starts_with(datname, $1 || '__rb_')", &[&name])
+                    .await
+                    .unwrap();
+                for r in rows {
+                    let n: String = r.get(0);
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)")).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish() as u32
+}
+
+fn pg_stack(dir: &std::path::Path, url: &str, extra: &str) -> Stack {
+    stack(dir, &format!("[[component]]\nname = \"db\"\ndriver = \"postgres\"\nurl = \"{url}\"\n{extra}\n"))
+}
+
+/// Every row of every table as text, ordered: what "equal" means to a person.
+async fn contents(c: &Client, tables: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in tables {
+        for r in c.query(&format!("SELECT t::text FROM {t} t ORDER BY t::text"), &[]).await.unwrap() {
+            out.push(format!("{t}: {}", r.get::<_, String>(0)));
+        }
+    }
+    out
+}
+
+const WEIRD: &str = "x\"; DROP TABLE y; --";
+
+async fn fixture(c: &Client) {
+    c.batch_execute(
+        r#"
+        CREATE TABLE trades (
+            id serial PRIMARY KEY,
+            price numeric(20, 8) NOT NULL,
+            meta jsonb,
+            tags text[],
+            levels int[],
+            raw bytea,
+            at timestamptz,
+            note text
+        );
+        CREATE INDEX trades_at ON trades (at);
+        CREATE TABLE fills (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                            trade_id int NOT NULL REFERENCES trades (id), qty numeric CHECK (qty > 0));
+        CREATE VIEW big_trades AS SELECT id, price FROM trades WHERE price > 100;
+        CREATE FUNCTION fee(p numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS $$ SELECT p * 0.001 $$;
+        CREATE TABLE y (v text);
+        INSERT INTO y VALUES ('keep me');
+        CREATE TABLE "x""; DROP TABLE y; --" (k int PRIMARY KEY, "we""ird col" text);
+        INSERT INTO "x""; DROP TABLE y; --" VALUES (1, 'a'), (2, NULL);
+        INSERT INTO trades (price, meta, tags, levels, raw, at, note) VALUES
+          (123.45678901, '{"side": "buy", "nested": {"a": [1, 2, null]}}', ARRAY['btc', 'ünïcødé ✓'], ARRAY[1, NULL, 3],
+           '\x00ff10'::bytea, '2026-11-23 10:00:00.123456+05:30', 'first'),
+          (0.00000001, 'null', '{}', NULL, '\x'::bytea, '-infinity', NULL),
+          (99999999999.99999999, NULL, NULL, '{}', NULL, NULL, E'tab\there\nnewline \\ back"slash "quote'''),
+          (1, '[]', ARRAY[NULL, ''], ARRAY[-2147483648, 2147483647], decode(repeat('ab', 5000), 'hex'), now(), '日本語 🚀');
+        INSERT INTO fills (trade_id, qty) VALUES (1, 0.5), (1, 1.5), (3, 2);
+    "#,
+    )
+    .await
+    .unwrap();
+}
+
+const TABLES: &[&str] = &["trades", "fills", "y", "\"x\"\"; DROP TABLE y; --\""];
+
+#[tokio::test]
+async fn dump_round_trip_types_migration_sequences_and_discards() {
+    let db = TestDb::new("dump").await;
+    let c = db.client().await;
+    fixture(&c).await;
+    let before = contents(&c, TABLES).await;
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "");
+    let snap = snap(&s).await;
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // Data changes, sequence advances and a migration (column, index, table, view, function).
+    c.batch_execute(
+        r#"
+        UPDATE trades SET price = price + 1, meta = '{"side": "sell"}' WHERE id = 1;
+        DELETE FROM fills WHERE id = 3;
+        INSERT INTO trades (price) SELECT g FROM generate_series(1, 50) g;
+        INSERT INTO fills (trade_id, qty) VALUES (2, 7);
+        ALTER TABLE trades ADD COLUMN venue text DEFAULT 'x';
+        CREATE INDEX trades_price ON trades (price);
+        CREATE TABLE orders (id int PRIMARY KEY, side text);
+        INSERT INTO orders VALUES (1, 'buy'), (2, 'sell');
+        CREATE OR REPLACE VIEW big_trades AS SELECT id, price, venue FROM trades WHERE price > 100;
+        CREATE OR REPLACE FUNCTION fee(p numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS $$ SELECT p * 0.002 $$;
+        DELETE FROM "x""; DROP TABLE y; --" WHERE k = 2;
+    "#,
+    )
+    .await
+    .unwrap();
+
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(!v.ok);
+    let diffs = v.components["db"].differences.join("\n");
+    assert!(diffs.contains("public.orders was created after the snapshot"), "{diffs}");
+    assert!(diffs.contains("table public.trades: content differs"), "{diffs}");
+    assert!(diffs.contains("schema:"), "{diffs}");
+
+    let plan = s.plan(&snap.id, &Scope::Complete).await.unwrap();
+    let by_target = |t: &str| plan.discards.iter().find(|d| d.target == t).map(|d| d.changes);
+    // 50 rows inserted; the 4 older rows differ too since they gained a column.
+    assert_eq!(by_target("table public.trades"), Some(54), "{:?}", plan.discards);
+    assert_eq!(by_target("table public.fills"), Some(1), "{:?}", plan.discards);
+    assert_eq!(by_target(&format!("table public.{WEIRD}")), Some(1), "{:?}", plan.discards);
+    assert_eq!(by_target("table public.orders (created after the snapshot)"), Some(2), "{:?}", plan.discards);
+    assert!(by_target("schema").unwrap() >= 3, "{:?}", plan.discards);
+    assert!(plan.render().contains("public.orders"), "{}", plan.render());
+
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(!r.data_loss, "the safety snapshot keeps what was discarded");
+    assert!(r.discarded.iter().all(|d| d.kept_in_safety_snapshot));
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    let c = db.client().await;
+    assert_eq!(contents(&c, TABLES).await, before);
+    let cols: Vec<String> = c
+        .query("SELECT column_name::text FROM information_schema.columns WHERE table_name = 'trades' ORDER BY ordinal_position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cols, ["id", "price", "meta", "tags", "levels", "raw", "at", "note"]);
+    let idx: Vec<String> = c
+        .query("SELECT indexname::text FROM pg_indexes WHERE tablename = 'trades' ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(idx, ["trades_at", "trades_pkey"]);
+    assert!(c.query_opt("SELECT 1 FROM pg_class WHERE relname = 'orders'", &[]).await.unwrap().is_none());
+    let fee: String = c.query_one("SELECT fee(1000)::text", &[]).await.unwrap().get(0);
+    assert_eq!(fee, "1.000");
+    let view_cols: i64 = c
+        .query_one("SELECT count(*) FROM information_schema.columns WHERE table_name = 'big_trades'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(view_cols, 2);
+    // Sequences are back where they were: the next ids follow the captured rows.
+    let next: i32 = c.query_one("INSERT INTO trades (price) VALUES (5) RETURNING id", &[]).await.unwrap().get(0);
+    assert_eq!(next, 5);
+    let next: i64 =
+        c.query_one("INSERT INTO fills (trade_id, qty) VALUES (1, 1) RETURNING id", &[]).await.unwrap().get(0);
+    assert_eq!(next, 4);
+    // Constraints are back.
+    assert!(c.execute("INSERT INTO fills (trade_id, qty) VALUES (999, 1)", &[]).await.is_err());
+    assert!(c.execute("INSERT INTO fills (trade_id, qty) VALUES (1, -1)", &[]).await.is_err());
+
+    // What the rollback discarded can be read back: the safety snapshot restores it.
+    let safety = r.safety_snapshot_id.clone().unwrap();
+    let r2 = s.rollback(&safety, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r2.status, Status::Succeeded, "{}", r2.to_json());
+    let c = db.client().await;
+    let n: i64 = c.query_one("SELECT count(*) FROM orders", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn dump_is_consistent_while_writers_run() {
+    let db = TestDb::new("load").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+         CREATE TABLE transfers (id bigserial PRIMARY KEY, src int NOT NULL, dst int NOT NULL, amount bigint NOT NULL);
+         CREATE TABLE padding (id int, filler text);
+         INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 2000) g;
+         INSERT INTO padding SELECT g, repeat('p', 200) FROM generate_series(1, 60000) g;",
+    )
+    .await
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2u32 {
+        let (stop, name) = (stop.clone(), db.name.clone());
+        writers.push(tokio::spawn(async move {
+            let c = connect(&name).await;
+            let mut n = 0u64;
+            let mut x = w.wrapping_mul(2_654_435_761).wrapping_add(12345);
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let (a, b) = (x % 2000 + 1, (x / 2000) % 2000 + 1);
+                if a == b {
+                    continue;
+                }
+                let (lo, hi) = (a.min(b) as i32, a.max(b) as i32);
+                let amount = i64::from(x % 50 + 1);
+                // Lock in id order so the two writers never deadlock.
+                let sql = format!(
+                    "BEGIN; UPDATE accounts SET balance = balance + CASE WHEN id = {lo} THEN -{amount} ELSE {amount} END
+                       WHERE id IN ({lo}, {hi});
+                     INSERT INTO transfers (src, dst, amount) VALUES ({lo}, {hi}, {amount}); COMMIT;"
+                );
+                c.batch_execute(&sql).await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "jobs = 3");
+    let snap = snap(&s).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    assert!(total > 0, "the writers ran");
+
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let c = db.client().await;
+    let sum: i64 = c.query_one("SELECT sum(balance)::bigint FROM accounts", &[]).await.unwrap().get(0);
+    assert_eq!(sum, 2000 * 1000);
+    // Accounts and the transfer log were read at one instant (by different connections).
+    let broken: i64 = c
+        .query_one(
+            "SELECT count(*) FROM accounts a WHERE balance <> 1000
+               + coalesce((SELECT sum(amount) FROM transfers WHERE dst = a.id), 0)
+               - coalesce((SELECT sum(amount) FROM transfers WHERE src = a.id), 0)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(broken, 0);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+}
+
+#[tokio::test]
+async fn dump_scoped_to_schemas_and_tables() {
+    let db = TestDb::new("scope").await;
+    let c = db.client().await;
+    c.batch_execute(
+        r#"CREATE SCHEMA app; CREATE SCHEMA other;
+           CREATE TABLE app.orders (id serial PRIMARY KEY, qty int);
+           CREATE TABLE other.audit (id int);
+           INSERT INTO app.orders (qty) VALUES (1), (2);
+           INSERT INTO other.audit VALUES (1);
+           CREATE TABLE y (v text); INSERT INTO y VALUES ('keep me');
+           CREATE TABLE "x""; DROP TABLE y; --" (k int, v text); INSERT INTO "x""; DROP TABLE y; --" VALUES (1, 'a');"#,
+    )
+    .await
+    .unwrap();
+    let (_t, dir) = tmp();
+    let schemas = pg_stack(&dir.join("a"), &db.url(), "schemas = [\"app\"]");
+    let tables = pg_stack(&dir.join("b"), &db.url(), "tables = [\"x\\\"; DROP TABLE y; --\"]");
+    let s1 = snap(&schemas).await;
+    let s2 = snap(&tables).await;
+    c.batch_execute(
+        r#"INSERT INTO app.orders (qty) VALUES (3); ALTER TABLE app.orders ADD COLUMN px numeric;
+           CREATE TABLE app.extra (id int);
+           INSERT INTO other.audit VALUES (2);
+           UPDATE "x""; DROP TABLE y; --" SET v = 'changed'; INSERT INTO y VALUES ('new');"#,
+    )
+    .await
+    .unwrap();
+    let r = schemas.rollback(&s1.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let r = tables.rollback(&s2.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let c = db.client().await;
+    assert_eq!(contents(&c, &["app.orders"]).await, ["app.orders: (1,1)", "app.orders: (2,2)"]);
+    assert!(c.query_opt("SELECT 1 FROM pg_tables WHERE tablename = 'extra'", &[]).await.unwrap().is_none());
+    // Outside the scopes, changes stay.
+    assert_eq!(contents(&c, &["other.audit"]).await.len(), 2);
+    assert_eq!(contents(&c, &["y"]).await.len(), 2);
+    assert_eq!(contents(&c, &["\"x\"\"; DROP TABLE y; --\""]).await, ["\"x\"\"; DROP TABLE y; --\": (1,a)"]);
+    let next: i32 = c.query_one("INSERT INTO app.orders (qty) VALUES (9) RETURNING id", &[]).await.unwrap().get(0);
+    assert_eq!(next, 3);
+
+    // A view outside the scope over a scoped table: the restore would drop it, so it refuses
+    // before changing anything.
+    c.batch_execute("CREATE VIEW other.v AS SELECT * FROM app.orders; DELETE FROM app.orders WHERE id = 3;")
+        .await
+        .unwrap();
+    let e = schemas.rollback(&s1.id, opts(Scope::Complete)).await.unwrap_err();
+    assert!(e.to_string().contains("other.v"), "{e}");
+    assert_eq!(e.component(), Some("db"));
+    assert!(c.query_opt("SELECT 1 FROM pg_views WHERE viewname = 'v'", &[]).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn fast_strategy_swaps_a_template_copy_and_restores_repeatedly() {
+    let db = TestDb::new("fast").await;
+    let c = db.client().await;
+    fixture(&c).await;
+    let before = contents(&c, TABLES).await;
+    drop(c);
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "strategy = \"fast\"");
+    let snap = snap(&s).await;
+    let copy = snap.parts[0].state["copy_db"].as_str().unwrap().to_string();
+    assert!(copy.starts_with(&db.name));
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    for round in 0..2 {
+        let c = db.client().await;
+        c.batch_execute(
+            "UPDATE trades SET price = 7 WHERE id = 2; ALTER TABLE trades ADD COLUMN venue text;
+             CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2), (3);",
+        )
+        .await
+        .unwrap();
+        let plan = s.plan(&snap.id, &Scope::Complete).await.unwrap();
+        assert!(plan.steps.iter().any(|st| st.description.contains("END EVERY SESSION")), "{}", plan.render());
+        assert!(
+            plan.discards.iter().any(|d| d.target == "table public.trades" && d.changes == 4),
+            "{:?}",
+            plan.discards
+        );
+        assert!(
+            plan.discards.iter().any(|d| d.target.contains("public.orders") && d.changes == 3),
+            "{:?}",
+            plan.discards
+        );
+        // `c` stays connected: the restore ends its session.
+        let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+        assert_eq!(r.status, Status::Succeeded, "round {round}: {}", r.to_json());
+        assert!(c.query_one("SELECT 1", &[]).await.is_err(), "the old session was ended");
+        let c = db.client().await;
+        assert_eq!(contents(&c, TABLES).await, before);
+        let next: i32 = c.query_one("INSERT INTO trades (price) VALUES (5) RETURNING id", &[]).await.unwrap().get(0);
+        assert_eq!(next, 5);
+        c.batch_execute("DELETE FROM trades WHERE id = 5").await.unwrap();
+        assert!(s.verify(&snap.id, &[]).await.unwrap().ok, "sequence values are not content");
+        c.batch_execute("DELETE FROM fills WHERE id = 1").await.unwrap();
+        let v = s.verify(&snap.id, &[]).await.unwrap();
+        assert_eq!(
+            v.components["db"].differences,
+            ["table public.fills: content differs (2 rows now, 3 in the snapshot)"]
+        );
+    }
+    let c = connect("postgres").await;
+    let leftovers: i64 = c
+        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1 || '__rb_new'", &[&db.name])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0);
+    // The replaced database stays readable until the next snapshot or restore.
+    let old = connect(&format!("{}__rb_old", db.name)).await;
+    let n: i64 = old.query_one("SELECT count(*) FROM orders", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    drop(old);
+    // gc frees the server-side copy.
+    let driver = s.driver("db").unwrap();
+    let ctx = rollback_core::Context::new("db", s.store().clone(), &dir);
+    driver.release(&ctx, &snap.parts[0]).await.unwrap();
+    assert!(c.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&copy]).await.unwrap().is_none());
+    let e = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap_err();
+    assert!(e.to_string().contains("no longer exists"), "{e}");
+}
+
+#[tokio::test]
+async fn fast_strategy_without_createdb_is_a_clear_error() {
+    let db = TestDb::new("nocreatedb").await;
+    let role = format!("{}_r", db.name);
+    let admin = connect("postgres").await;
+    admin.batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN NOCREATEDB")).await.unwrap();
+    let u = base_url().replacen("postgres@", &format!("{role}@"), 1);
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &format!("{u}/{}", db.name), "strategy = \"fast\"");
+    let e = s.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    admin.batch_execute(&format!("DROP ROLE \"{role}\"")).await.unwrap();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(e.component(), Some("db"));
+    assert!(e.to_string().contains("CREATEDB"), "{e}");
+}
+
+#[tokio::test]
+async fn bad_targets_are_named_and_never_show_the_password() {
+    const PW: &str = "S3cretPassw0rd";
+    let (_t, dir) = tmp();
+    let cases = [
+        ("postgres://postgres:S3cretPassw0rd@127.0.0.1:1/trading".to_string(), "127.0.0.1:1"),
+        (format!("postgres://postgres:{PW}@127.0.0.1:5432/rbt_missing_{}", std::process::id()), "does not exist"),
+        (format!("postgres://no_such_role_rbt:{PW}@127.0.0.1:5432/postgres"), "no_such_role_rbt"),
+    ];
+    for (i, (u, needle)) in cases.iter().enumerate() {
+        let s = pg_stack(&dir.join(i.to_string()), u, "");
+        let e = s.snapshot(SnapshotOptions::default()).await.unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.component(), Some("db"), "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+        assert!(!msg.contains(PW), "{msg}");
+        let chk = s.check().await.unwrap();
+        assert!(!chk.ok);
+        assert!(!serde_json::to_string(&chk).unwrap().contains(PW));
+    }
+
+    // A good snapshot with a password in the URL: neither manifest nor record holds it; a
+    // rollback whose server is unreachable changes nothing.
+    let db = TestDb::new("secret").await;
+    db.client().await.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1);").await.unwrap();
+    let with_pw = db.url().replacen("postgres@", &format!("postgres:{PW}@"), 1);
+    let d = dir.join("ok");
+    let s = pg_stack(&d, &with_pw, "");
+    let snap = snap(&s).await;
+    assert!(!serde_json::to_string(&snap).unwrap().contains(PW));
+    let chk = s.check().await.unwrap();
+    assert!(chk.ok, "{chk:?}");
+    assert!(chk.components["db"].detail.contains("1 tables in scope"), "{chk:?}");
+    db.client().await.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded);
+    assert!(!r.to_json().contains(PW));
+    for e in std::fs::read_dir(d.join(".rollback/snapshots")).unwrap() {
+        assert!(!std::fs::read_to_string(e.unwrap().path()).unwrap().contains(PW));
+    }
+    db.client().await.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    let unreachable = pg_stack(&d, "postgres://postgres:S3cretPassw0rd@127.0.0.1:1/x", "");
+    let e = unreachable.rollback(&snap.id, opts(Scope::Complete)).await.unwrap_err();
+    assert!(!e.to_string().contains(PW), "{e}");
+    assert_eq!(e.component(), Some("db"));
+    assert_eq!(contents(&db.client().await, &["t"]).await.len(), 2, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_rollback_killed_mid_restore_changes_nothing_and_resumes_to_a_verified_state() {
+    let db = TestDb::new("kill").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE a_small (id int PRIMARY KEY); INSERT INTO a_small VALUES (1), (2);
+         CREATE TABLE big (id int PRIMARY KEY, v text);
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 150000) g;",
+    )
+    .await
+    .unwrap();
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "");
+    let snap = snap(&s).await;
+    c.batch_execute("DELETE FROM a_small; DELETE FROM big WHERE id % 2 = 0; CREATE TABLE after (id int);")
+        .await
+        .unwrap();
+
+    // Kill the rollback (drop its future, as a crash would end the process) once the
+    // restore transaction has loaded its first table.
+    let loaded = Arc::new(tokio::sync::Notify::new());
+    let cb: rollback_core::EventCallback = {
+        let loaded = loaded.clone();
+        Arc::new(move |e: &rollback_core::Event| {
+            if e.kind == "progress" && e.message.starts_with("loaded public.a_small") {
+                loaded.notify_one();
+            }
+        })
+    };
+    let task = {
+        let (s, id) = (s.clone(), snap.id.clone());
+        tokio::spawn(async move {
+            s.rollback(&id, rollback_core::RollbackOptions { on_event: Some(cb), ..opts(Scope::Complete) }).await
+        })
+    };
+    loaded.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    // The restore's transaction never committed: the database is as the rollback found it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let c = db.client().await;
+    let n: i64 = c.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
+    assert_eq!(n, 75000);
+    assert!(c.query_opt("SELECT 1 FROM pg_class WHERE relname = 'after'", &[]).await.unwrap().is_some());
+
+    let r = s.resume("latest", None).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(r.resumed);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    let n: i64 = c.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
+    assert_eq!(n, 150000);
+}

@@ -1,0 +1,385 @@
+//! The `redis` driver against a real Redis (`ROLLBACK_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`). Each test owns a db number and a unique key prefix, and
+//! every test but one uses a pattern, so they run in parallel without touching each
+//! other's keys. A missing server fails the tests.
+#![cfg(feature = "driver-redis")]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+use rollback_core::{
+    ComponentConfig, Context, ErrorKind, Registry, RollbackOptions, Scope, SnapshotOptions, Stack, StackConfig, Status,
+};
+
+fn base_url() -> String {
+    std::env::var("ROLLBACK_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn url(db: u32) -> String {
+    format!("{}/{db}", base_url().trim_end_matches('/'))
+}
+
+fn prefix(name: &str) -> String {
+    format!("rbtest:{name}:{:08x}:", rand::random::<u32>())
+}
+
+async fn con(db: u32) -> MultiplexedConnection {
+    redis::Client::open(url(db))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must be running on 127.0.0.1:6379 (scripts/services.sh starts it)")
+}
+
+fn stack_toml(dir: &Path, body: &str) -> Stack {
+    let text = format!("[store]\npath = \"{}\"\n{body}", dir.join("store").display());
+    let cfg = StackConfig::from_toml_str(&text, None, dir, &|_| None).unwrap();
+    Stack::new(cfg, &Registry::with_default_drivers()).unwrap()
+}
+
+fn component(name: &str, db: u32, pattern: &str, mode: &str) -> String {
+    format!(
+        "[[component]]\nname = \"{name}\"\ndriver = \"redis\"\nurl = \"{}\"\nmode = \"{mode}\"\npattern = \"{pattern}\"\n",
+        url(db)
+    )
+}
+
+async fn cleanup(c: &mut MultiplexedConnection, pattern: &str) {
+    let keys: Vec<Vec<u8>> = c.keys(pattern).await.unwrap();
+    if !keys.is_empty() {
+        let _: () = c.del(keys).await.unwrap();
+    }
+}
+
+/// Strings, binary keys and values, hashes, lists, sets, sorted sets (small and
+/// hash-table/skiplist sized), a stream, keys with and without TTL.
+async fn fill(c: &mut MultiplexedConnection, p: &str) {
+    let _: () = c.set(format!("{p}str"), "hello").await.unwrap();
+    let _: () = c.set(format!("{p}int"), 12345).await.unwrap();
+    let mut bin_key = p.as_bytes().to_vec();
+    bin_key.extend_from_slice(b"bin\x00\xff\r\n");
+    let _: () = c.set(&bin_key, b"\x00\x01\xfe\xff".to_vec()).await.unwrap();
+    let _: () = c.set_ex(format!("{p}ttl"), "expires", 3600).await.unwrap();
+    let _: () = c.hset_multiple(format!("{p}hash"), &[("a", "1"), ("b", "2")]).await.unwrap();
+    let big: Vec<(String, String)> = (0..300).map(|i| (format!("field-{i}"), format!("value-{i}"))).collect();
+    let _: () = c.hset_multiple(format!("{p}bighash"), &big).await.unwrap();
+    let _: () = c.rpush(format!("{p}list"), &["x", "y", "z", "y"]).await.unwrap();
+    let _: () = c.sadd(format!("{p}set"), &["m1", "m2", "m3"]).await.unwrap();
+    let _: () = c.sadd(format!("{p}intset"), &[1, 2, 3, 400]).await.unwrap();
+    let members: Vec<String> = (0..300).map(|i| format!("member-{i}")).collect();
+    let _: () = c.sadd(format!("{p}bigset"), &members).await.unwrap();
+    let _: () = c.zadd_multiple(format!("{p}zset"), &[(1.5, "a"), (2.0, "b")]).await.unwrap();
+    let zs: Vec<(f64, String)> = (0..300).map(|i| (i as f64 / 3.0, format!("z-{i}"))).collect();
+    let _: () = c.zadd_multiple(format!("{p}bigzset"), &zs).await.unwrap();
+    for i in 0..5 {
+        let _: String =
+            redis::cmd("XADD").arg(format!("{p}stream")).arg("*").arg("trade").arg(i).query_async(c).await.unwrap();
+    }
+    let _: () = redis::cmd("PEXPIRE").arg(format!("{p}hash")).arg(7_200_000).query_async(c).await.unwrap();
+}
+
+async fn ttl_of(c: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(c).await.unwrap()
+}
+
+#[tokio::test]
+async fn replace_round_trip_of_every_type_through_the_stack() {
+    let db = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("replace");
+    let pattern = format!("{p}*");
+    let outsider = format!("{}outsider", prefix("other"));
+    let _: () = c.set(&outsider, "not mine").await.unwrap();
+    fill(&mut c, &p).await;
+    let stack = stack_toml(dir.path(), &component("cache", db, &pattern, "replace"));
+
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert_eq!(snap.parts[0].state["keys"], 13);
+    assert!(stack.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // The bad deploy: changes, an added key, a removed key, a TTL dropped, a big hash edited.
+    let _: () = c.set(format!("{p}str"), "bad").await.unwrap();
+    let _: () = c.set(format!("{p}new"), "added").await.unwrap();
+    let _: () = c.del(format!("{p}list")).await.unwrap();
+    let _: () = c.persist(format!("{p}ttl")).await.unwrap();
+    let _: () = c.hset(format!("{p}bighash"), "field-7", "changed").await.unwrap();
+    let _: () = c.set(&outsider, "changed outside the pattern").await.unwrap();
+
+    let v = stack.verify(&snap.id, &[]).await.unwrap();
+    assert!(!v.ok);
+    let text = v.components["cache"].differences.join("\n");
+    assert!(text.contains("1 keys added, 3 changed, 1 missing"), "{text}");
+    assert!(text.contains("new` was added") && text.contains("TTL was removed"), "{text}");
+
+    let plan = stack.plan(&snap.id, &Scope::Complete).await.unwrap();
+    assert_eq!(plan.discards.len(), 1, "{plan}");
+    assert_eq!(plan.discards[0].changes, 5);
+    assert!(plan.discards[0].unit.contains("1 added, 3 changed, 1 removed"), "{}", plan.discards[0].unit);
+    assert!(plan.to_string().contains("RESTORE 13 keys"), "{plan}");
+
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert!(rec.verification["cache"].ok);
+    assert_eq!(rec.discarded[0].changes, 5);
+    assert!(rec.discarded[0].kept_in_safety_snapshot && !rec.data_loss);
+
+    let s: String = c.get(format!("{p}str")).await.unwrap();
+    assert_eq!(s, "hello");
+    let exists: bool = c.exists(format!("{p}new")).await.unwrap();
+    assert!(!exists);
+    let l: Vec<String> = c.lrange(format!("{p}list"), 0, -1).await.unwrap();
+    assert_eq!(l, ["x", "y", "z", "y"]);
+    let f: String = c.hget(format!("{p}bighash"), "field-7").await.unwrap();
+    assert_eq!(f, "value-7");
+    let t = ttl_of(&mut c, &format!("{p}ttl")).await;
+    assert!(t > 3_000_000 && t <= 3_600_000, "TTL kept: {t}");
+    assert!(ttl_of(&mut c, &format!("{p}hash")).await > 7_000_000);
+    assert_eq!(ttl_of(&mut c, &format!("{p}str")).await, -1);
+    let mut bin_key = p.as_bytes().to_vec();
+    bin_key.extend_from_slice(b"bin\x00\xff\r\n");
+    let b: Vec<u8> = c.get(&bin_key).await.unwrap();
+    assert_eq!(b, b"\x00\x01\xfe\xff");
+    let n: usize = redis::cmd("XLEN").arg(format!("{p}stream")).query_async(&mut c).await.unwrap();
+    assert_eq!(n, 5);
+    let zs: Vec<(String, f64)> = c.zrange_withscores(format!("{p}bigzset"), 0, 2).await.unwrap();
+    assert_eq!(zs[1], ("z-1".to_string(), 1.0 / 3.0));
+    let m: bool = c.sismember(format!("{p}bigset"), "member-299").await.unwrap();
+    assert!(m);
+    // A replace with a pattern leaves the rest of the db alone.
+    let o: String = c.get(&outsider).await.unwrap();
+    assert_eq!(o, "changed outside the pattern");
+    assert!(stack.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // The safety snapshot holds the discarded state: it can be read back.
+    let safety = rec.safety_snapshot_id.clone().unwrap();
+    let v = stack.verify(&safety, &[]).await.unwrap();
+    assert!(!v.ok);
+
+    cleanup(&mut c, &pattern).await;
+    let _: () = c.del(&outsider).await.unwrap();
+}
+
+#[tokio::test]
+async fn merge_restores_captured_keys_and_keeps_new_ones() {
+    let db = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("merge");
+    let pattern = format!("{p}*");
+    fill(&mut c, &p).await;
+    let stack = stack_toml(dir.path(), &component("cache", db, &pattern, "merge"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    let _: () = c.set(format!("{p}str"), "bad").await.unwrap();
+    let _: () = c.del(format!("{p}zset")).await.unwrap();
+    let _: () = c.set(format!("{p}session"), "written after").await.unwrap();
+
+    let plan = stack.plan(&snap.id, &Scope::Complete).await.unwrap();
+    assert_eq!(plan.discards[0].changes, 1, "only the overwritten key is discarded: {plan}");
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+
+    let s: String = c.get(format!("{p}str")).await.unwrap();
+    assert_eq!(s, "hello");
+    let z: Vec<String> = c.zrange(format!("{p}zset"), 0, -1).await.unwrap();
+    assert_eq!(z, ["a", "b"]);
+    let kept: String = c.get(format!("{p}session")).await.unwrap();
+    assert_eq!(kept, "written after");
+    cleanup(&mut c, &pattern).await;
+}
+
+#[tokio::test]
+async fn flush_clears_only_the_matching_keys() {
+    let db = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("flush");
+    let pattern = format!("{p}*");
+    let outsider = format!("{}keep", prefix("other"));
+    let _: () = c.set(&outsider, "stay").await.unwrap();
+    fill(&mut c, &p).await;
+    let stack = stack_toml(dir.path(), &component("cache", db, &pattern, "flush"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    let v = stack.verify(&snap.id, &[]).await.unwrap();
+    assert!(!v.ok && v.components["cache"].differences[0].contains("13 keys match"), "{v:?}");
+    let plan = stack.plan(&snap.id, &Scope::Complete).await.unwrap();
+    assert_eq!(plan.discards[0].changes, 13);
+    assert!(plan.to_string().contains("cache clear"), "{plan}");
+
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    let left: Vec<String> = c.keys(&pattern).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let o: String = c.get(&outsider).await.unwrap();
+    assert_eq!(o, "stay");
+    // Run again: idempotent.
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded);
+    let _: () = c.del(&outsider).await.unwrap();
+}
+
+/// The one test that owns a whole db (15): pattern `*` restores with FLUSHDB.
+#[tokio::test]
+async fn whole_db_replace_uses_flushdb_and_skips_keys_expired_since() {
+    let db = 15;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+    fill(&mut c, "").await;
+    let _: () = c.pset_ex("short-lived", "soon gone", 400).await.unwrap();
+    let stack = stack_toml(dir.path(), &component("cache", db, "*", "replace"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert_eq!(snap.parts[0].state["keys"], 14);
+    assert_eq!(snap.parts[0].state["with_ttl"], 3);
+
+    let _: () = c.set("junk", "x").await.unwrap();
+    let _: () = c.del("str").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    let n2 = notes.clone();
+    let opts = RollbackOptions {
+        on_event: Some(Arc::new(move |e: &rollback_core::Event| n2.lock().unwrap().push(e.message.clone()))),
+        ..Default::default()
+    };
+    let rec = stack.rollback(&snap.id, opts).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    let notes = notes.lock().unwrap().join("\n");
+    assert!(notes.contains("skipped 1 keys whose TTL ran out"), "{notes}");
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(size, 13);
+    let s: String = c.get("str").await.unwrap();
+    assert_eq!(s, "hello");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+}
+
+/// A rollback killed in the middle of the restore (its future dropped while the
+/// RESTORE pipelines run) is finished by `resume` to a verified state.
+#[tokio::test]
+async fn killed_restore_resumes_to_a_verified_state() {
+    let db = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("resume");
+    let pattern = format!("{p}*");
+    let mut pipe = redis::pipe();
+    for i in 0..60_000 {
+        pipe.set(format!("{p}{i}"), format!("value {i}")).ignore();
+    }
+    let _: () = pipe.query_async(&mut c).await.unwrap();
+    let stack = stack_toml(dir.path(), &component("cache", db, &pattern, "replace"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    for i in 0..100 {
+        let _: () = c.set(format!("{p}{i}"), "bad").await.unwrap();
+    }
+
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s2 = started.clone();
+    let opts = RollbackOptions {
+        on_event: Some(Arc::new(move |e: &rollback_core::Event| {
+            // Right after the restore deleted the old keys, before the snapshot's are back.
+            if e.kind == "progress" && e.message.starts_with("deleted ") {
+                s2.notify_one();
+            }
+        })),
+        ..Default::default()
+    };
+    let run = stack.rollback(&snap.id, opts);
+    tokio::select! {
+        r = run => panic!("the rollback should have been killed first: {r:?}"),
+        _ = started.notified() => {}
+    }
+    // Killed mid-restore: the db holds part of the snapshot at most.
+    let partial: Vec<String> = c.keys(&pattern).await.unwrap();
+    assert!(partial.len() < 60_000, "the kill came too late to test anything ({} keys)", partial.len());
+
+    let rec = stack.resume("latest", None).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert!(rec.resumed);
+    assert!(stack.verify(&snap.id, &[]).await.unwrap().ok);
+    let v: String = c.get(format!("{p}7")).await.unwrap();
+    assert_eq!(v, "value 7");
+    cleanup(&mut c, &pattern).await;
+}
+
+/// Driver level: restores are idempotent, TTL presence is verified, a damaged
+/// artifact is refused before anything changes.
+#[tokio::test]
+async fn driver_restore_twice_ttl_drift_and_corrupt_artifact() {
+    let db = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("driver");
+    let pattern = format!("{p}*");
+    fill(&mut c, &p).await;
+    let store = rollback_core::Store::open(dir.path().join("store")).unwrap();
+    let cfg = ComponentConfig::new("cache", "redis").option("url", url(db)).option("pattern", pattern.clone());
+    let env = rollback_core::DriverEnv { base_dir: dir.path().into(), redactor: Default::default() };
+    let d = Registry::with_default_drivers().build(&cfg, &env).unwrap();
+    let ctx = Context::new("cache", store.clone(), dir.path());
+    let cap = d.capture(&ctx).await.unwrap();
+    let part = rollback_core::Part {
+        component: "cache".into(),
+        driver: "redis".into(),
+        phase: 1,
+        state: cap.state,
+        artifacts: cap.artifacts,
+        capture_ms: 0,
+    };
+    assert!(d.verify(&ctx, &part).await.unwrap().ok);
+    let _: () = c.expire(format!("{p}str"), 100).await.unwrap();
+    let drift = d.verify(&ctx, &part).await.unwrap();
+    assert!(!drift.ok && drift.differences.join(" ").contains("a TTL was added"), "{drift:?}");
+    d.restore(&ctx, &part).await.unwrap();
+    d.restore(&ctx, &part).await.unwrap();
+    assert!(d.verify(&ctx, &part).await.unwrap().ok);
+    assert_eq!(ttl_of(&mut c, &format!("{p}str")).await, -1);
+
+    // Flip one byte of the keys file: the restore refuses it.
+    let a = part.artifact("redis/keys.bin").unwrap();
+    let path = store.artifact_path(a).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let _: () = c.set(format!("{p}str"), "after").await.unwrap();
+    let e = d.restore(&ctx, &part).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    let s: String = c.get(format!("{p}str")).await.unwrap();
+    assert_eq!(s, "after", "nothing was changed");
+    cleanup(&mut c, &pattern).await;
+}
+
+#[tokio::test]
+async fn unreachable_server_and_bad_password_name_the_component_and_hide_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2-very-secret";
+    let text = format!(
+        "[store]\npath = \"{}\"\n[[component]]\nname = \"cache\"\ndriver = \"redis\"\nurl = \"redis://:${{REDIS_PW}}@127.0.0.1:6379/6\"\n\
+         [[component]]\nname = \"gone\"\ndriver = \"redis\"\nurl = \"redis://:{secret}@127.0.0.1:1/0\"\n",
+        dir.path().join("store").display()
+    );
+    let cfg = StackConfig::from_toml_str(&text, None, dir.path(), &|k| (k == "REDIS_PW").then(|| secret.to_string()))
+        .unwrap();
+    let stack = Stack::new(cfg, &Registry::with_default_drivers()).unwrap();
+    for name in ["cache", "gone"] {
+        let e =
+            stack.snapshot(SnapshotOptions { components: vec![name.into()], ..Default::default() }).await.unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains(&format!("component `{name}`")), "{m}");
+        assert!(!m.contains(secret), "{m}");
+        assert!(!format!("{e:?}").contains(secret), "{e:?}");
+        if name == "gone" {
+            assert_eq!(e.kind(), ErrorKind::Unreachable, "{m}");
+        }
+    }
+    let report = stack.check().await.unwrap();
+    assert!(!report.ok);
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains(secret), "{json}");
+    assert!(json.contains("127.0.0.1:1/0"), "{json}");
+}
