@@ -1,0 +1,570 @@
+#![doc = include_str!("docs.md")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::blocking;
+use crate::config::{ComponentConfig, DurationValue};
+use crate::driver::{Capability, Captured, Context, Drift, Driver, DynDriver};
+use crate::drivers::releases::swap_link;
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::DriverEnv;
+use crate::snapshot::Part;
+
+/// Keys of a `pm2` component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pm2Config {
+    /// The pm2 app name (`name` in the ecosystem file).
+    pub app: String,
+    /// The ecosystem file restores run `pm2 startOrReload` with.
+    #[serde(default)]
+    pub ecosystem: Option<String>,
+    /// A releases root holding release dirs and a `current` link (optional).
+    #[serde(default)]
+    pub releases: Option<String>,
+    /// Name of the link inside `releases` (default `current`).
+    #[serde(default)]
+    pub link: Option<String>,
+    /// `PM2_HOME` of the daemon that runs the app (default: the environment's, else `~/.pm2`).
+    #[serde(default)]
+    pub pm2_home: Option<String>,
+    /// The pm2 executable (default `pm2` on `PATH`).
+    #[serde(default)]
+    pub pm2_bin: Option<String>,
+    /// How long every process may take to come online after a restore (default 60 s).
+    #[serde(default)]
+    pub online_timeout: Option<DurationValue>,
+    /// How long a process must stay online to count (a crashing app flips online briefly; default 1 s).
+    #[serde(default)]
+    pub stable_for: Option<DurationValue>,
+}
+
+/// The `pm2` driver.
+#[derive(Debug)]
+pub struct Pm2Driver {
+    app: String,
+    ecosystem: Option<PathBuf>,
+    releases: Option<PathBuf>,
+    link: String,
+    pm2_home: Option<PathBuf>,
+    pm2_bin: String,
+    online_timeout: Duration,
+    stable_for: Duration,
+}
+
+pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
+    let cfg: Pm2Config = c.options.parse()?;
+    if cfg.app.trim().is_empty() {
+        return Err(c.options.error("app", "must name the pm2 app"));
+    }
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            env.base_dir.join(p)
+        }
+    };
+    let link = cfg.link.unwrap_or_else(|| "current".into());
+    if link.contains('/') || link.is_empty() || link == ".." {
+        return Err(c.options.error("link", "must be a plain file name inside `releases`"));
+    }
+    Ok(Arc::new(Pm2Driver {
+        app: cfg.app,
+        ecosystem: cfg.ecosystem.as_deref().map(resolve),
+        releases: cfg.releases.as_deref().map(resolve),
+        link,
+        pm2_home: cfg.pm2_home.as_deref().map(resolve),
+        pm2_bin: cfg.pm2_bin.unwrap_or_else(|| "pm2".into()),
+        online_timeout: cfg.online_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
+        stable_for: cfg.stable_for.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+    }))
+}
+
+/// One pm2 process of the app, as `pm2 jlist` shows it (never its env: it holds secrets).
+#[derive(Debug, Clone, PartialEq)]
+struct Proc {
+    pm_id: i64,
+    pid: i64,
+    status: String,
+    version: Option<String>,
+    exec_mode: String,
+    instances: Value,
+    pm_cwd: String,
+    uptime_ms: i64,
+    restarts: i64,
+    /// The process's real working directory (`/proc/<pid>/cwd`): the release it runs.
+    real_cwd: Option<PathBuf>,
+}
+
+impl Proc {
+    fn from_json(p: &Value) -> Proc {
+        let e = &p["pm2_env"];
+        let pid = p["pid"].as_i64().unwrap_or(0);
+        let real_cwd = if pid > 0 { std::fs::read_link(format!("/proc/{pid}/cwd")).ok() } else { None };
+        Proc {
+            pm_id: p["pm_id"].as_i64().unwrap_or(-1),
+            pid,
+            status: e["status"].as_str().unwrap_or("unknown").to_string(),
+            version: e["version"].as_str().filter(|v| !v.is_empty() && *v != "N/A").map(String::from),
+            exec_mode: e["exec_mode"].as_str().unwrap_or("").to_string(),
+            instances: e["instances"].clone(),
+            pm_cwd: e["pm_cwd"].as_str().unwrap_or("").to_string(),
+            uptime_ms: e["pm_uptime"].as_i64().unwrap_or(0),
+            restarts: e["restart_time"].as_i64().unwrap_or(0),
+            real_cwd,
+        }
+    }
+
+    fn summary(&self) -> Value {
+        json!({
+            "pm_id": self.pm_id,
+            "status": self.status,
+            "version": self.version,
+            "exec_mode": self.exec_mode,
+            "instances": self.instances,
+            "pm_cwd": self.pm_cwd,
+            "real_cwd": self.real_cwd,
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What the snapshot wants running.
+struct Want {
+    count: usize,
+    version: Option<String>,
+    release_dir: Option<PathBuf>,
+}
+
+impl Pm2Driver {
+    fn link_path(&self) -> Option<PathBuf> {
+        self.releases.as_ref().map(|r| r.join(&self.link))
+    }
+
+    fn pm2_home_desc(&self) -> String {
+        self.pm2_home.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the default PM2_HOME".into())
+    }
+
+    /// Runs pm2; stdout on success, an error with the (redacted) tail of its output otherwise.
+    async fn pm2(&self, ctx: &Context, args: &[&str]) -> Result<String> {
+        let mut cmd = tokio::process::Command::new(&self.pm2_bin);
+        cmd.args(args).kill_on_drop(true).stdin(std::process::Stdio::null());
+        // Set before every call: without it pm2 starts a second daemon under ~/.pm2.
+        if let Some(h) = &self.pm2_home {
+            cmd.env("PM2_HOME", h);
+        }
+        cmd.env("FORCE_COLOR", "0").env("PM2_DISCRETE_MODE", "true");
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .map_err(|_| {
+                Error::new(ErrorKind::Timeout, format!("`pm2 {}` did not finish within 120s", args.join(" ")))
+            })?
+            .map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                    ErrorKind::Unreachable
+                } else {
+                    ErrorKind::Unexpected
+                };
+                Error::new(kind, format!("cannot run `{}` (set `pm2_bin`)", self.pm2_bin)).with_source(e)
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            let text = format!("{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+            let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(Error::unexpected(ctx.redactor.redact(&format!(
+                "`pm2 {}` failed ({}): {}",
+                args.first().copied().unwrap_or(""),
+                out.status,
+                tail.join(" | ")
+            ))));
+        }
+        Ok(stdout)
+    }
+
+    /// The app's processes from `pm2 jlist`.
+    async fn procs(&self, ctx: &Context) -> Result<Vec<Proc>> {
+        let out = self.pm2(ctx, &["jlist"]).await?;
+        // A daemon being spawned prints lines before the JSON array.
+        let list = out
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(|v| v.is_array()))
+            .ok_or_else(|| {
+                Error::unexpected(format!("`pm2 jlist` printed no process list (PM2_HOME {})", self.pm2_home_desc()))
+            })?;
+        let mut procs: Vec<Proc> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"].as_str() == Some(self.app.as_str()))
+            .map(Proc::from_json)
+            .collect();
+        procs.sort_by_key(|p| p.pm_id);
+        Ok(procs)
+    }
+
+    fn read_target(&self) -> Result<Option<PathBuf>> {
+        let Some(link) = self.link_path() else { return Ok(None) };
+        std::fs::read_link(&link).map(Some).map_err(|e| {
+            let kind =
+                if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Unexpected };
+            Error::new(kind, format!("{} is not a readable symlink", link.display())).with_source(e)
+        })
+    }
+
+    fn release_dir(&self, target: &Path) -> PathBuf {
+        let p = if target.is_absolute() {
+            target.to_path_buf()
+        } else {
+            self.releases.clone().unwrap_or_default().join(target)
+        };
+        std::fs::canonicalize(&p).unwrap_or(p)
+    }
+
+    fn want(&self, part: &Part) -> Result<Want> {
+        let procs = part.state.get("processes").and_then(|p| p.as_array()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("the snapshot part is not a pm2 capture (driver `{}`, no `processes`)", part.driver),
+            )
+        })?;
+        Ok(Want {
+            count: procs.len(),
+            version: procs.iter().find_map(|p| p["version"].as_str().map(String::from)),
+            release_dir: part.state["release_dir"].as_str().map(PathBuf::from),
+        })
+    }
+
+    /// Differences between the running processes and what the snapshot wants.
+    fn process_drift(&self, procs: &[Proc], want: &Want, stable: Option<Duration>) -> Vec<String> {
+        let mut d = Vec::new();
+        if want.count == 0 {
+            if !procs.is_empty() {
+                d.push(format!("app `{}` runs, the snapshot has it absent", self.app));
+            }
+            return d;
+        }
+        if procs.is_empty() {
+            d.push(format!("app `{}` is not in the pm2 list", self.app));
+            return d;
+        }
+        if procs.len() != want.count {
+            d.push(format!("{} processes, the snapshot had {}", procs.len(), want.count));
+        }
+        for p in procs {
+            if p.status != "online" {
+                d.push(format!("process {} is {}", p.pm_id, p.status));
+                continue;
+            }
+            if let Some(s) = stable {
+                if now_ms() - p.uptime_ms < s.as_millis() as i64 {
+                    d.push(format!("process {} has been online for less than {}ms", p.pm_id, s.as_millis()));
+                }
+            }
+            if want.version.is_some() && p.version != want.version {
+                d.push(format!(
+                    "process {} runs version {}, the snapshot has {}",
+                    p.pm_id,
+                    p.version.as_deref().unwrap_or("none"),
+                    want.version.as_deref().unwrap_or("none")
+                ));
+            }
+            if let (Some(w), Some(real)) = (&want.release_dir, &p.real_cwd) {
+                if real != w {
+                    d.push(format!(
+                        "process {} runs in {}, the snapshot's release is {}",
+                        p.pm_id,
+                        real.display(),
+                        w.display()
+                    ));
+                }
+            }
+        }
+        d
+    }
+
+    /// `startOrReload` with the ecosystem file (cluster mode reloads without dropping
+    /// requests), or `reload` of the app when there is none.
+    async fn reload(&self, ctx: &Context) -> Result<()> {
+        match &self.ecosystem {
+            Some(eco) => {
+                let eco = eco.to_string_lossy().to_string();
+                ctx.progress(format!("pm2 startOrReload {eco} --only {}", self.app));
+                self.pm2(ctx, &["startOrReload", &eco, "--only", &self.app, "--update-env"]).await?;
+            }
+            None => {
+                if self.procs(ctx).await?.is_empty() {
+                    return Err(Error::not_found(format!(
+                        "app `{}` is not in the pm2 list and no `ecosystem` is configured to start it",
+                        self.app
+                    )));
+                }
+                ctx.progress(format!("pm2 reload {}", self.app));
+                self.pm2(ctx, &["reload", &self.app, "--update-env"]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_online(&self, ctx: &Context, want: &Want, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        loop {
+            let procs = self.procs(ctx).await?;
+            let drift = self.process_drift(&procs, want, Some(self.stable_for));
+            if drift.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "app `{}` did not come online within {}s: {}",
+                        self.app,
+                        timeout.as_secs(),
+                        drift.join("; ")
+                    ),
+                ));
+            }
+            if last_report.elapsed() > Duration::from_secs(2) {
+                ctx.progress(format!("waiting for app `{}` to be online: {}", self.app, drift.join("; ")));
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn ecosystem_content(&self) -> Result<Option<Vec<u8>>> {
+        match &self.ecosystem {
+            Some(p) => std::fs::read(p).map(Some).map_err(|e| {
+                let kind = Error::from(e).kind();
+                Error::new(kind, format!("cannot read the ecosystem file {}", p.display()))
+            }),
+            None => Ok(None),
+        }
+    }
+
+    async fn write_ecosystem(&self, bytes: Vec<u8>) -> Result<()> {
+        let Some(p) = self.ecosystem.clone() else { return Ok(()) };
+        blocking(move || {
+            let tmp = p.with_extension(format!("rollback-{:08x}", rand::random::<u32>()));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &p).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::from(e)
+            })
+        })
+        .await
+        .map_err(|e| Error::new(e.kind(), "cannot write the ecosystem file back".to_string()))
+    }
+
+    async fn capture_inner(&self, ctx: &Context) -> Result<Captured> {
+        let procs = self.procs(ctx).await?;
+        // A safety snapshot records "not running" so that undoing a rollback that
+        // started the app deletes it again.
+        if procs.is_empty() && !ctx.safety {
+            return Err(Error::not_found(format!(
+                "app `{}` is not in the pm2 list (PM2_HOME {})",
+                self.app,
+                self.pm2_home_desc()
+            )));
+        }
+        let target = self.read_target()?;
+        let mut state = json!({
+            "app": self.app,
+            "processes": procs.iter().map(Proc::summary).collect::<Vec<_>>(),
+        });
+        if let Some(t) = &target {
+            let dir = self.release_dir(t);
+            if !dir.is_dir() {
+                return Err(Error::not_found(format!(
+                    "the release link points at {}, which is not a directory",
+                    dir.display()
+                )));
+            }
+            state["target"] = json!(t);
+            state["release_dir"] = json!(dir);
+            state["release"] = json!(dir.file_name().map(|n| n.to_string_lossy().to_string()));
+        }
+        let mut artifacts = Vec::new();
+        if let Some(bytes) = self.ecosystem_content()? {
+            let a = ctx.store.put_bytes("ecosystem", &bytes)?;
+            state["ecosystem"] = json!(self.ecosystem);
+            state["ecosystem_sha256"] = json!(a.sha256);
+            artifacts.push(a);
+        }
+        Ok(Captured { state, artifacts })
+    }
+
+    async fn restore_inner(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let want = self.want(part)?;
+        if want.count == 0 {
+            if !self.procs(ctx).await?.is_empty() {
+                ctx.progress(format!("pm2 delete {} (not running in the snapshot)", self.app));
+                self.pm2(ctx, &["delete", &self.app]).await?;
+            }
+            if let (Some(t), Some(link)) = (part.state["target"].as_str().map(PathBuf::from), self.link_path()) {
+                if self.read_target().ok().flatten().as_ref() != Some(&t) {
+                    blocking(move || swap_link(&link, &t)).await?;
+                }
+            }
+            return Ok(());
+        }
+        let target = part.state["target"].as_str().map(PathBuf::from);
+        let eco_bytes = match part.artifact("ecosystem") {
+            Some(a) if self.ecosystem.is_some() => Some(ctx.store.read_artifact(a)?),
+            _ => None,
+        };
+        let old_target = self.read_target().ok().flatten();
+        let old_eco = self.ecosystem_content().ok().flatten();
+
+        let link_same = target.is_none() || old_target == target;
+        let eco_same = eco_bytes.is_none() || old_eco == eco_bytes;
+        if link_same && eco_same && self.process_drift(&self.procs(ctx).await?, &want, None).is_empty() {
+            ctx.progress(format!("app `{}` already runs the snapshot's release", self.app));
+            return Ok(());
+        }
+
+        if let (Some(t), Some(link)) = (&target, self.link_path()) {
+            if !link_same {
+                ctx.progress(format!("{} -> {}", link.display(), t.display()));
+                let (l, t) = (link.clone(), t.clone());
+                blocking(move || swap_link(&l, &t)).await?;
+            }
+        }
+        if let Some(b) = &eco_bytes {
+            if !eco_same {
+                self.write_ecosystem(b.clone()).await?;
+            }
+        }
+        let attempt = async {
+            self.reload(ctx).await?;
+            self.wait_online(ctx, &want, self.online_timeout).await
+        }
+        .await;
+        let Err(e) = attempt else { return Ok(()) };
+
+        // Put back what was running: the previous link and ecosystem, reloaded.
+        ctx.progress(format!("app `{}` failed to come online; putting the previous release back", self.app));
+        let mut notes = Vec::new();
+        if let (Some(old), Some(link)) = (&old_target, self.link_path()) {
+            if !link_same {
+                let (l, t) = (link.clone(), old.clone());
+                match blocking(move || swap_link(&l, &t)).await {
+                    Ok(()) => notes.push(format!("the link was put back to {}", old.display())),
+                    Err(b) => notes.push(format!("putting the link back to {} failed: {b}", old.display())),
+                }
+            }
+        }
+        if let Some(b) = old_eco.filter(|_| !eco_same) {
+            match self.write_ecosystem(b).await {
+                Ok(()) => notes.push("the ecosystem file was put back".into()),
+                Err(b) => notes.push(format!("putting the ecosystem file back failed: {b}")),
+            }
+        }
+        match self.reload(ctx).await {
+            Ok(()) => notes.push(format!("app `{}` was reloaded", self.app)),
+            Err(b) => notes.push(format!("reloading app `{}` failed: {b}", self.app)),
+        }
+        Err(Error::new(e.kind(), format!("{}; {}", e.message(), notes.join(", "))))
+    }
+
+    async fn verify_inner(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+        let want = self.want(part)?;
+        let mut d = Vec::new();
+        if let Some(t) = part.state["target"].as_str() {
+            match self.read_target() {
+                Ok(Some(cur)) if cur == Path::new(t) => {}
+                Ok(Some(cur)) => d.push(format!("the release link points at {}, the snapshot has {t}", cur.display())),
+                Ok(None) => d.push("no `releases` configured, the snapshot has a release link".into()),
+                Err(e) => d.push(e.to_string()),
+            }
+        }
+        d.extend(self.process_drift(&self.procs(ctx).await?, &want, None));
+        if let (Some(a), Some(_)) = (part.artifact("ecosystem"), &self.ecosystem) {
+            let cur = self.ecosystem_content()?.unwrap_or_default();
+            let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&cur));
+            if sum != a.sha256 {
+                d.push("the ecosystem file differs".into());
+            }
+        }
+        Ok(Drift::from_differences(d))
+    }
+}
+
+#[async_trait]
+impl Driver for Pm2Driver {
+    fn name(&self) -> &str {
+        "pm2"
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { lifecycle: true, idempotent_restore: true, ..Default::default() }
+    }
+
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        self.capture_inner(ctx).await.map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
+        let r = async {
+            self.want(part)?;
+            if let Some(dir) = part.state["release_dir"].as_str() {
+                if !Path::new(dir).is_dir() {
+                    return Err(Error::not_found(format!("release directory {dir} is gone")));
+                }
+                if self.releases.is_none() {
+                    return Err(Error::config("the snapshot has a release link but no `releases` is configured"));
+                }
+            }
+            self.procs(ctx).await.map(|_| ())
+        };
+        r.await.map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        self.restore_inner(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+        self.verify_inner(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn stop(&self, ctx: &Context) -> Result<()> {
+        ctx.progress(format!("pm2 stop {}", self.app));
+        self.pm2(ctx, &["stop", &self.app]).await.map(|_| ()).map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn start(&self, ctx: &Context) -> Result<()> {
+        ctx.progress(format!("pm2 start {}", self.app));
+        self.pm2(ctx, &["start", &self.app]).await.map(|_| ()).map_err(|e| e.with_component(&ctx.component))
+    }
+
+    fn describe_restore(&self, part: &Part) -> String {
+        let release =
+            part.state["release"].as_str().map(|r| format!("point the release link at {r}, ")).unwrap_or_default();
+        format!(
+            "{release}pm2 {} `{}`, wait until every process is online{}",
+            if self.ecosystem.is_some() { "startOrReload" } else { "reload" },
+            self.app,
+            part.state["processes"][0]["version"].as_str().map(|v| format!(" with version {v}")).unwrap_or_default()
+        )
+    }
+
+    async fn check(&self, ctx: &Context) -> Result<String> {
+        let procs = self.procs(ctx).await.map_err(|e| e.with_component(&ctx.component))?;
+        let online = procs.iter().filter(|p| p.status == "online").count();
+        Ok(format!("pm2 app `{}`: {online}/{} online (PM2_HOME {})", self.app, procs.len(), self.pm2_home_desc()))
+    }
+}

@@ -1,0 +1,378 @@
+//! The `docker` driver against a real dockerd on the local socket (`scripts/setup-docker.sh`
+//! installs and starts it, and builds the `rollback-test/web:*` images from busybox-static).
+//! Each test makes its own containers, networks and volumes (`rbt-<random>`) and removes
+//! them; a missing engine or image fails the tests.
+#![cfg(feature = "driver-docker")]
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollback_core::{
+    Context, ErrorKind, Part, Registry, RollbackOptions, Scope, SnapshotOptions, Stack, StackConfig, Status,
+};
+
+const OK: &str = "rollback-test/web:ok";
+const V2: &str = "rollback-test/web:v2";
+const SICK: &str = "rollback-test/web:sick";
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("the docker CLI must be installed");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed (is dockerd running? scripts/setup-docker.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn docker_ok(args: &[&str]) -> bool {
+    Command::new("docker").args(args).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn uid() -> String {
+    format!("rbt-{:08x}", rand::random::<u32>())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Removes what a test made, even when it fails.
+struct Cleanup {
+    containers: Vec<String>,
+    networks: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            // Also the copies a failed swap could leave aside.
+            let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("name={c}")]).output();
+            if let Ok(o) = out {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                }
+            }
+        }
+        for n in &self.networks {
+            let _ = Command::new("docker").args(["network", "rm", n]).output();
+        }
+        for v in &self.volumes {
+            let _ = Command::new("docker").args(["volume", "rm", "-f", v]).output();
+        }
+        let out = Command::new("docker").args(["images", "--format", "{{.Repository}}:{{.Tag}}"]).output();
+        if let Ok(o) = out {
+            for t in String::from_utf8_lossy(&o.stdout).lines() {
+                if self.containers.iter().any(|c| t.starts_with(&format!("rollback/{c}:"))) {
+                    let _ = Command::new("docker").args(["rmi", t]).output();
+                }
+            }
+        }
+    }
+}
+
+fn stack(dir: &Path, body: &str) -> Stack {
+    let text = format!("[store]\npath = \"{}\"\n{body}", dir.join("store").display());
+    let cfg = StackConfig::from_toml_str(&text, None, dir, &|_| None).unwrap();
+    Stack::new(cfg, &Registry::with_default_drivers()).unwrap()
+}
+
+fn component(name: &str, container: &str) -> String {
+    // The test images ignore SIGTERM (busybox httpd as PID 1): a short grace keeps tests fast.
+    format!(
+        "[[component]]\nname = \"{name}\"\ndriver = \"docker\"\ncontainer = \"{container}\"\nstop_grace = \"1s\"\nhealth_timeout = \"30s\"\n"
+    )
+}
+
+fn opts() -> RollbackOptions {
+    RollbackOptions { scope: Scope::Complete, trigger: Some("test".into()), ..Default::default() }
+}
+
+/// One HTTP GET; the body, or None when nothing answers.
+fn get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    if !buf.starts_with("HTTP/1.") || !buf.contains(" 200 ") {
+        return None;
+    }
+    buf.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+}
+
+fn wait_get(port: u16) -> Option<String> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Some(b) = get(port) {
+            return Some(b);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn inspect(name: &str) -> serde_json::Value {
+    let s = docker(&["inspect", name]);
+    serde_json::from_str::<serde_json::Value>(&s).unwrap()[0].clone()
+}
+
+fn wait_healthy(name: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        if docker(&["inspect", "-f", "{{.State.Health.Status}}", name]) == "healthy" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{name} did not become healthy");
+}
+
+#[tokio::test]
+async fn env_ports_mounts_networks_survive_a_round_trip() {
+    let id = uid();
+    let (net1, net2, vol) = (format!("{id}-front"), format!("{id}-back"), format!("{id}-data"));
+    let _c = Cleanup {
+        containers: vec![id.clone()],
+        networks: vec![net1.clone(), net2.clone()],
+        volumes: vec![vol.clone()],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bind = dir.path().join("conf");
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::write(bind.join("app.conf"), "x=1\n").unwrap();
+    let port = free_port();
+    docker(&["network", "create", &net1]);
+    docker(&["network", "create", &net2]);
+    docker(&["volume", "create", &vol]);
+    let secret = format!("s3cret-{}", rand::random::<u32>());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &id,
+        "--network",
+        &net1,
+        "--network-alias",
+        "web-front",
+        "-e",
+        &format!("API_TOKEN={secret}"),
+        "-e",
+        "APP_MODE=live",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-v",
+        &format!("{vol}:/data"),
+        "-v",
+        &format!("{}:/conf:ro", bind.display()),
+        "--label",
+        "team=trading",
+        "--restart",
+        "unless-stopped",
+        OK,
+    ]);
+    docker(&["network", "connect", "--alias", "web-back", &net2, &id]);
+    wait_healthy(&id);
+    assert_eq!(wait_get(port).as_deref(), Some("ok"));
+    let old_short = inspect(&id)["Id"].as_str().unwrap()[..12].to_string();
+
+    let s = stack(dir.path(), &component("web", &id));
+    let snap = s.snapshot(SnapshotOptions { label: Some("before".into()), ..Default::default() }).await.unwrap();
+    let manifest = std::fs::read_to_string(dir.path().join("store/snapshots").join(format!("{}.json", snap.id)))
+        .or_else(|_| serde_json::to_string(&snap))
+        .unwrap();
+    assert!(!manifest.contains(&secret), "env values must not be in the manifest");
+    let st = &snap.parts[0].state["containers"][0];
+    assert_eq!(st["env_keys"], serde_json::json!(["API_TOKEN", "APP_MODE", "PATH"]));
+    assert!(docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .contains(&format!("rollback/{id}:{}", snap.id.to_lowercase())));
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // The bad deploy: another image, other env, no networks, no mounts, another port.
+    docker(&["rm", "-f", &id]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &id,
+        "-e",
+        "APP_MODE=broken",
+        "-p",
+        &format!("127.0.0.1:{}:8080", free_port()),
+        V2,
+    ]);
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(!v.ok);
+    let text = v.components["web"].differences.join("\n");
+    assert!(text.contains("env API_TOKEN is missing") && text.contains("env APP_MODE differs"), "{text}");
+    assert!(text.contains("mounts differ") && text.contains("networks differ") && text.contains("image"), "{text}");
+    assert!(!text.contains(&secret) && !text.contains("broken"), "values must not be shown: {text}");
+
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert_eq!(wait_get(port).as_deref(), Some("ok"));
+
+    let i = inspect(&id);
+    let env: Vec<&str> = i["Config"]["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(env.contains(&format!("API_TOKEN={secret}").as_str()) && env.contains(&"APP_MODE=live"), "{env:?}");
+    assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(i["Config"]["Labels"]["team"], "trading");
+    assert_eq!(i["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"], port.to_string());
+    let mounts: Vec<String> = i["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}>{}>{}", m["Name"].as_str().or(m["Source"].as_str()).unwrap(), m["Destination"], m["RW"]))
+        .collect();
+    assert!(mounts.contains(&format!("{vol}>\"/data\">true")), "{mounts:?}");
+    assert!(mounts.contains(&format!("{}>\"/conf\">false", bind.display())), "{mounts:?}");
+    let nets = &i["NetworkSettings"]["Networks"];
+    let aliases = |n: &str| -> Vec<String> {
+        nets[n]["Aliases"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+    };
+    assert!(aliases(&net1).contains(&"web-front".to_string()), "{nets}");
+    assert!(aliases(&net2).contains(&"web-back".to_string()), "{nets}");
+    assert!(
+        !aliases(&net1).contains(&old_short) && !aliases(&net2).contains(&old_short),
+        "old id alias carried over: {nets}"
+    );
+    // The image's own defaults were not pinned as if the user had set them.
+    assert!(i["Config"]["Healthcheck"].is_object());
+    // Nothing left aside.
+    assert!(!docker(&["ps", "-a", "--format", "{{.Names}}"]).contains(&format!("{id}-rollback-aside")));
+
+    // A second rollback to the same snapshot changes nothing.
+    let before = i["Id"].clone();
+    let r = s.rollback(&snap.id, RollbackOptions { no_safety_snapshot: true, ..opts() }).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(inspect(&id)["Id"], before, "an equal container must not be recreated");
+}
+
+#[tokio::test]
+async fn unhealthy_target_is_compensated_and_the_old_container_serves_again() {
+    let id = uid();
+    let _c = Cleanup { containers: vec![id.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    // The snapshot holds an image whose healthcheck always fails.
+    docker(&["run", "-d", "--name", &id, "-p", &publish, SICK]);
+    let s = stack(dir.path(), &component("web", &id).replace("health_timeout = \"30s\"", "health_timeout = \"20s\""));
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    docker(&["rm", "-f", &id]);
+    docker(&["run", "-d", "--name", &id, "-p", &publish, "-e", "GOOD=1", OK]);
+    wait_healthy(&id);
+    let good_id = inspect(&id)["Id"].clone();
+
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let ev = events.clone();
+    let cb: rollback_core::EventCallback = std::sync::Arc::new(move |e: &rollback_core::Event| {
+        ev.lock().unwrap().push(format!("{e:?}"));
+    });
+    let r = s.rollback(&snap.id, RollbackOptions { on_event: Some(cb), ..opts() }).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    let err = r.steps.iter().find_map(|s| s.error.clone()).unwrap_or_default();
+    assert!(err.contains("unhealthy") && err.contains("put back"), "{}", r.to_json());
+    assert!(err.contains("web"), "error names the component: {err}");
+    // The old container, the very same one, serves again.
+    let i = inspect(&id);
+    assert_eq!(i["Id"], good_id);
+    assert_eq!(i["State"]["Running"], true);
+    assert_eq!(wait_get(port).as_deref(), Some("ok"));
+    assert!(!docker(&["ps", "-a", "--format", "{{.Names}}"]).contains(&format!("{id}-rollback-aside")));
+    let seen = events.lock().unwrap().join("\n");
+    assert!(seen.contains("healthy") || seen.contains("creating container"), "progress events: {seen}");
+}
+
+#[tokio::test]
+async fn a_container_removed_after_the_snapshot_is_recreated() {
+    let id = uid();
+    let _c = Cleanup { containers: vec![id.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    docker(&["run", "-d", "--name", &id, "-p", &format!("127.0.0.1:{port}:8080"), "-e", "K=v1", V2]);
+    wait_healthy(&id);
+    let s = stack(dir.path(), &component("web", &id));
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    docker(&["rm", "-f", &id]);
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(v.components["web"].differences.join("\n").contains("does not exist"), "{v:?}");
+    // The safety snapshot records the container as absent.
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(wait_get(port).as_deref(), Some("v2"));
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // gc's release drops the protecting tag.
+    let driver = s.driver("web").unwrap();
+    let ctx = Context::new("web", s.store().clone(), dir.path());
+    driver.release(&ctx, &snap.parts[0]).await.unwrap();
+    assert!(!docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains(&format!("rollback/{id}:")));
+}
+
+#[tokio::test]
+async fn a_label_selects_every_container_of_a_project() {
+    let id = uid();
+    let (a, b, extra) = (format!("{id}-a"), format!("{id}-b"), format!("{id}-c"));
+    let _c = Cleanup { containers: vec![a.clone(), b.clone(), extra.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let label = format!("rbt.project={id}");
+    docker(&["run", "-d", "--name", &a, "--label", &label, OK]);
+    docker(&["run", "-d", "--name", &b, "--label", &label, "-e", "ROLE=worker", OK]);
+    let body =
+        format!("[[component]]\nname = \"proj\"\ndriver = \"docker\"\nlabel = \"{label}\"\nstop_grace = \"0s\"\n");
+    let s = stack(dir.path(), &body);
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert_eq!(snap.parts[0].state["containers"].as_array().unwrap().len(), 2);
+    // The bad deploy: b on another image, and an extra container in the project.
+    docker(&["rm", "-f", &b]);
+    docker(&["run", "-d", "--name", &b, "--label", &label, V2]);
+    docker(&["run", "-d", "--name", &extra, "--label", &label, V2]);
+    let text = s.verify(&snap.id, &[]).await.unwrap().components["proj"].differences.join("\n");
+    assert!(text.contains(&extra) && text.contains(&b), "{text}");
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert!(!docker_ok(&["inspect", &extra]), "the container added by the bad deploy was removed");
+}
+
+#[tokio::test]
+async fn unknown_container_and_foreign_snapshot_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = uid();
+    let s = stack(dir.path(), &component("api", &missing));
+    let e = s.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("api") && msg.contains(&missing) && msg.contains("does not exist"), "{msg}");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{msg}");
+
+    // A part captured by another driver handed to this one.
+    let driver = s.driver("api").unwrap();
+    let ctx = Context::new("api", s.store().clone(), dir.path());
+    let part = Part {
+        component: "api".into(),
+        driver: "releases".into(),
+        phase: 1,
+        state: serde_json::json!({ "target": "v1", "release": "v1" }),
+        artifacts: vec![],
+        capture_ms: 0,
+    };
+    let e = driver.restore(&ctx, &part).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("api") && msg.contains("not a docker capture") && msg.contains("releases"), "{msg}");
+    let e = driver.verify(&ctx, &part).await.unwrap_err();
+    assert!(e.to_string().contains("not a docker capture"), "{e}");
+
+    // A bad `label` is refused when the stack is built.
+    let text = format!(
+        "[store]\npath = \"{}\"\n[[component]]\nname = \"api\"\ndriver = \"docker\"\nlabel = \"novalue\"\n",
+        dir.path().join("store").display()
+    );
+    let cfg = StackConfig::from_toml_str(&text, None, dir.path(), &|_| None).unwrap();
+    let e = Stack::new(cfg, &Registry::with_default_drivers()).unwrap_err();
+    assert!(e.to_string().contains("label") && e.to_string().contains("key=value"), "{e}");
+}
