@@ -1,0 +1,716 @@
+//! Python binding of rollback: `import rollback`.
+//!
+//! Conversion, exceptions and runtime glue only; every decision is rollback-core's.
+//! Sync methods release the GIL while the work runs on this module's tokio runtime
+//! and take it back every 100 ms so Ctrl-C is seen: a rollback then stops at its
+//! next step boundary with an `interrupted` record that `Stack.resume()` finishes.
+//! `*_async` methods return asyncio awaitables on the same runtime.
+
+mod convert;
+mod errors;
+mod log;
+mod runtime;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use rollback_core as rb;
+
+use convert::{Assessment, CheckReport, GcReport, Plan, Record, Snapshot, Verification};
+use errors::{config, to_py};
+use runtime::{awaitable, wait, Waited};
+
+/// An id from a `Snapshot`, a `Record` (its rollback id) or a string.
+fn reference(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = obj.cast::<Snapshot>() {
+        return Ok(s.get().inner.id.clone());
+    }
+    if let Ok(r) = obj.cast::<Record>() {
+        return Ok(r.get().inner.rollback_id.clone());
+    }
+    obj.extract::<String>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "expected a Snapshot, a Record or an id string, got {}",
+            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+fn event_callback(cb: Option<Py<PyAny>>) -> Option<rb::EventCallback> {
+    let cb = Arc::new(cb?);
+    Some(Arc::new(move |e: &rb::Event| {
+        // Called on a runtime thread; a callback that raises must not stop a rollback.
+        Python::attach(|py| {
+            let r = convert::to_py(py, e).and_then(|d| cb.call1(py, (d,)));
+            if let Err(err) = r {
+                err.write_unraisable(py, Some(cb.bind(py)));
+            }
+        });
+    }))
+}
+
+fn scope(
+    py: Python<'_>,
+    level: Option<String>,
+    phases: Option<Vec<i64>>,
+    components: Option<Vec<String>>,
+) -> PyResult<rb::Scope> {
+    rb::Scope::from_parts(level.as_deref(), phases.unwrap_or_default(), components.unwrap_or_default())
+        .map_err(|e| to_py(py, e))
+}
+
+fn seconds(py: Python<'_>, what: &str, v: Option<f64>) -> PyResult<Option<Duration>> {
+    match v {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            Err(config(py, format!("{what} must be a positive number of seconds")))
+        }
+        Some(s) => Ok(Some(Duration::from_secs_f64(s))),
+        None => Ok(None),
+    }
+}
+
+/// `"7d"`, `"12h"`, or a number of seconds.
+fn age(py: Python<'_>, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(v) = v else { return Ok(None) };
+    if v.is_none() {
+        return Ok(None);
+    }
+    if let Ok(s) = v.extract::<String>() {
+        return rb::config::parse_duration(&s).map(Some).map_err(|e| config(py, format!("max_age `{s}`: {e}")));
+    }
+    if let Ok(td) = v.extract::<chrono::Duration>() {
+        return td.to_std().map(Some).map_err(|_| config(py, "max_age must not be negative"));
+    }
+    seconds(py, "max_age", Some(v.extract::<f64>()?))
+}
+
+fn symptoms(
+    py: Python<'_>,
+    error_rate: f64,
+    perf_degradation: f64,
+    latency_ms: Option<f64>,
+    data_impact: &str,
+    security: bool,
+) -> PyResult<rb::Symptoms> {
+    let data_impact = data_impact.parse().map_err(|e: String| config(py, e))?;
+    Ok(rb::Symptoms { error_rate, perf_degradation, latency_ms, data_impact, security })
+}
+
+/// Applies the decision matrix with the default thresholds (SPEC §7).
+///
+/// `error_rate` and `perf_degradation` are fractions (0.31 for 31 %), `latency_ms`
+/// the observed latency, `data_impact` one of `none`, `corruption`, `loss`, and
+/// `security` whether a security issue is present (always critical). The worst
+/// signal wins. Returns an `Assessment` with `.severity`, `.decision`, `.reasons`.
+#[pyfunction]
+#[pyo3(signature = (*, error_rate=0.0, perf_degradation=0.0, latency_ms=None, data_impact="none", security=false))]
+fn assess(
+    py: Python<'_>,
+    error_rate: f64,
+    perf_degradation: f64,
+    latency_ms: Option<f64>,
+    data_impact: &str,
+    security: bool,
+) -> PyResult<Assessment> {
+    let s = symptoms(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
+    Ok(rb::assess(&s, &rb::Thresholds::default()).into())
+}
+
+fn ok_or_raise<T>(py: Python<'_>, r: rb::Result<T>) -> PyResult<T> {
+    r.map_err(|e| to_py(py, e))
+}
+
+/// Waits for a call that has no step boundary to stop at: Ctrl-C drops it (nothing
+/// is half-written: a snapshot's manifest is written last, a check changes nothing).
+fn run<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = rb::Result<T>> + Send + 'static,
+{
+    match wait(py, fut, None)? {
+        Waited::Done(r) => ok_or_raise(py, r),
+        Waited::Interrupted(signal, _) => Err(signal),
+    }
+}
+
+/// Waits for a rollback, drill or resume. On Ctrl-C the call is asked to stop at its
+/// next step boundary and the `KeyboardInterrupt` raised carries the `interrupted`
+/// record as `.record` (None when a second Ctrl-C stopped it in the middle of a step).
+fn run_rollback<F>(py: Python<'_>, fut: F, cancel: Option<rb::CancelToken>) -> PyResult<Record>
+where
+    F: std::future::Future<Output = rb::Result<rb::Record>> + Send + 'static,
+{
+    match wait(py, fut, cancel)? {
+        Waited::Done(r) => Ok(Record { inner: ok_or_raise(py, r)? }),
+        Waited::Interrupted(signal, result) => {
+            let value = signal.value(py);
+            let (note, record) = match result {
+                Some(Ok(rec)) => {
+                    let note = format!(
+                        "rollback {} stopped at a step boundary (status {}); finish it with stack.resume({:?})",
+                        rec.rollback_id,
+                        rec.status.as_str(),
+                        rec.rollback_id
+                    );
+                    (note, Some(Py::new(py, Record { inner: rec })?.into_any()))
+                }
+                Some(Err(e)) => (format!("interrupted; the call then failed: {e}"), None),
+                None => (
+                    "stopped in the middle of a step; the journal lets stack.resume(\"latest\") finish it".to_string(),
+                    None,
+                ),
+            };
+            let _ = value.setattr("record", record);
+            if value.str().map(|s| s.to_string()).unwrap_or_default().is_empty() {
+                let _ = value.setattr("args", (note.clone(),));
+            }
+            tracing::warn!("{note}");
+            Err(signal)
+        }
+    }
+}
+
+/// A stack: the components of a `rollback.toml` (or of TOML text given in code),
+/// their drivers and the store of snapshots, journals and records.
+///
+/// Every long method has a blocking form that releases the GIL and an `*_async`
+/// form returning an asyncio awaitable.
+#[pyclass(frozen, module = "rollback", name = "Stack")]
+struct Stack {
+    inner: rb::Stack,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rollback_options(
+    py: Python<'_>,
+    level: Option<String>,
+    phases: Option<Vec<i64>>,
+    components: Option<Vec<String>>,
+    trigger: Option<String>,
+    severity: Option<String>,
+    safety_snapshot: bool,
+    on_event: Option<Py<PyAny>>,
+    step_timeout: Option<f64>,
+) -> PyResult<rb::RollbackOptions> {
+    if let Some(s) = &severity {
+        if !["low", "medium", "high", "critical"].contains(&s.as_str()) {
+            return Err(config(py, format!("severity `{s}` is not one of low, medium, high, critical")));
+        }
+    }
+    Ok(rb::RollbackOptions {
+        scope: scope(py, level, phases, components)?,
+        trigger,
+        severity,
+        no_safety_snapshot: !safety_snapshot,
+        on_event: event_callback(on_event),
+        cancel: rb::CancelToken::new(),
+        step_timeout: seconds(py, "step_timeout", step_timeout)?,
+    })
+}
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// JSON nulls mean "not set": TOML has no null.
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect(),
+        ),
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(strip_nulls).collect()),
+        other => other,
+    }
+}
+
+impl Stack {
+    fn verify_fut(
+        &self,
+        snapshot: String,
+        components: Vec<String>,
+    ) -> impl std::future::Future<Output = rb::Result<rb::Verification>> + Send + 'static {
+        let s = self.inner.clone();
+        async move { s.verify(&snapshot, &components).await }
+    }
+
+    fn health_fut(
+        &self,
+        components: Vec<String>,
+    ) -> rb::Result<impl std::future::Future<Output = rb::Result<serde_json::Value>> + Send + 'static> {
+        let cfg = self.inner.config().clone();
+        let names: Vec<String> =
+            if components.is_empty() { cfg.components.iter().map(|c| c.name.clone()).collect() } else { components };
+        for n in &names {
+            cfg.component(n)?;
+        }
+        Ok(async move {
+            let mut out = serde_json::Map::new();
+            for n in names {
+                let c = cfg.component(&n)?;
+                let mut results = Vec::new();
+                for h in &c.health {
+                    results.push(h.probe(&cfg.base_dir).await);
+                }
+                out.insert(n, serde_json::to_value(results).unwrap_or_default());
+            }
+            Ok(serde_json::Value::Object(out))
+        })
+    }
+}
+
+fn json_result(v: serde_json::Value) -> PyResult<Py<PyAny>> {
+    Python::attach(|py| Ok(convert::json_to_py(py, &v)?.unbind()))
+}
+
+#[pymethods]
+impl Stack {
+    /// Loads `rollback.toml` (relative paths in it resolve beside the file).
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Stack> {
+        let inner = ok_or_raise(py, py.detach(|| rb::Stack::load(path)))?;
+        Ok(Stack { inner })
+    }
+
+    /// Builds a stack from TOML text, as if it were a `rollback.toml` in `base_dir`
+    /// (default: the current directory). `${ENV}` references are expanded.
+    #[staticmethod]
+    #[pyo3(signature = (text, base_dir=None))]
+    fn from_toml(py: Python<'_>, text: String, base_dir: Option<PathBuf>) -> PyResult<Stack> {
+        let base = match base_dir {
+            Some(d) => d,
+            None => std::env::current_dir()
+                .map_err(|e| to_py(py, rb::Error::config("cannot read the current directory").with_source(e)))?,
+        };
+        let base = std::path::absolute(&base).unwrap_or(base);
+        let inner = py.detach(|| {
+            let cfg = rb::StackConfig::from_toml_str(&text, None, &base, &env_var)?;
+            rb::Stack::new(cfg, &rb::Registry::with_default_drivers())
+        });
+        Ok(Stack { inner: ok_or_raise(py, inner)? })
+    }
+
+    /// Builds a stack from a dict shaped like `rollback.toml`
+    /// (`{"store": {...}, "rto": {...}, "component": [{"name": ..., "driver": ...}]}`).
+    #[staticmethod]
+    #[pyo3(signature = (config, base_dir=None))]
+    fn from_dict(py: Python<'_>, config: &Bound<'_, PyAny>, base_dir: Option<PathBuf>) -> PyResult<Stack> {
+        let text: String = py.import("json")?.call_method1("dumps", (config,))?.extract()?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| errors::config(py, format!("the config is not JSON-like: {e}")))?;
+        let toml_value = toml::Value::try_from(strip_nulls(value))
+            .map_err(|e| errors::config(py, format!("the config cannot be expressed as TOML: {e}")))?;
+        let toml_text = toml::to_string(&toml_value)
+            .map_err(|e| errors::config(py, format!("the config cannot be expressed as TOML: {e}")))?;
+        Self::from_toml(py, toml_text, base_dir)
+    }
+
+    /// Component names, in config order.
+    #[getter]
+    fn components(&self) -> Vec<String> {
+        self.inner.config().components.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// Where snapshots, journals and records live.
+    #[getter]
+    fn store_path(&self) -> PathBuf {
+        self.inner.config().store_path.clone()
+    }
+
+    /// The config file, or None for a stack built in code.
+    #[getter]
+    fn config_file(&self) -> Option<PathBuf> {
+        self.inner.config().file.clone()
+    }
+
+    /// Applies the decision matrix with this stack's `[decision]` thresholds.
+    #[pyo3(signature = (*, error_rate=0.0, perf_degradation=0.0, latency_ms=None, data_impact="none", security=false))]
+    fn assess(
+        &self,
+        py: Python<'_>,
+        error_rate: f64,
+        perf_degradation: f64,
+        latency_ms: Option<f64>,
+        data_impact: &str,
+        security: bool,
+    ) -> PyResult<Assessment> {
+        let s = symptoms(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
+        Ok(self.inner.assess(&s).into())
+    }
+
+    /// Captures the components (all unless `components` is given) and returns the
+    /// `Snapshot`. `on_event` receives progress events (dicts) as they happen.
+    #[pyo3(signature = (*, label=None, components=None, on_event=None))]
+    fn snapshot(
+        &self,
+        py: Python<'_>,
+        label: Option<String>,
+        components: Option<Vec<String>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Snapshot> {
+        let s = self.inner.clone();
+        let opts = rb::SnapshotOptions {
+            label,
+            components: components.unwrap_or_default(),
+            on_event: event_callback(on_event),
+        };
+        let m = run(py, async move { s.snapshot(opts).await })?;
+        Ok(Snapshot { inner: m })
+    }
+
+    /// `snapshot()` as an asyncio awaitable.
+    #[pyo3(signature = (*, label=None, components=None, on_event=None))]
+    fn snapshot_async<'py>(
+        &self,
+        py: Python<'py>,
+        label: Option<String>,
+        components: Option<Vec<String>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.inner.clone();
+        let opts = rb::SnapshotOptions {
+            label,
+            components: components.unwrap_or_default(),
+            on_event: event_callback(on_event),
+        };
+        awaitable(py, async move { s.snapshot(opts).await }, None, |m| Ok(Snapshot { inner: m }))
+    }
+
+    /// Every snapshot, oldest first.
+    fn list(&self, py: Python<'_>) -> PyResult<Vec<Snapshot>> {
+        let s = self.inner.clone();
+        let all = ok_or_raise(py, py.detach(move || s.list()))?;
+        Ok(all.into_iter().map(|inner| Snapshot { inner }).collect())
+    }
+
+    /// One snapshot by id, unique prefix, `latest` or `last-good`.
+    fn show(&self, py: Python<'_>, snapshot: &Bound<'_, PyAny>) -> PyResult<Snapshot> {
+        let r = reference(snapshot)?;
+        let s = self.inner.clone();
+        Ok(Snapshot { inner: ok_or_raise(py, py.detach(move || s.resolve(&r)))? })
+    }
+
+    /// The steps a rollback to `snapshot` would run for the scope; changes nothing.
+    /// `level` defaults to `component` when `components` are given, `phase` when
+    /// `phases` are, `complete` otherwise. `str(plan)` is the preview.
+    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None))]
+    fn plan(
+        &self,
+        py: Python<'_>,
+        snapshot: &Bound<'_, PyAny>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+    ) -> PyResult<Plan> {
+        let r = reference(snapshot)?;
+        let sc = scope(py, level, phases, components)?;
+        let s = self.inner.clone();
+        Ok(Plan { inner: run(py, async move { s.plan(&r, &sc).await })? })
+    }
+
+    /// `plan()` as an asyncio awaitable.
+    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None))]
+    fn plan_async<'py>(
+        &self,
+        py: Python<'py>,
+        snapshot: &Bound<'py, PyAny>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let r = reference(snapshot)?;
+        let sc = scope(py, level, phases, components)?;
+        let s = self.inner.clone();
+        awaitable(py, async move { s.plan(&r, &sc).await }, None, |p| Ok(Plan { inner: p }))
+    }
+
+    /// Runs the preflight of a rollback (artifacts checksummed, targets reachable)
+    /// without changing anything, and returns its plan.
+    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None))]
+    fn dry_run(
+        &self,
+        py: Python<'_>,
+        snapshot: &Bound<'_, PyAny>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+    ) -> PyResult<Plan> {
+        let r = reference(snapshot)?;
+        let sc = scope(py, level, phases, components)?;
+        let s = self.inner.clone();
+        Ok(Plan { inner: run(py, async move { s.dry_run(&r, &sc).await })? })
+    }
+
+    /// Rolls back to `snapshot` and returns the `Record`, whatever its status
+    /// (`succeeded`, `failed`, `compensated`, `interrupted`). Raises only when nothing
+    /// was changed (bad input, failed preflight, lock held).
+    ///
+    /// Ctrl-C stops it at the next step boundary and raises `KeyboardInterrupt` whose
+    /// `.record` is the `interrupted` record; `resume()` finishes it.
+    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn rollback(
+        &self,
+        py: Python<'_>,
+        snapshot: &Bound<'_, PyAny>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        trigger: Option<String>,
+        severity: Option<String>,
+        safety_snapshot: bool,
+        on_event: Option<Py<PyAny>>,
+        step_timeout: Option<f64>,
+    ) -> PyResult<Record> {
+        let r = reference(snapshot)?;
+        let o = rollback_options(
+            py,
+            level,
+            phases,
+            components,
+            trigger,
+            severity,
+            safety_snapshot,
+            on_event,
+            step_timeout,
+        )?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        run_rollback(py, async move { s.rollback(&r, o).await }, Some(cancel))
+    }
+
+    /// `rollback()` as an asyncio awaitable. Cancelling the task stops the rollback at
+    /// its next step boundary (its record is then `interrupted`).
+    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn rollback_async<'py>(
+        &self,
+        py: Python<'py>,
+        snapshot: &Bound<'py, PyAny>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        trigger: Option<String>,
+        severity: Option<String>,
+        safety_snapshot: bool,
+        on_event: Option<Py<PyAny>>,
+        step_timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let r = reference(snapshot)?;
+        let o = rollback_options(
+            py,
+            level,
+            phases,
+            components,
+            trigger,
+            severity,
+            safety_snapshot,
+            on_event,
+            step_timeout,
+        )?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        awaitable(py, async move { s.rollback(&r, o).await }, Some(cancel), |r| Ok(Record { inner: r }))
+    }
+
+    /// Compares the current state with `snapshot` (every component of it, or
+    /// `components`). The `Verification` is truthy when equal; `.drift` says what differs.
+    #[pyo3(signature = (snapshot, *, components=None))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        snapshot: &Bound<'_, PyAny>,
+        components: Option<Vec<String>>,
+    ) -> PyResult<Verification> {
+        let fut = self.verify_fut(reference(snapshot)?, components.unwrap_or_default());
+        Ok(Verification { inner: run(py, fut)? })
+    }
+
+    /// `verify()` as an asyncio awaitable.
+    #[pyo3(signature = (snapshot, *, components=None))]
+    fn verify_async<'py>(
+        &self,
+        py: Python<'py>,
+        snapshot: &Bound<'py, PyAny>,
+        components: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fut = self.verify_fut(reference(snapshot)?, components.unwrap_or_default());
+        awaitable(py, fut, None, |v| Ok(Verification { inner: v }))
+    }
+
+    /// Rehearsal: snapshot, perturb, roll back, verify, timed against the objective.
+    /// Returns the drill's `Record`; Ctrl-C behaves as in `rollback()`.
+    #[pyo3(signature = (*, level=None, phases=None, components=None, trigger=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn drill(
+        &self,
+        py: Python<'_>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        trigger: Option<String>,
+        safety_snapshot: bool,
+        on_event: Option<Py<PyAny>>,
+        step_timeout: Option<f64>,
+    ) -> PyResult<Record> {
+        let o =
+            rollback_options(py, level, phases, components, trigger, None, safety_snapshot, on_event, step_timeout)?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        run_rollback(py, async move { s.drill(o).await }, Some(cancel))
+    }
+
+    /// `drill()` as an asyncio awaitable.
+    #[pyo3(signature = (*, level=None, phases=None, components=None, trigger=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn drill_async<'py>(
+        &self,
+        py: Python<'py>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        trigger: Option<String>,
+        safety_snapshot: bool,
+        on_event: Option<Py<PyAny>>,
+        step_timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let o =
+            rollback_options(py, level, phases, components, trigger, None, safety_snapshot, on_event, step_timeout)?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        awaitable(py, async move { s.drill(o).await }, Some(cancel), |r| Ok(Record { inner: r }))
+    }
+
+    /// Finishes a rollback interrupted by Ctrl-C, a crash or a kill, from its journal.
+    /// `rollback_id` may be a `Record`, an id, or `latest`.
+    #[pyo3(signature = (rollback_id=None, *, on_event=None))]
+    fn resume(
+        &self,
+        py: Python<'_>,
+        rollback_id: Option<&Bound<'_, PyAny>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Record> {
+        let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
+        let cb = event_callback(on_event);
+        let s = self.inner.clone();
+        run_rollback(py, async move { s.resume(&id, cb).await }, None)
+    }
+
+    /// `resume()` as an asyncio awaitable.
+    #[pyo3(signature = (rollback_id=None, *, on_event=None))]
+    fn resume_async<'py>(
+        &self,
+        py: Python<'py>,
+        rollback_id: Option<&Bound<'py, PyAny>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
+        let cb = event_callback(on_event);
+        let s = self.inner.clone();
+        awaitable(py, async move { s.resume(&id, cb).await }, None, |r| Ok(Record { inner: r }))
+    }
+
+    /// Past records (rollbacks and drills), oldest first.
+    fn history(&self, py: Python<'_>) -> PyResult<Vec<Record>> {
+        let s = self.inner.clone();
+        let all = ok_or_raise(py, py.detach(move || s.history()))?;
+        Ok(all.into_iter().map(|inner| Record { inner }).collect())
+    }
+
+    /// One record by id, unique prefix, `latest`, or path.
+    fn record(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Record> {
+        let r = reference(id)?;
+        let s = self.inner.clone();
+        Ok(Record { inner: ok_or_raise(py, py.detach(move || s.record(&r)))? })
+    }
+
+    /// Preflight of the stack: config valid, every driver reachable, age of the newest
+    /// snapshot and drill, unfinished rollbacks. Truthy when everything is reachable.
+    fn check(&self, py: Python<'_>) -> PyResult<CheckReport> {
+        let s = self.inner.clone();
+        Ok(CheckReport { inner: run(py, async move { s.check().await })? })
+    }
+
+    /// `check()` as an asyncio awaitable.
+    fn check_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.inner.clone();
+        awaitable(py, async move { s.check().await }, None, |r| Ok(CheckReport { inner: r }))
+    }
+
+    /// Probes each component's health checks once (all components, or `components`):
+    /// `{component: [{"check": str, "ok": bool, "detail": str}, ...]}`.
+    #[pyo3(signature = (*, components=None))]
+    fn health(&self, py: Python<'_>, components: Option<Vec<String>>) -> PyResult<Py<PyAny>> {
+        let fut = ok_or_raise(py, self.health_fut(components.unwrap_or_default()))?;
+        json_result(run(py, fut)?)
+    }
+
+    /// `health()` as an asyncio awaitable.
+    #[pyo3(signature = (*, components=None))]
+    fn health_async<'py>(&self, py: Python<'py>, components: Option<Vec<String>>) -> PyResult<Bound<'py, PyAny>> {
+        let fut = ok_or_raise(py, self.health_fut(components.unwrap_or_default()))?;
+        awaitable(py, fut, None, json_result)
+    }
+
+    /// Retention: keeps the newest `keep` snapshots and those younger than `max_age`
+    /// (`"7d"`, `"12h"`, seconds or a `timedelta`); never the newest one, nor one an
+    /// unfinished rollback uses.
+    #[pyo3(signature = (*, keep=None, max_age=None))]
+    fn gc(&self, py: Python<'_>, keep: Option<usize>, max_age: Option<&Bound<'_, PyAny>>) -> PyResult<GcReport> {
+        if keep == Some(0) {
+            return Err(config(py, "keep must be at least 1"));
+        }
+        let max_age = age(py, max_age)?;
+        let s = self.inner.clone();
+        Ok(GcReport { inner: run(py, async move { s.gc(keep, max_age).await })? })
+    }
+
+    /// `gc()` as an asyncio awaitable.
+    #[pyo3(signature = (*, keep=None, max_age=None))]
+    fn gc_async<'py>(
+        &self,
+        py: Python<'py>,
+        keep: Option<usize>,
+        max_age: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if keep == Some(0) {
+            return Err(config(py, "keep must be at least 1"));
+        }
+        let max_age = age(py, max_age)?;
+        let s = self.inner.clone();
+        awaitable(py, async move { s.gc(keep, max_age).await }, None, |r| Ok(GcReport { inner: r }))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Stack(config_file={}, components={:?})",
+            self.inner
+                .config()
+                .file
+                .as_ref()
+                .map(|f| format!("{:?}", f.display().to_string()))
+                .unwrap_or_else(|| "None".into()),
+            self.components()
+        )
+    }
+}
+
+/// The native part of the `rollback` package.
+#[pymodule]
+fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    log::install();
+    errors::register(m)?;
+    m.add_class::<Stack>()?;
+    m.add_class::<Snapshot>()?;
+    m.add_class::<Plan>()?;
+    m.add_class::<Record>()?;
+    m.add_class::<Verification>()?;
+    m.add_class::<Assessment>()?;
+    m.add_class::<CheckReport>()?;
+    m.add_class::<GcReport>()?;
+    m.add_function(wrap_pyfunction!(assess, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

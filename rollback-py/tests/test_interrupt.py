@@ -1,0 +1,53 @@
+"""Ctrl-C during a blocking rollback: it stops at a step boundary, leaving a journal
+that `resume` finishes."""
+
+import signal
+import threading
+
+import pytest
+
+import rollback
+
+
+def test_keyboard_interrupt_stops_at_a_step_boundary(slow_basic):
+    stack = rollback.Stack.load(slow_basic.config)
+    snap = stack.snapshot()
+    slow_basic.deploy_bad()
+
+    def on_event(e):
+        # While the slow `worker` restore runs (1.5 s), press Ctrl-C.
+        if e["kind"] == "step_started" and e["component"] == "worker" and e["action"] == "restore":
+            threading.Timer(0.2, signal.raise_signal, (signal.SIGINT,)).start()
+
+    with pytest.raises(KeyboardInterrupt) as ei:
+        stack.rollback(snap, trigger="manual", on_event=on_event)
+
+    record = ei.value.record
+    assert isinstance(record, rollback.Record)
+    assert record.status == "interrupted"
+    assert "resume" in str(ei.value)
+    # The worker restore that was running finished; nothing after it ran.
+    actions = [(s["component"], s["action"]) for s in record.steps]
+    assert ("worker", "restore") in actions
+    assert all(s["status"] == "ok" for s in record.steps)
+    assert stack.check().unfinished_rollbacks == [record.rollback_id]
+    assert stack.history()[-1].status == "interrupted"
+
+    finished = stack.resume(record.rollback_id)
+    assert finished.status == "succeeded" and finished.resumed
+    assert finished.rollback_id == record.rollback_id
+    assert stack.verify(snap)
+    assert slow_basic.head() == slow_basic.v1
+
+
+def test_keyboard_interrupt_during_snapshot_writes_nothing(tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+    stack = rollback.Stack.from_toml(
+        '[[component]]\nname = "x"\ndriver = "command"\n'
+        'capture = ["sh", "-c", "sleep 3; cat x.txt"]\nrestore = ["sh", "-c", "cat > x.txt"]\n',
+        tmp_path,
+    )
+    threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,)).start()
+    with pytest.raises(KeyboardInterrupt):
+        stack.snapshot()
+    assert stack.list() == []
