@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""The options system's EmergencyRollback, on `import rollback`.
+
+The runbook's class kept its own backup paths, phase table and timing code; here
+the library does the work and the class keeps only the operator's policy: which
+phase owns a symptom, and which level the severity calls for.
+
+    python3 emergency_rollback.py SNAPSHOT --failing-phase analysis_engine \\
+        --error-rate 0.31 --perf-degradation 0.55 --trigger signal_quality
+
+Prints the record's metrics as JSON on stdout; exit 0 when the rollback succeeded
+and verified.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+import rollback
+
+PHASES = {"data_ingestion": 1, "analysis_engine": 2, "integration": 3, "production": 4}
+
+
+class EmergencyRollback:
+    """Assess, pick the level, roll back, verify, report metrics."""
+
+    def __init__(self, config="rollback.toml"):
+        self.stack = rollback.Stack.load(config)
+
+    def pre_deployment_backup(self, label):
+        """The snapshot before a deploy (the runbook's backup step)."""
+        return self.stack.snapshot(label=label)
+
+    def level_for(self, assessment, failing_phase):
+        """Critical: everything back. High: the failing phase and the ones after it
+        (they consume its output). Otherwise no rollback."""
+        if assessment.severity == "critical":
+            return {"level": "complete"}
+        first = PHASES[failing_phase]
+        return {"level": "phase", "phases": [p for p in PHASES.values() if p >= first]}
+
+    def execute(self, snapshot, failing_phase, trigger, **symptoms):
+        assessment = rollback.assess(**symptoms)
+        logging.info("assessment: %s -> %s (%s)", assessment.severity, assessment.decision,
+                     "; ".join(assessment.reasons))
+        if not assessment.should_roll_back:
+            return assessment, None, None
+        scope = self.level_for(assessment, failing_phase)
+        print(self.stack.plan(snapshot, **scope), file=sys.stderr)
+        record = self.stack.rollback(snapshot, trigger=trigger, severity=assessment.severity, **scope)
+        verification = self.stack.verify(snapshot, components=record.components)
+        return assessment, record, verification
+
+    @staticmethod
+    def metrics(assessment, record, verification):
+        """The metrics JSON the runbook appended to its incident log."""
+        return {
+            "severity": assessment.severity,
+            "decision": assessment.decision,
+            "rollback_id": record.rollback_id,
+            "level": record.level,
+            "phases": record.phases,
+            "components": record.components,
+            "status": record.status,
+            "duration_ms": record.duration_ms,
+            "rto_target_ms": record.rto_target_ms,
+            "rto_met": record.rto_met,
+            "data_loss": record.data_loss,
+            "discarded": record.discarded,
+            "verified": bool(verification),
+        }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("snapshot")
+    p.add_argument("--config", default="rollback.toml")
+    p.add_argument("--failing-phase", choices=sorted(PHASES), required=True)
+    p.add_argument("--error-rate", type=float, required=True)
+    p.add_argument("--perf-degradation", type=float, default=0.0)
+    p.add_argument("--trigger", default="error_rate")
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    er = EmergencyRollback(a.config)
+    assessment, record, verification = er.execute(
+        a.snapshot, a.failing_phase, a.trigger, error_rate=a.error_rate, perf_degradation=a.perf_degradation
+    )
+    if record is None:
+        print(json.dumps({"severity": assessment.severity, "decision": assessment.decision}))
+        return 0
+    print(json.dumps(er.metrics(assessment, record, verification), indent=2))
+    return 0 if record.status == "succeeded" and verification else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
