@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust, then every scripts/test-*.sh (Python, Node, examples).
+# Installs and starts what it needs when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_TERM_COLOR=never
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (rustup)" >&2; exit 1
+fi
+bash scripts/services.sh
+for s in scripts/setup-*.sh; do [ -e "$s" ] && bash "$s"; done
+
+echo "== cargo fmt / clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# A build without drivers must stay clean too (`--all-features` would hide broken cfgs).
+cargo clippy -p rollback-core --no-default-features -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$CARGO_TARGET_DIR/cargo-test.log"
+test "${PIPESTATUS[0]}" = 0
+
+# The bindings first: the runbook examples use them.
+for s in scripts/test-python.sh scripts/test-node.sh scripts/test-*.sh; do
+  [ -e "$s" ] || continue
+  case " ${ran:-} " in *" $s "*) continue ;; esac
+  ran="${ran:-} $s"
+  echo "== $s"
+  bash "$s"
+done
+echo "== all suites passed"
