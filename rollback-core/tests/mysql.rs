@@ -163,6 +163,11 @@ async fn mutate(c: &mut Conn) {
     c.query_drop("INSERT INTO audit VALUES (1), (2), (3)").await.unwrap();
 }
 
+async fn schema_exists(c: &mut Conn, schema: &str) -> bool {
+    let sql = format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{schema}'");
+    c.query_first::<u64, _>(sql).await.unwrap() == Some(1)
+}
+
 async fn round_trip(strategy: &str, extra: &str) {
     let (db, mut c) = TestDb::new(strategy).await;
     schema(&mut c).await;
@@ -189,9 +194,20 @@ async fn round_trip(strategy: &str, extra: &str) {
     assert!(d(&WEIRD.replace('`', "``")).is_some(), "{:?}", plan.discards);
     assert!(shown.contains("RENAME TABLE"), "{shown}");
 
+    let ready = snap.parts[0].state["ready_schema"].as_str().map(str::to_string);
+    assert_eq!(ready.is_some(), strategy == "fast", "only `fast` keeps a ready copy");
+    if let Some(r) = &ready {
+        assert!(schema_exists(&mut c, r).await, "the ready copy is there before the first restore");
+    }
+
     let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
     assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
     assert!(rec.verification["db"].ok);
+    if let Some(r) = &ready {
+        assert!(!schema_exists(&mut c, r).await, "the first restore took the ready copy");
+        let safety = stack.list().unwrap().into_iter().find(|s| s.id != snap.id).unwrap();
+        assert!(safety.parts[0].state["ready_schema"].is_null(), "a safety snapshot gets no ready copy");
+    }
     assert!(!rec.discarded.is_empty() && !rec.data_loss);
     assert_eq!(content(&mut c).await, before);
     assert_eq!(indexes(&mut c, "trades").await, ["PRIMARY", "by_account"]);
@@ -226,8 +242,10 @@ async fn round_trip(strategy: &str, extra: &str) {
     }
     for s in stack.list().unwrap() {
         for p in &s.parts {
-            if let Some(schema) = p.state["snapshot_schema"].as_str() {
-                c.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await.unwrap();
+            for key in ["snapshot_schema", "ready_schema"] {
+                if let Some(schema) = p.state[key].as_str() {
+                    c.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await.unwrap();
+                }
             }
         }
     }

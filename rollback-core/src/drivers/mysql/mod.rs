@@ -158,6 +158,10 @@ struct State {
     /// `fast`: the schema holding the copies.
     #[serde(default)]
     snapshot_schema: Option<String>,
+    /// `fast`: a second copy, indexes built, that the first restore renames straight
+    /// in (the copy is the slow part of a restore; the incident is the wrong time).
+    #[serde(default)]
+    ready_schema: Option<String>,
     /// `tables` was set: tables outside the list are not ours.
     scoped: bool,
     tables: Vec<TableState>,
@@ -532,6 +536,109 @@ impl MysqlDriver {
         }
     }
 
+    /// Copies the snapshot schema into `<schema>_r`, tables as captured (foreign keys
+    /// are added after a swap, as on every restore), indexes built after the load.
+    async fn build_ready_copy(&self, ctx: &Context, schema: &str, tables: &[TableState]) -> Result<String> {
+        let t0 = Instant::now();
+        let ready = format!("{schema}_r");
+        let mut conn = self.connect().await?;
+        conn.query_drop(format!("CREATE DATABASE {}", q(&ready)))
+            .await
+            .map_err(|e| self.err("cannot create the ready-copy schema", e))?;
+        let ready_ref = ready.as_str();
+        // Owned items: borrowed ones trip the compiler's higher-ranked lifetime check here.
+        let built = futures_util::stream::iter(tables.to_vec())
+            .map(|t| {
+                let ready = ready_ref;
+                async move {
+                    let t = &t;
+                    let split = sql::split_create(&t.create, &t.name, ready, &t.name).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            format!("the captured CREATE TABLE of {} is not understood", q(&t.name)),
+                        )
+                    })?;
+                    let mut conn = self.connect().await?;
+                    self.fill(&mut conn, t, &split, ready, &t.name, schema).await?;
+                    let _ = conn.disconnect().await;
+                    Ok::<(), Error>(())
+                }
+            })
+            .buffer_unordered(self.parallel)
+            .collect::<Vec<_>>()
+            .await;
+        if let Some(e) = built.into_iter().find_map(|r| r.err()) {
+            let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&ready))).await;
+            return Err(e);
+        }
+        let _ = conn.disconnect().await;
+        ctx.progress(format!(
+            "built the ready copy `{ready}` of {} tables in {} ms",
+            tables.len(),
+            t0.elapsed().as_millis()
+        ));
+        Ok(ready)
+    }
+
+    /// Creates `schema`.`name` from `split`, copies the rows of `source`.`t` in, then
+    /// builds the indexes: once, sorted, faster than maintaining them row by row.
+    async fn fill(
+        &self,
+        conn: &mut Conn,
+        t: &TableState,
+        split: &sql::SplitCreate,
+        schema: &str,
+        name: &str,
+        source: &str,
+    ) -> Result<()> {
+        conn.query_drop(&split.create)
+            .await
+            .map_err(|e| self.err(&format!("cannot create the new {}", q(&t.name)), e))?;
+        let cols = t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        conn.query_drop(format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
+            qt(schema, name),
+            qt(source, &t.name)
+        ))
+        .await
+        .map_err(|e| self.err(&format!("cannot copy {} from the snapshot", q(&t.name)), e))?;
+        self.add_indexes(conn, t, split, schema, name).await
+    }
+
+    async fn add_indexes(
+        &self,
+        conn: &mut Conn,
+        t: &TableState,
+        split: &sql::SplitCreate,
+        schema: &str,
+        name: &str,
+    ) -> Result<()> {
+        if split.indexes.is_empty() {
+            return Ok(());
+        }
+        let adds = split.indexes.iter().map(|x| format!("ADD {x}")).collect::<Vec<_>>().join(", ");
+        conn.query_drop(format!("ALTER TABLE {} {adds}", qt(schema, name)))
+            .await
+            .map_err(|e| self.err(&format!("cannot build the indexes of {}", q(&t.name)), e))
+    }
+
+    /// The ready copy, when this snapshot still has a whole one.
+    async fn ready_copy(&self, conn: &mut Conn, st: &State) -> Result<Option<String>> {
+        let (Strategy::Fast, Some(ready)) = (st.strategy, &st.ready_schema) else {
+            return Ok(None);
+        };
+        let have: BTreeSet<String> = self.list_tables(conn, ready).await?.into_iter().collect();
+        if st.tables.iter().all(|t| have.contains(&t.name)) {
+            return Ok(Some(ready.clone()));
+        }
+        // Taken by an earlier restore (or part-taken by one that was killed; its swap
+        // is all or nothing, so what is left is not a whole copy): copy instead.
+        conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(ready)))
+            .await
+            .map_err(|e| self.err("cannot drop the used ready copy", e))?;
+        Ok(None)
+    }
+
     // ---------------------------------------------------------------- restore
 
     /// Creates `_rollback_new_<i>` for each table and fills it (from the dump, or from
@@ -553,40 +660,43 @@ impl MysqlDriver {
             })?;
             plans.push((i, t.clone(), tmp, split));
         }
-        let loaded = futures_util::stream::iter(plans.clone())
-            .map(|(_, t, tmp, split)| async move {
-                let mut conn = self.connect().await?;
-                let t1 = Instant::now();
-                conn.query_drop(&split.create)
+        let ready = self.ready_copy(&mut conn, st).await?;
+        let loaded = match &ready {
+            Some(r) => {
+                ctx.progress(format!("taking the ready copy `{r}`: no rows to copy"));
+                Vec::new()
+            }
+            None => {
+                futures_util::stream::iter(plans.clone())
+                    .map(|(_, t, tmp, split)| async move {
+                        let mut conn = self.connect().await?;
+                        let t1 = Instant::now();
+                        match st.strategy {
+                            Strategy::Dump => {
+                                conn.query_drop(&split.create)
+                                    .await
+                                    .map_err(|e| self.err(&format!("cannot create the new {}", q(&t.name)), e))?;
+                                self.load_dump(ctx, &mut conn, part, &t, &tmp).await?;
+                                self.add_indexes(&mut conn, &t, &split, &self.db, &tmp).await?;
+                            }
+                            Strategy::Fast => {
+                                let schema = st.snapshot_schema.as_deref().unwrap_or_default();
+                                self.fill(&mut conn, &t, &split, &self.db, &tmp, schema).await?;
+                            }
+                        }
+                        ctx.progress(format!(
+                            "loaded {} ({} rows) in {} ms",
+                            q(&t.name),
+                            t.rows,
+                            t1.elapsed().as_millis()
+                        ));
+                        Ok::<(), Error>(())
+                    })
+                    .buffer_unordered(self.parallel)
+                    .collect::<Vec<_>>()
                     .await
-                    .map_err(|e| self.err(&format!("cannot create the new {}", q(&t.name)), e))?;
-                match st.strategy {
-                    Strategy::Dump => self.load_dump(ctx, &mut conn, part, &t, &tmp).await?,
-                    Strategy::Fast => {
-                        let schema = st.snapshot_schema.as_deref().unwrap_or_default();
-                        let cols = t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-                        conn.query_drop(format!(
-                            "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
-                            qt(&self.db, &tmp),
-                            qt(schema, &t.name)
-                        ))
-                        .await
-                        .map_err(|e| self.err(&format!("cannot copy {} from the snapshot", q(&t.name)), e))?;
-                    }
-                }
-                if !split.indexes.is_empty() {
-                    // Built once, sorted, after the load: faster than maintaining them row by row.
-                    let adds = split.indexes.iter().map(|x| format!("ADD {x}")).collect::<Vec<_>>().join(", ");
-                    conn.query_drop(format!("ALTER TABLE {} {adds}", qt(&self.db, &tmp)))
-                        .await
-                        .map_err(|e| self.err(&format!("cannot build the indexes of {}", q(&t.name)), e))?;
-                }
-                ctx.progress(format!("loaded {} ({} rows) in {} ms", q(&t.name), t.rows, t1.elapsed().as_millis()));
-                Ok::<(), Error>(())
-            })
-            .buffer_unordered(self.parallel)
-            .collect::<Vec<_>>()
-            .await;
+            }
+        };
         if let Some(e) = loaded.into_iter().find_map(|r| r.err()) {
             let _ = self.drop_leftovers(&mut conn).await;
             return Err(e);
@@ -603,7 +713,11 @@ impl MysqlDriver {
             }
         }
         for (_, t, tmp, _) in &plans {
-            renames.push(format!("{} TO {}", qt(&self.db, tmp), qt(&self.db, &t.name)));
+            let from = match &ready {
+                Some(r) => qt(r, &t.name),
+                None => qt(&self.db, tmp),
+            };
+            renames.push(format!("{from} TO {}", qt(&self.db, &t.name)));
         }
         let t_swap = Instant::now();
         conn.query_drop(format!("RENAME TABLE {}", renames.join(", ")))
@@ -619,6 +733,12 @@ impl MysqlDriver {
                     .await
                     .map_err(|e| self.err(&format!("cannot restore the foreign keys of {}", q(&t.name)), e))?;
             }
+        }
+        if let Some(r) = &ready {
+            // Empty now; a later restore of this snapshot copies from the snapshot schema.
+            conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(r)))
+                .await
+                .map_err(|e| self.err("cannot drop the emptied ready-copy schema", e))?;
         }
         ctx.progress(format!(
             "restored {} tables of {} in {} ms (atomic swap: {swap_ms} ms)",
@@ -783,6 +903,17 @@ impl Driver for MysqlDriver {
                 (t, Vec::new(), Some(s))
             }
         };
+        // A safety snapshot is only read back by hand: it gets no ready copy.
+        let ready_schema = match &snapshot_schema {
+            Some(s) if !ctx.safety => match self.build_ready_copy(ctx, s, &tables).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(s))).await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         let rows: u64 = tables.iter().map(|t| t.rows).sum();
         ctx.progress(format!(
             "captured {} tables ({rows} rows) of {} with strategy {:?} in {} ms",
@@ -797,6 +928,7 @@ impl Driver for MysqlDriver {
             db: self.db.clone(),
             server_version,
             snapshot_schema,
+            ready_schema,
             scoped: self.tables.is_some(),
             tables,
         };
@@ -924,11 +1056,14 @@ impl Driver for MysqlDriver {
 
     async fn release(&self, _ctx: &Context, part: &Part) -> Result<()> {
         let st = state_of(part)?;
-        if let Some(schema) = st.snapshot_schema {
+        let schemas: Vec<String> = st.ready_schema.into_iter().chain(st.snapshot_schema).collect();
+        if !schemas.is_empty() {
             let mut conn = self.connect().await?;
-            conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&schema)))
-                .await
-                .map_err(|e| self.err("cannot drop the snapshot schema", e))?;
+            for schema in schemas {
+                conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&schema)))
+                    .await
+                    .map_err(|e| self.err("cannot drop the snapshot schema", e))?;
+            }
         }
         Ok(())
     }
@@ -960,7 +1095,9 @@ impl Driver for MysqlDriver {
                 if self.load_data { "LOAD DATA LOCAL INFILE" } else { "prepared multi-row INSERTs" }
             ),
             Strategy::Fast => format!(
-                "copy {n} tables ({rows} rows) from snapshot schema `{}` in the server, then swap them in with one atomic RENAME TABLE",
+                "swap in {n} tables ({rows} rows) with one atomic RENAME TABLE: the ready copy `{}` if no restore has taken it, \
+                 else new copies of snapshot schema `{}` made in the server first",
+                st.ready_schema.unwrap_or_else(|| "(none)".into()),
                 st.snapshot_schema.unwrap_or_default()
             ),
         }
