@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio_postgres::Client;
 
 use super::catalog::{self, Rel, RowHasher, Scope};
-use super::conn::{dump_pattern, ident, pg_error, qname};
+use super::conn::{dump_pattern, ident, pg_error, qname, Target};
 use super::{Common, PostgresDriver, Strategy};
 use crate::driver::{Captured, Context, Discard, Drift};
 use crate::error::{Error, ErrorKind, Result};
@@ -126,19 +127,24 @@ fn strip_meta(sql: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
+type CopyQueue = Arc<Mutex<VecDeque<(usize, Rel)>>>;
+type Copied = Vec<(usize, TableState, ArtifactRef)>;
+
 /// Copies the tables from `queue` with one connection, into the store.
-async fn copy_worker(
-    client: &Client,
-    ctx: &Context,
-    queue: Arc<Mutex<VecDeque<(usize, Rel)>>>,
-) -> Result<Vec<(usize, TableState, ArtifactRef)>> {
+async fn copy_worker(client: &Client, ctx: &Context, queue: CopyQueue, stop: &AtomicBool) -> Result<Copied> {
     let mut done = Vec::new();
     loop {
         let next = queue.lock().map_err(|_| Error::unexpected("copy queue poisoned"))?.pop_front();
         let Some((i, rel)) = next else { break };
         let name = format!("data/{i:05}.copy");
         let mut w = ctx.store.artifact_writer(&name)?;
-        let h = catalog::copy_out(client, &rel, |chunk| w.write_all(chunk).map_err(Error::from)).await?;
+        let h = catalog::copy_out(client, &rel, |chunk| {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::new(ErrorKind::Cancelled, "the capture was cancelled"));
+            }
+            w.write_all(chunk).map_err(Error::from)
+        })
+        .await?;
         let a = w.finish()?;
         let (rows, checksum) = (h.rows(), h.checksum);
         ctx.progress(format!("copied {} ({rows} rows, {} bytes)", rel.display(), a.size));
@@ -149,6 +155,54 @@ async fn copy_worker(
         ));
     }
     Ok(done)
+}
+
+/// One copy job on a thread of its own with a single-threaded runtime, so that the
+/// connection's reader and the row consumer share a thread. On the caller's
+/// multi-threaded runtime every batch of rows crossed threads: pgbench scale 10 took
+/// 0.59-0.66 s to capture that way, 0.46-0.54 s this way (`pg_dump -Fc`: 0.50 s).
+async fn copy_job(
+    target: Target,
+    snapshot: String,
+    ctx: Context,
+    queue: CopyQueue,
+    stop: Arc<AtomicBool>,
+) -> Result<Copied> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rollback-pg-copy".into())
+        .spawn(move || {
+            let run = || -> Result<Copied> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::unexpected("cannot start a copy thread's runtime").with_source(e))?;
+                rt.block_on(async {
+                    let c = target.connect().await?;
+                    c.batch_execute(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                        snapshot.replace('\'', "''")
+                    ))
+                    .await
+                    .map_err(|e| pg_error(&e, "cannot join the exported snapshot"))?;
+                    let r = copy_worker(&c, &ctx, queue, &stop).await;
+                    let _ = c.batch_execute("COMMIT").await;
+                    r
+                })
+            };
+            let _ = tx.send(run());
+        })
+        .map_err(|e| Error::unexpected("cannot start a copy thread").with_source(e))?;
+    rx.await.map_err(|_| Error::unexpected("a copy thread ended without an answer"))?
+}
+
+/// Tells the copy threads to stop when the capture is dropped (cancelled or timed out).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn check_listed(scope: &Scope, rels: &[Rel], schemas: &[String]) -> Result<()> {
@@ -227,31 +281,19 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
 
     let tables: Vec<(usize, Rel)> = rels.iter().filter(|r| r.has_data()).cloned().enumerate().collect();
     let n_tables = tables.len();
-    let queue = Arc::new(Mutex::new(tables.into_iter().collect::<VecDeque<_>>()));
-    // Extra connections join the same snapshot, so every table is read at one instant.
-    let mut extra = Vec::new();
-    for _ in 1..d.jobs.min(n_tables.max(1)) {
-        let c = d.target.connect().await?;
-        c.batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-            snapshot.replace('\'', "''")
-        ))
-        .await
-        .map_err(|e| pg_error(&e, "cannot join the exported snapshot"))?;
-        extra.push(c);
-    }
-    let mut workers = vec![copy_worker(&client, ctx, queue.clone())];
-    for c in &extra {
-        workers.push(copy_worker(c, ctx, queue.clone()));
-    }
+    let queue: CopyQueue = Arc::new(Mutex::new(tables.into_iter().collect::<VecDeque<_>>()));
+    // Every job joins the exported snapshot, so every table is read at one instant;
+    // `client` keeps the exporting transaction (and so the snapshot) open meanwhile.
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let workers: Vec<_> = (0..d.jobs.min(n_tables).max(1))
+        .map(|_| copy_job(d.target.clone(), snapshot.clone(), ctx.clone(), queue.clone(), stop.0.clone()))
+        .collect();
     let (copied, pre, post) = tokio::join!(futures_util::future::try_join_all(workers), pre, post);
+    drop(stop);
     let (pre, post) = (pre?, post?);
     let mut copied: Vec<_> = copied?.into_iter().flatten().collect();
     copied.sort_by_key(|(i, _, _)| *i);
     let _ = client.batch_execute("COMMIT").await;
-    for c in &extra {
-        let _ = c.batch_execute("COMMIT").await;
-    }
 
     let mut artifacts = vec![
         ctx.store.put_bytes(PRE, &pre)?,
