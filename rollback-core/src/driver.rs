@@ -127,8 +127,20 @@ pub struct Discard {
 impl Discard {
     /// `3 commits`, `1 commit`.
     pub fn amount(&self) -> String {
-        let unit = if self.changes == 1 { self.unit.strip_suffix('s').unwrap_or(&self.unit) } else { &self.unit };
-        format!("{} {unit}", self.changes)
+        if self.changes != 1 {
+            return format!("{} {}", self.changes, self.unit);
+        }
+        // Units read "rows differing (…)", "schema facts differing", "rows: net …": the
+        // plural is the first word ending in `s` (before any punctuation).
+        let mut words: Vec<String> = self.unit.split(' ').map(str::to_string).collect();
+        for w in words.iter_mut().take_while(|w| !w.starts_with('(')) {
+            let end = w.trim_end_matches([':', ',']).len();
+            if end > 1 && w[..end].ends_with('s') && !w[..end].ends_with("ss") {
+                w.remove(end - 1);
+                break;
+            }
+        }
+        format!("1 {}", words.join(" "))
     }
 }
 
@@ -201,3 +213,32 @@ pub trait Driver: Send + Sync + Debug {
 
 /// A shared driver.
 pub type DynDriver = Arc<dyn Driver>;
+
+#[cfg(test)]
+mod tests {
+    use super::Discard;
+
+    fn amount(changes: u64, unit: &str) -> String {
+        Discard {
+            component: "c".into(),
+            target: "t".into(),
+            changes,
+            unit: unit.into(),
+            kept_in_safety_snapshot: false,
+        }
+        .amount()
+    }
+
+    #[test]
+    fn one_change_reads_singular() {
+        assert_eq!(
+            amount(1, "rows differing (inserted, updated or deleted)"),
+            "1 row differing (inserted, updated or deleted)"
+        );
+        assert_eq!(amount(1, "schema facts differing (columns)"), "1 schema fact differing (columns)");
+        assert_eq!(amount(1, "rows: net row-count change +1"), "1 row: net row-count change +1");
+        assert_eq!(amount(1, "commits"), "1 commit");
+        assert_eq!(amount(2, "rows differing (x)"), "2 rows differing (x)");
+        assert_eq!(amount(1, "access"), "1 access");
+    }
+}
