@@ -4,8 +4,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
+use std::sync::{Arc, Mutex};
+
 use common::*;
-use rollback_core::{Scope, Status};
+use rollback_core::{RollbackOptions, Scope, Status};
 
 #[tokio::test]
 async fn files_round_trip_content_modes_links_and_added_paths() {
@@ -188,9 +190,18 @@ restore = ["sh", "-c", "cp \"$ROLLBACK_STATE_FILE\" state.txt; echo tampered > \
     let snap = common::snap(&s).await;
     write(&d.join("state.txt"), "v2\n");
     let t = std::time::Instant::now();
-    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let o = RollbackOptions {
+        on_event: Some(Arc::new(move |e: &rollback_core::Event| s2.lock().unwrap().push(e.message.clone()))),
+        ..opts(Scope::Complete)
+    };
+    let r = s.rollback(&snap.id, o).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
     assert!(t.elapsed() < std::time::Duration::from_secs(20), "did not wait for the daemon");
+    let seen = seen.lock().unwrap().join("\n");
+    assert!(seen.contains("`sh` exited but its stdout stayed open"), "the wait is explained: {seen}");
+    assert!(seen.contains("`sh` exited but its stderr stayed open"), "{seen}");
     assert_eq!(std::fs::read_to_string(d.join("state.txt")).unwrap(), "v1\n");
     // The snapshot's artifact is intact.
     let a = &snap.parts[0].artifacts[0];

@@ -148,18 +148,38 @@ impl CommandDriver {
                 ))),
             }
         };
-        let stderr = match grace(err).await {
+        // Both at once: one after the other, a daemon holding both pipes cost twice the grace.
+        let (stderr, stdout) = tokio::join!(grace(err), grace(out));
+        let stderr = match stderr {
             Ok(Sink::Keep(v)) => v,
+            Err(e) => {
+                self.held_open(ctx, argv, "stderr", &e);
+                Vec::new()
+            }
             _ => Vec::new(),
         };
-        let stdout = match grace(out).await {
-            Err(_) if tolerate_open => Sink::Keep(Vec::new()),
+        let stdout = match stdout {
+            Err(e) if tolerate_open => {
+                self.held_open(ctx, argv, "stdout", &e);
+                Sink::Keep(Vec::new())
+            }
             r => r?,
         };
         drop(copy);
         let stderr = ctx.redactor.redact(String::from_utf8_lossy(&stderr).trim());
         let stderr = tail(&stderr, 600);
         Ok(Output { ok: status.success(), status: status.to_string(), stdout, stderr })
+    }
+
+    /// Says why the step took `DRAIN_GRACE` longer than the command did.
+    fn held_open(&self, ctx: &Context, argv: &[String], stream: &str, e: &Error) {
+        tracing::warn!(command = %argv[0], stream, error = %e, "command output held open after exit");
+        ctx.progress(format!(
+            "`{}` exited but its {stream} stayed open (a background process holding it?): stopped waiting after {} s; \
+             redirect a daemon's output (`>log 2>&1`) to avoid the wait",
+            argv[0],
+            DRAIN_GRACE.as_secs()
+        ));
     }
 
     fn failed(&self, what: &str, argv: &[String], o: &Output) -> Error {
