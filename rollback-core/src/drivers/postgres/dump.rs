@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio_postgres::Client;
 
-use super::catalog::{self, Rel, RowHasher, Scope};
+use super::catalog::{self, Rel, RowHash, RowHasher, Scope};
 use super::conn::{dump_pattern, ident, pg_error, qname, Target};
 use super::{Common, PostgresDriver, Strategy};
 use crate::driver::{Captured, Context, Discard, Drift};
@@ -36,6 +36,9 @@ struct DumpState {
     sequences: Vec<SeqState>,
     /// Materialized views that held data (refreshed after the load).
     matviews: Vec<(String, String)>,
+    /// How the table checksums hash rows.
+    #[serde(default = "RowHash::legacy")]
+    row_hash: RowHash,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,7 +141,7 @@ async fn copy_worker(client: &Client, ctx: &Context, queue: CopyQueue, stop: &At
         let Some((i, rel)) = next else { break };
         let name = format!("data/{i:05}.copy");
         let mut w = ctx.store.artifact_writer(&name)?;
-        let h = catalog::copy_out(client, &rel, |chunk| {
+        let h = catalog::copy_out(client, &rel, RowHash::default(), |chunk| {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorKind::Cancelled, "the capture was cancelled"));
             }
@@ -318,6 +321,7 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
         tables: table_states,
         sequences,
         matviews,
+        row_hash: RowHash::default(),
     };
     Ok(Captured {
         state: serde_json::to_value(&st).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
@@ -538,7 +542,7 @@ pub(super) async fn verify(d: &PostgresDriver, ctx: &Context, part: &Part) -> Re
         match cur.rels.iter().find(|r| r.schema == t.schema && r.name == t.name && r.has_data()) {
             None => diffs.push(format!("table {}.{} is missing", t.schema, t.name)),
             Some(r) => {
-                let h = catalog::copy_out(&client, r, |_| Ok(())).await?;
+                let h = catalog::copy_out(&client, r, st.row_hash, |_| Ok(())).await?;
                 let rows = h.rows();
                 if h.checksum != t.checksum {
                     diffs.push(format!(
@@ -558,12 +562,12 @@ pub(super) async fn verify(d: &PostgresDriver, ctx: &Context, part: &Part) -> Re
     Ok(Drift::from_differences(diffs))
 }
 
-async fn hash_artifact(ctx: &Context, a: &ArtifactRef) -> Result<Vec<u64>> {
+async fn hash_artifact(ctx: &Context, a: &ArtifactRef, algo: RowHash) -> Result<Vec<u64>> {
     let path = ctx.store.artifact_path(a)?;
     let mut f = tokio::fs::File::open(&path)
         .await
         .map_err(|e| Error::new(ErrorKind::Corrupt, format!("cannot read artifact `{}`", a.name)).with_source(e))?;
-    let mut h = RowHasher::default();
+    let mut h = RowHasher::new(algo);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).await.map_err(Error::from)?;
@@ -606,11 +610,11 @@ pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> 
         let Some(r) = cur.rels.iter().find(|r| r.schema == t.schema && r.name == t.name && r.has_data()) else {
             continue;
         };
-        let h = catalog::copy_out(&client, r, |_| Ok(())).await?;
+        let h = catalog::copy_out(&client, r, st.row_hash, |_| Ok(())).await?;
         if h.checksum == t.checksum {
             continue;
         }
-        let then = hash_artifact(ctx, artifact(part, &t.artifact)?).await?;
+        let then = hash_artifact(ctx, artifact(part, &t.artifact)?, st.row_hash).await?;
         let (only_then, only_now) = catalog::multiset_diff(&then, &h.hashes);
         out.push(discard(
             format!("table {}", r.display()),
@@ -620,7 +624,7 @@ pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> 
     }
     for r in cur.rels.iter().filter(|r| r.has_data()) {
         if !known.contains(&(r.schema.clone(), r.name.clone())) {
-            let h = catalog::copy_out(&client, r, |_| Ok(())).await?;
+            let h = catalog::copy_out(&client, r, st.row_hash, |_| Ok(())).await?;
             out.push(discard(format!("table {} (created after the snapshot)", r.display()), h.rows(), "rows"));
         }
     }

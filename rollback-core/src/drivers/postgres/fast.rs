@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use super::catalog::{self, RowHasher, Scope};
+use super::catalog::{self, RowHash, RowHasher, Scope};
 use super::conn::{ident, pg_error, Target};
 use super::dump::line_diff;
 use super::{Common, PostgresDriver, Strategy};
@@ -316,7 +316,7 @@ async fn read_database(t: &Target) -> Result<(Vec<String>, BTreeMap<String, RowH
     let lines = catalog::schema_lines(&client, &Scope::Database, &rels).await?;
     let mut tables = BTreeMap::new();
     for r in rels.iter().filter(|r| r.has_data()) {
-        tables.insert(r.display(), catalog::copy_out(&client, r, |_| Ok(())).await?);
+        tables.insert(r.display(), catalog::copy_out(&client, r, RowHash::default(), |_| Ok(())).await?);
     }
     let _ = client.batch_execute("COMMIT").await;
     Ok((lines, tables))
