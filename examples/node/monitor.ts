@@ -1,7 +1,7 @@
 /**
  * A market monitor that rolls its own deployment back.
  *
- * Polls the service's /health endpoint, turns what it sees into symptoms, asks
+ * Polls the service's /health endpoint(s), turns what it sees into symptoms, asks
  * rollback's decision matrix (SPEC §7) what to do, and when the answer is to roll
  * back: plans, rolls back to the newest snapshot taken while healthy, verifies, and
  * posts the record to an incident endpoint. Runs in-process (no CLI), e.g. under pm2.
@@ -10,6 +10,9 @@
  *   HEALTH_URL=http://127.0.0.1:3000/health \
  *   RECORD_URL=http://127.0.0.1:9000/incidents \
  *   node monitor.js
+ *
+ * HEALTH_URL may list several endpoints, comma-separated (the same service deployed
+ * several ways): each poll asks them all and the worst signal wins, as in the matrix.
  *
  * Optional: POLL_MS (5000), TIMEOUT_MS (2000), BAD_SAMPLES (3), ROLLBACK_TARGET
  * (`last-good`: the newest snapshot taken while the health checks passed).
@@ -22,7 +25,8 @@ import type { Assessment, RollbackRecord, StepEvent, Symptoms } from 'rollback'
 
 interface Settings {
   config: string
-  healthUrl: string
+  /** One or more /health endpoints. */
+  healthUrls: string[]
   recordUrl: string
   /** Between polls. */
   intervalMs: number
@@ -49,9 +53,14 @@ function settings(env: NodeJS.ProcessEnv): Settings {
     if (!v) throw new Error(`${k} is not set`)
     return v
   }
+  const healthUrls = need('HEALTH_URL')
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '')
+  if (healthUrls.length === 0) throw new Error('HEALTH_URL lists no URL')
   return {
     config: env.ROLLBACK_CONFIG ?? 'rollback.toml',
-    healthUrl: need('HEALTH_URL'),
+    healthUrls,
     recordUrl: need('RECORD_URL'),
     intervalMs: Number(env.POLL_MS ?? 5000),
     timeoutMs: Number(env.TIMEOUT_MS ?? 2000),
@@ -77,6 +86,19 @@ export async function probe(url: string, timeoutMs: number): Promise<Symptoms> {
   } catch {
     return { errorRate: 1, perfDegradation: 0, latencyMs: performance.now() - started }
   }
+}
+
+const IMPACT = { none: 0, corruption: 1, loss: 2 } as const
+
+/** One poll of every endpoint at once; the worst signal of each kind wins. */
+export async function probeAll(urls: string[], timeoutMs: number): Promise<Symptoms> {
+  const all = await Promise.all(urls.map((u) => probe(u, timeoutMs)))
+  return all.reduce((a, b) => ({
+    errorRate: Math.max(a.errorRate, b.errorRate),
+    perfDegradation: Math.max(a.perfDegradation, b.perfDegradation),
+    latencyMs: Math.max(a.latencyMs ?? 0, b.latencyMs ?? 0),
+    dataImpact: IMPACT[b.dataImpact ?? 'none'] > IMPACT[a.dataImpact ?? 'none'] ? b.dataImpact : a.dataImpact,
+  }))
 }
 
 /** Plans, rolls back and verifies; the record comes back whatever its status. */
@@ -114,9 +136,10 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   process.once('SIGTERM', () => stop.abort())
   let bad = 0
   while (!stop.signal.aborted) {
-    const symptoms = await probe(s.healthUrl, s.timeoutMs)
+    const symptoms = await probeAll(s.healthUrls, s.timeoutMs)
     const a = stack.assess(symptoms)
     bad = a.rollBack ? bad + 1 : 0
+    if (a.rollBack) console.error(`[monitor] bad sample ${bad}/${s.badSamples}: ${a.severity}, ${a.decision} (${a.reasons.join(', ')})`)
     if (bad >= s.badSamples || a.decision === 'immediate_rollback') {
       console.error(`[monitor] ${a.severity}: ${a.reasons.join(', ')} -> rolling back to ${s.target}`)
       try {
