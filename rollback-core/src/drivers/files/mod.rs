@@ -416,7 +416,8 @@ impl Driver for FilesDriver {
 
     fn describe_restore(&self, part: &Part) -> String {
         let n = part.state.get("entries").and_then(|v| v.as_u64()).unwrap_or(0);
-        format!("write back {n} paths atomically (write aside, rename), remove paths added since")
+        let what = if n == 1 { "1 path".to_string() } else { format!("{n} paths") };
+        format!("write back {what} atomically (write aside, rename), remove paths added since")
     }
 
     async fn check(&self, _ctx: &Context) -> Result<String> {
