@@ -4,7 +4,7 @@
 //! point can be finished by `resume` (restores are idempotent: the step in flight is
 //! simply run again). The store lock keeps two rollbacks of one stack apart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::driver::{Context, Discard, Drift};
+use crate::drivers::{InFlight, IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventCallback, EventSink};
 use crate::plan::{Action, Plan, Scope};
@@ -111,11 +112,54 @@ pub(crate) struct Executor<'a> {
     stack: &'a Stack,
     events: EventSink,
     cancel: CancelToken,
+    /// Blocking work of the steps run so far (see [`crate::drivers::blocking`]).
+    in_flight: InFlight,
+    /// Components whose timed-out work was still running when the executor stopped
+    /// waiting: compensation leaves them alone rather than race that work.
+    still_running: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl<'a> Executor<'a> {
     pub(crate) fn new(stack: &'a Stack, on_event: Option<EventCallback>, cancel: CancelToken) -> Self {
-        Executor { stack, events: EventSink::new(on_event), cancel }
+        Executor {
+            stack,
+            events: EventSink::new(on_event),
+            cancel,
+            in_flight: InFlight::default(),
+            still_running: Default::default(),
+        }
+    }
+
+    /// Runs a step's future with its blocking work counted; after a timeout, waits
+    /// (at most `timeout` again) for that work to end: a thread cannot be stopped.
+    async fn counted<T>(
+        &self,
+        component: &str,
+        timeout: Duration,
+        fut: impl std::future::Future<Output = Result<T>>,
+        on_timeout: impl FnOnce() -> Error,
+    ) -> Result<T> {
+        match tokio::time::timeout(timeout, IN_FLIGHT.scope(self.in_flight.clone(), fut)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let err = on_timeout();
+                if self.in_flight.running() > 0 {
+                    self.emit(Event::progress(
+                        component,
+                        "timed out with work still running on a blocking thread; waiting for it to end",
+                    ));
+                    if !self.in_flight.wait_idle(timeout).await {
+                        tracing::error!(component, "blocking work still running after twice the step timeout");
+                        self.still_running.lock().unwrap_or_else(|e| e.into_inner()).insert(component.to_string());
+                        return Err(Error::new(
+                            err.kind(),
+                            format!("{err}; its work was still running {} later", humantime::format_duration(timeout)),
+                        ));
+                    }
+                }
+                Err(err)
+            }
+        }
     }
 
     fn ctx(&self, component: &str, snapshot_id: &str) -> Context {
@@ -292,20 +336,21 @@ impl<'a> Executor<'a> {
                 ev.total = Some(total);
                 self.emit(ev);
                 let t = Instant::now();
-                let timeout = self.step_timeout(&j, &step.component);
-                let result = tokio::time::timeout(timeout, self.run_step(&mut j, &snap, step.action, &step.component))
-                    .instrument(tracing::info_span!("step", component = %step.component, action = step.action.as_str()))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::new(
+                let timeout = self.step_timeout(&j, &step.component, step.action);
+                let action = step.action;
+                let result = self
+                    .counted(&step.component, timeout, self.run_step(&mut j, &snap, action, &step.component), || {
+                        Error::new(
                             ErrorKind::Timeout,
                             format!(
                                 "{} did not finish within {}",
-                                step.action.as_str(),
+                                action.as_str(),
                                 humantime::format_duration(timeout)
                             ),
-                        ))
+                        )
                     })
+                    .instrument(tracing::info_span!("step", component = %step.component, action = step.action.as_str()))
+                    .await
                     .map_err(|e| e.with_component(&step.component).redacted(&self.stack.config().redactor));
                 let ms = t.elapsed().as_millis() as u64;
                 let mut ev = Event::new("step_finished", step.description.clone());
@@ -368,9 +413,12 @@ impl<'a> Executor<'a> {
         self.finish(j, status)
     }
 
-    fn step_timeout(&self, j: &Journal, component: &str) -> Duration {
+    fn step_timeout(&self, j: &Journal, component: &str, action: Action) -> Duration {
         let cfg = self.stack.config().component(component).ok();
         let base = cfg.and_then(|c| c.timeout).unwrap_or(Duration::from_millis(j.step_timeout_ms));
+        if action != Action::HealthGate {
+            return base;
+        }
         // A health gate may legitimately take as long as its checks' timeouts.
         let health: Duration = cfg.map(|c| c.health.iter().map(|h| h.timeout).sum()).unwrap_or_default();
         base.max(health + Duration::from_secs(5))
@@ -444,23 +492,36 @@ impl<'a> Executor<'a> {
             let t = Instant::now();
             let driver = self.stack.driver(&c)?;
             let ctx = self.ctx(&c, &safety.id);
-            let timeout = self.step_timeout(j, &c);
-            let r = tokio::time::timeout(timeout, async {
-                driver.restore(&ctx, part).await?;
-                let d = driver.verify(&ctx, part).await?;
-                if d.ok {
-                    Ok(())
-                } else {
-                    Err(Error::new(ErrorKind::VerificationFailed, d.differences.join("; ")))
-                }
-            })
-            .await
-            .unwrap_or_else(|_| {
+            let timeout = self.step_timeout(j, &c, Action::Restore);
+            let busy = self.still_running.lock().unwrap_or_else(|e| e.into_inner()).contains(&c);
+            let r = if busy {
                 Err(Error::new(
                     ErrorKind::Timeout,
-                    format!("compensation did not finish within {}", humantime::format_duration(timeout)),
+                    "not put back: its timed-out restore was still running; check it by hand, then `rollback resume`"
+                        .to_string(),
                 ))
-            });
+            } else {
+                self.counted(
+                    &c,
+                    timeout,
+                    async {
+                        driver.restore(&ctx, part).await?;
+                        let d = driver.verify(&ctx, part).await?;
+                        if d.ok {
+                            Ok(())
+                        } else {
+                            Err(Error::new(ErrorKind::VerificationFailed, d.differences.join("; ")))
+                        }
+                    },
+                    || {
+                        Error::new(
+                            ErrorKind::Timeout,
+                            format!("compensation did not finish within {}", humantime::format_duration(timeout)),
+                        )
+                    },
+                )
+                .await
+            };
             j.done.push(StepRecord {
                 component: c.clone(),
                 action: "compensate".into(),

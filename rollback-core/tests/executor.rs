@@ -369,3 +369,109 @@ async fn gc_keeps_the_newest_the_last_good_and_obeys_both_limits() {
         s.store().check_artifact(a).unwrap();
     }
 }
+
+/// A driver whose restore of `v1` blocks a thread for `delay` ms (longer than the step
+/// may take); every restore logs when its work starts and ends.
+#[derive(Debug)]
+struct SlowDriver {
+    file: std::path::PathBuf,
+    log: std::path::PathBuf,
+    delay: u64,
+}
+
+#[async_trait::async_trait]
+impl rollback_core::Driver for SlowDriver {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    async fn capture(&self, _ctx: &rollback_core::Context) -> rollback_core::Result<rollback_core::Captured> {
+        let v = std::fs::read_to_string(&self.file)?;
+        Ok(rollback_core::Captured { state: serde_json::json!({ "value": v }), artifacts: Vec::new() })
+    }
+
+    async fn restore(&self, _ctx: &rollback_core::Context, part: &rollback_core::Part) -> rollback_core::Result<()> {
+        let v = part.state["value"].as_str().unwrap_or_default().to_string();
+        let (file, log, delay) = (self.file.clone(), self.log.clone(), self.delay);
+        rollback_core::drivers::blocking(move || {
+            let note = |what: &str| {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+                writeln!(f, "{what} {v}")
+            };
+            note("start")?;
+            if v == "v1" {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
+            std::fs::write(&file, &v)?;
+            note("end")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn verify(
+        &self,
+        _ctx: &rollback_core::Context,
+        part: &rollback_core::Part,
+    ) -> rollback_core::Result<rollback_core::Drift> {
+        let now = std::fs::read_to_string(&self.file)?;
+        let then = part.state["value"].as_str().unwrap_or_default();
+        Ok(rollback_core::Drift::from_differences(if now == then { vec![] } else { vec![format!("{now} != {then}")] }))
+    }
+}
+
+/// A stack of one `slow` component with a 300 ms step timeout, on `v2`, with a
+/// snapshot of `v1`.
+async fn slow_stack(d: &std::path::Path, delay: u64) -> (rollback_core::Stack, rollback_core::SnapshotManifest) {
+    let (file, log) = (d.join("value"), d.join("log"));
+    std::fs::write(&file, "v1").unwrap();
+    let mut reg = rollback_core::Registry::with_default_drivers();
+    reg.register("slow", move |_c: &rollback_core::ComponentConfig, _e: &rollback_core::DriverEnv| {
+        Ok(Arc::new(SlowDriver { file: file.clone(), log: log.clone(), delay }) as rollback_core::DynDriver)
+    });
+    let toml = "[[component]]\nname = \"slow\"\ndriver = \"slow\"\ntimeout = \"300ms\"\n";
+    let cfg = rollback_core::StackConfig::from_toml_str(toml, Some(&d.join("rollback.toml")), d, &|_| None).unwrap();
+    let s = rollback_core::Stack::new(cfg, &reg).unwrap();
+    let snap = snap(&s).await;
+    std::fs::write(d.join("value"), "v2").unwrap();
+    (s, snap)
+}
+
+/// A step that times out while its blocking work runs on: compensation waits for that
+/// work to end before it puts the component back, so the late write cannot undo it.
+#[tokio::test(flavor = "multi_thread")]
+async fn compensation_waits_for_the_timed_out_restore_to_end() {
+    let (_t, d) = tmp();
+    let (s, snap) = slow_stack(&d, 500).await;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let o = RollbackOptions {
+        on_event: Some(Arc::new(move |e: &Event| s2.lock().unwrap().push(e.message.clone()))),
+        ..opts(Scope::Complete)
+    };
+    let r = s.rollback(&snap.id, o).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert!(r.steps[0].error.as_deref().unwrap_or_default().contains("did not finish within 300ms"), "{}", r.to_json());
+    assert_eq!(
+        std::fs::read_to_string(d.join("log")).unwrap(),
+        "start v1\nend v1\nstart v2\nend v2\n",
+        "the compensation ran after the timed-out restore's work, not beside it"
+    );
+    assert_eq!(std::fs::read_to_string(d.join("value")).unwrap(), "v2", "put back, and not overwritten afterwards");
+    assert!(seen.lock().unwrap().iter().any(|m| m.contains("waiting for it to end")), "{:?}", seen.lock().unwrap());
+}
+
+/// Work that outlives a second timeout too: the component is not put back (that would
+/// race it) and the record says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_still_running_after_the_wait_is_not_raced() {
+    let (_t, d) = tmp();
+    let (s, snap) = slow_stack(&d, 1500).await;
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Failed, "{}", r.to_json());
+    let step = |a: &str| r.steps.iter().find(|x| x.action == a).and_then(|x| x.error.clone()).unwrap_or_default();
+    assert!(step("restore").contains("its work was still running 300ms later"), "{}", r.to_json());
+    assert!(step("compensate").contains("not put back"), "{}", r.to_json());
+    assert_eq!(std::fs::read_to_string(d.join("log")).unwrap(), "start v1\n", "no second restore beside the first");
+}

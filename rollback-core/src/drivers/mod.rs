@@ -54,14 +54,75 @@ pub fn install_default_drivers(r: &mut Registry) {
 
 /// Runs blocking work (git2, file walks, SQLite) off the async threads; drivers in
 /// other crates can use it too.
+///
+/// Inside a rollback step the work is counted: a blocking thread cannot be stopped,
+/// so when the step times out (its future dropped) the work goes on, and the executor
+/// waits for it before it restores the same component from the safety snapshot.
+/// Otherwise a compensation could race a file restore still writing.
 pub async fn blocking<T, F>(f: F) -> crate::Result<T>
 where
     F: FnOnce() -> crate::Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| crate::Error::unexpected("a blocking task failed").with_source(e))?
+    let guard = IN_FLIGHT.try_with(InFlight::enter).ok();
+    tokio::task::spawn_blocking(move || {
+        let _counted = guard;
+        f()
+    })
+    .await
+    .map_err(|e| crate::Error::unexpected("a blocking task failed").with_source(e))?
+}
+
+tokio::task_local! {
+    /// The executor's tracker, set around each step it runs.
+    pub(crate) static IN_FLIGHT: InFlight;
+}
+
+/// Counts the blocking work of the steps run under it.
+#[derive(Clone, Default)]
+pub(crate) struct InFlight(std::sync::Arc<InFlightInner>);
+
+#[derive(Default)]
+pub(crate) struct InFlightInner {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One piece of work; counted until dropped (on the blocking thread, when it ends).
+pub(crate) struct InFlightGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.0.running.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no counted work runs, for at most `max`; whether it got there.
+    pub(crate) async fn wait_idle(&self, max: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            // Created before the check: a wake-up between the two is not lost.
+            let idle = self.0.idle.notified();
+            if self.running() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.running() == 0;
+            }
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0 .0.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0 .0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Of two sorted lists of row hashes: how many are only in `then`, and only in
