@@ -544,3 +544,32 @@ async fn a_rollback_killed_mid_restore_changes_nothing_and_resumes_to_a_verified
     let n: i64 = c.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
     assert_eq!(n, 150000);
 }
+
+/// A drill writes a table the snapshot lacks, rolls back and verifies: with both
+/// strategies the table is gone afterwards and the data is the snapshot's.
+#[tokio::test]
+async fn drill_perturbs_and_restores_with_both_strategies() {
+    for strategy in ["dump", "fast"] {
+        let db = TestDb::new(&format!("drill{strategy}")).await;
+        let c = db.client().await;
+        fixture(&c).await;
+        let before = contents(&c, TABLES).await;
+        drop(c);
+        let (_t, dir) = tmp();
+        let s = pg_stack(&dir, &db.url(), &format!("strategy = \"{strategy}\""));
+        let r = s.drill(opts(Scope::Complete)).await.unwrap();
+        assert_eq!(r.status, Status::Succeeded, "{strategy}: {}", r.to_json());
+        assert!(r.notes.iter().any(|n| n.contains("created table public.rollback_drill")), "{strategy}: {:?}", r.notes);
+        assert!(
+            r.discarded.iter().any(|d| d.target.contains("public.rollback_drill")),
+            "{strategy}: the drill's table is what the restore discards: {:?}",
+            r.discarded
+        );
+        let c = db.client().await;
+        let n: i64 =
+            c.query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'rollback_drill'", &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "{strategy}: the drill table is gone");
+        assert_eq!(contents(&c, TABLES).await, before, "{strategy}");
+        // Dropping `db` drops the fast strategy's copies too (`<db>__rb_*`).
+    }
+}

@@ -19,7 +19,7 @@ use crate::secret::redact_url_passwords;
 use crate::snapshot::Part;
 
 use catalog::Scope;
-use conn::{parse_qualified, pg_error, Target};
+use conn::{parse_qualified, pg_error, qname, Target};
 
 /// How a snapshot is taken and put back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +167,7 @@ impl Driver for PostgresDriver {
     }
 
     fn capability(&self) -> Capability {
-        Capability { discard_report: true, idempotent_restore: true, ..Capability::default() }
+        Capability { discard_report: true, perturb: true, idempotent_restore: true, ..Capability::default() }
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
@@ -243,6 +243,38 @@ impl Driver for PostgresDriver {
             Ok(c) => dump::describe(part, &c),
             Err(_) => "restore postgres (unreadable snapshot state)".into(),
         }
+    }
+
+    /// A table the snapshot does not have, in the first schema in scope: the drill's
+    /// restore must remove it (both strategies), and `verify` must see it gone.
+    async fn perturb(&self, ctx: &Context) -> Result<String> {
+        let r = async {
+            let (client, _) = self.open().await?;
+            let schema = match &self.scope {
+                Scope::Tables { .. } => {
+                    return Ok("`tables` is set; the drill does not write into listed tables".to_string())
+                }
+                Scope::Schemas { schemas } => schemas.first().cloned(),
+                Scope::Database => {
+                    let all = catalog::existing_schemas(&client).await?;
+                    all.iter().find(|s| *s == "public").or(all.first()).cloned()
+                }
+            };
+            let Some(schema) = schema else {
+                return Ok("no schema to write into".to_string());
+            };
+            let table = qname(&schema, "rollback_drill");
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+                     INSERT INTO {table} (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET at = now();"
+                ))
+                .await
+                .map_err(|e| pg_error(&e, "cannot create the drill table"))?;
+            Ok(format!("created table {schema}.rollback_drill"))
+        }
+        .await;
+        r.map_err(|e: Error| self.err(ctx, e))
     }
 
     async fn check(&self, ctx: &Context) -> Result<String> {
