@@ -2,14 +2,13 @@
 //! (binary COPY per table) from one exported snapshot; restored in one transaction.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 use tokio_postgres::Client;
 
 use super::catalog::{self, Rel, RowHash, RowHasher, Scope};
@@ -39,6 +38,36 @@ struct DumpState {
     /// How the table checksums hash rows.
     #[serde(default = "RowHash::legacy")]
     row_hash: RowHash,
+    /// How the table data artifacts are stored.
+    #[serde(default)]
+    data: DataFormat,
+}
+
+/// The table data artifacts: binary COPY streams, plain or in LZ4 frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DataFormat {
+    /// Snapshots from before compression.
+    #[default]
+    Copy,
+    /// LZ4 frames: pgbench's accounts table went from 114 MB to a few MB.
+    CopyLz4,
+}
+
+/// Reads a table's data artifact as the binary COPY stream it holds.
+fn open_data(ctx: &Context, a: &ArtifactRef, format: DataFormat) -> Result<Box<dyn Read + Send>> {
+    let path = ctx.store.artifact_path(a)?;
+    let f = std::fs::File::open(&path)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("cannot read artifact `{}`", a.name)).with_source(e))?;
+    let f = std::io::BufReader::with_capacity(1 << 20, f);
+    Ok(match format {
+        DataFormat::Copy => Box::new(f),
+        DataFormat::CopyLz4 => Box::new(lz4_flex::frame::FrameDecoder::new(f)),
+    })
+}
+
+fn read_err(a: &ArtifactRef, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Corrupt, format!("cannot read artifact `{}`: {e}", a.name)).with_source(e)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,8 +168,8 @@ async fn copy_worker(client: &Client, ctx: &Context, queue: CopyQueue, stop: &At
     loop {
         let next = queue.lock().map_err(|_| Error::unexpected("copy queue poisoned"))?.pop_front();
         let Some((i, rel)) = next else { break };
-        let name = format!("data/{i:05}.copy");
-        let mut w = ctx.store.artifact_writer(&name)?;
+        let name = format!("data/{i:05}.copy.lz4");
+        let mut w = lz4_flex::frame::FrameEncoder::new(ctx.store.artifact_writer(&name)?);
         let h = catalog::copy_out(client, &rel, RowHash::default(), |chunk| {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorKind::Cancelled, "the capture was cancelled"));
@@ -148,6 +177,7 @@ async fn copy_worker(client: &Client, ctx: &Context, queue: CopyQueue, stop: &At
             w.write_all(chunk).map_err(Error::from)
         })
         .await?;
+        let w = w.finish().map_err(|e| Error::unexpected("cannot finish the compressed artifact").with_source(e))?;
         let a = w.finish()?;
         let (rows, checksum) = (h.rows(), h.checksum);
         ctx.progress(format!("copied {} ({rows} rows, {} bytes)", rel.display(), a.size));
@@ -322,6 +352,7 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
         sequences,
         matviews,
         row_hash: RowHash::default(),
+        data: DataFormat::CopyLz4,
     };
     Ok(Captured {
         state: serde_json::to_value(&st).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
@@ -370,11 +401,10 @@ pub(super) fn describe(part: &Part, c: &Common) -> String {
     )
 }
 
-async fn copy_in_file(client: &Client, ctx: &Context, a: &ArtifactRef, table: &str) -> Result<u64> {
-    let path = ctx.store.artifact_path(a)?;
-    let mut f = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("cannot read artifact `{}`", a.name)).with_source(e))?;
+async fn copy_in_file(client: &Client, ctx: &Context, a: &ArtifactRef, format: DataFormat, table: &str) -> Result<u64> {
+    // Reads of a MB from the page cache (and its LZ4 decoding) are short enough to
+    // do between sends.
+    let mut f = open_data(ctx, a, format)?;
     let sink = client
         // FREEZE: the table was created in this transaction, so rows can be written
         // frozen and hinted; the first reads after the restore (verify) then write nothing.
@@ -384,7 +414,7 @@ async fn copy_in_file(client: &Client, ctx: &Context, a: &ArtifactRef, table: &s
     futures_util::pin_mut!(sink);
     loop {
         let mut buf = vec![0u8; 1 << 20];
-        let n = f.read(&mut buf).await.map_err(Error::from)?;
+        let n = f.read(&mut buf).map_err(|e| read_err(a, e))?;
         if n == 0 {
             break;
         }
@@ -462,7 +492,7 @@ async fn restore_in_tx(
     client.batch_execute(&drop).await.map_err(|e| pg_error(&e, "cannot drop the current objects"))?;
     client.batch_execute(pre).await.map_err(|e| pg_error(&e, "cannot re-create the schema"))?;
     for t in &st.tables {
-        let n = copy_in_file(client, ctx, artifact(part, &t.artifact)?, &qname(&t.schema, &t.name)).await?;
+        let n = copy_in_file(client, ctx, artifact(part, &t.artifact)?, st.data, &qname(&t.schema, &t.name)).await?;
         if n != t.rows {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -562,22 +592,23 @@ pub(super) async fn verify(d: &PostgresDriver, ctx: &Context, part: &Part) -> Re
     Ok(Drift::from_differences(diffs))
 }
 
-async fn hash_artifact(ctx: &Context, a: &ArtifactRef, algo: RowHash) -> Result<Vec<u64>> {
-    let path = ctx.store.artifact_path(a)?;
-    let mut f = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("cannot read artifact `{}`", a.name)).with_source(e))?;
-    let mut h = RowHasher::new(algo);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).await.map_err(Error::from)?;
-        if n == 0 {
-            break;
+async fn hash_artifact(ctx: &Context, a: &ArtifactRef, algo: RowHash, format: DataFormat) -> Result<Vec<u64>> {
+    let mut f = open_data(ctx, a, format)?;
+    let a = a.clone();
+    super::super::blocking(move || {
+        let mut h = RowHasher::new(algo);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| read_err(&a, e))?;
+            if n == 0 {
+                break;
+            }
+            h.feed(&buf[..n])?;
         }
-        h.feed(&buf[..n])?;
-    }
-    h.finish()?;
-    Ok(std::mem::take(&mut h.hashes))
+        h.finish()?;
+        Ok(std::mem::take(&mut h.hashes))
+    })
+    .await
 }
 
 pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
@@ -614,7 +645,7 @@ pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> 
         if h.checksum == t.checksum {
             continue;
         }
-        let then = hash_artifact(ctx, artifact(part, &t.artifact)?, st.row_hash).await?;
+        let then = hash_artifact(ctx, artifact(part, &t.artifact)?, st.row_hash, st.data).await?;
         let (only_then, only_now) = catalog::multiset_diff(&then, &h.hashes);
         out.push(discard(
             format!("table {}", r.display()),
