@@ -573,3 +573,36 @@ async fn drill_perturbs_and_restores_with_both_strategies() {
         // Dropping `db` drops the fast strategy's copies too (`<db>__rb_*`).
     }
 }
+
+/// A snapshot in the format of earlier builds (plain COPY artifacts, no `data` field)
+/// still restores: made here from a new one by decompressing its data artifacts.
+#[tokio::test]
+async fn a_snapshot_with_uncompressed_data_still_restores() {
+    let db = TestDb::new("legacy").await;
+    let c = db.client().await;
+    fixture(&c).await;
+    let before = contents(&c, TABLES).await;
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "");
+    let snap = snap(&s).await;
+    let mut part = snap.parts[0].clone();
+    assert_eq!(part.state["data"], "copy_lz4");
+    part.state.as_object_mut().unwrap().remove("data");
+    for t in part.state["tables"].as_array_mut().unwrap() {
+        let old = t["artifact"].as_str().unwrap().to_string();
+        let a = snap.parts[0].artifacts.iter().find(|a| a.name == old).unwrap();
+        let mut plain = Vec::new();
+        let packed = s.store().read_artifact(a).unwrap();
+        std::io::Read::read_to_end(&mut lz4_flex::frame::FrameDecoder::new(&packed[..]), &mut plain).unwrap();
+        let name = old.trim_end_matches(".lz4").to_string();
+        part.artifacts.push(s.store().put_bytes(name.clone(), &plain).unwrap());
+        t["artifact"] = name.into();
+    }
+    c.batch_execute("DELETE FROM fills; UPDATE trades SET price = 0").await.unwrap();
+    let driver = s.driver("db").unwrap();
+    let ctx = rollback_core::Context::new("db", s.store().clone(), &dir);
+    driver.restore(&ctx, &part).await.unwrap();
+    assert!(driver.verify(&ctx, &part).await.unwrap().ok);
+    let c = db.client().await;
+    assert_eq!(contents(&c, TABLES).await, before);
+}
