@@ -112,10 +112,6 @@ impl CommandDriver {
             .stderr(Stdio::piped())
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        // Its own process group: what it starts can be stopped with it (below), and a
-        // Ctrl-C at the operator's terminal does not cut a restore off halfway (the
-        // executor stops at the next step boundary instead).
-        cmd.process_group(0);
         // The program gets a private copy of the state: the store's object is shared
         // by every snapshot with the same content and must not be edited.
         let copy = match state {
@@ -135,15 +131,12 @@ impl CommandDriver {
                 if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Unexpected };
             Error::new(kind, format!("cannot run `{}`", argv[0])).with_source(e)
         })?;
-        let mut group = GroupGuard(child.id());
         // Restore and verify may start a daemon that keeps stdout open: their output
         // is only for messages, so it is not waited for.
         let tolerate_open = matches!(sink, Sink::Keep(_));
         let out = tokio::spawn(drain(child.stdout.take().expect("piped"), sink));
         let err = tokio::spawn(drain(child.stderr.take().expect("piped"), Sink::Keep(Vec::new())));
         let status = child.wait().await?;
-        // It ran to its end: what it started on purpose (a daemon) stays.
-        group.0 = None;
         let grace = |h: tokio::task::JoinHandle<std::io::Result<Sink>>| async move {
             match tokio::time::timeout(DRAIN_GRACE, h).await {
                 Ok(Ok(Ok(s))) => Ok(s),
@@ -196,25 +189,6 @@ impl CommandDriver {
             o.status,
             if o.stderr.is_empty() { String::new() } else { format!(": {}", o.stderr) }
         ))
-    }
-}
-
-/// Kills a command's whole process group if the command is dropped before it exits
-/// (a step timeout): `kill_on_drop` alone reaches only the direct child, and a
-/// `sh -c` restore's children would go on changing things after the step gave up.
-struct GroupGuard(Option<u32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            tracing::warn!(pgid, "stopping the process group of an unfinished command");
-            // No signal API without `unsafe` in std; kill(1) does it.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }
 
