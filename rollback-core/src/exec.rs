@@ -497,8 +497,11 @@ impl<'a> Executor<'a> {
             let r = if busy {
                 Err(Error::new(
                     ErrorKind::Timeout,
-                    "not put back: its timed-out restore was still running; check it by hand, then `rollback resume`"
-                        .to_string(),
+                    format!(
+                        "not put back: its timed-out restore was still running; once it has ended, put it back \
+                         with `rollback rollback {} --component {c}` (the safety snapshot)",
+                        safety.id
+                    ),
                 ))
             } else {
                 self.counted(

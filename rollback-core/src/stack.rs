@@ -257,6 +257,16 @@ impl Stack {
             }
         }
         if let Some(e) = first_err {
+            // No manifest will name the parts that did succeed: free what they pinned
+            // outside the store (tags, server-side copies), or every failed snapshot
+            // would leave a database copy behind.
+            for p in &parts {
+                if let Ok(d) = self.driver(&p.component) {
+                    if let Err(re) = d.release(&self.context(&p.component, &id), p).await {
+                        tracing::warn!(component = %p.component, error = %re, "cannot release a part of a failed snapshot");
+                    }
+                }
+            }
             return Err(e);
         }
         parts.sort_by(|a, b| a.phase.cmp(&b.phase).then(a.component.cmp(&b.component)));

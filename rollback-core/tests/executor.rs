@@ -472,6 +472,9 @@ async fn a_restore_still_running_after_the_wait_is_not_raced() {
     assert_eq!(r.status, Status::Failed, "{}", r.to_json());
     let step = |a: &str| r.steps.iter().find(|x| x.action == a).and_then(|x| x.error.clone()).unwrap_or_default();
     assert!(step("restore").contains("its work was still running 300ms later"), "{}", r.to_json());
-    assert!(step("compensate").contains("not put back"), "{}", r.to_json());
+    let how = step("compensate");
+    assert!(how.contains("not put back"), "{}", r.to_json());
+    let safety = r.safety_snapshot_id.clone().unwrap();
+    assert!(how.contains(&format!("rollback rollback {safety} --component slow")), "names the way back: {how}");
     assert_eq!(std::fs::read_to_string(d.join("log")).unwrap(), "start v1\n", "no second restore beside the first");
 }

@@ -471,3 +471,29 @@ async fn bad_targets_name_the_component_and_never_the_password() {
     assert!(!report.ok && !json.contains(secret), "{json}");
     assert!(json.contains("does not exist"), "{json}");
 }
+
+async fn rollback_schemas(c: &mut Conn) -> u64 {
+    let sql = "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '\\_rollback\\_%'";
+    c.query_first::<u64, _>(sql).await.unwrap().unwrap_or(0)
+}
+
+/// A snapshot that fails in another component leaves no `fast` copies behind: the
+/// parts that were captured are released.
+#[tokio::test]
+async fn a_failed_snapshot_releases_the_copies_it_made() {
+    let (db, mut c) = TestDb::new("failsnap").await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1), (2)").await.unwrap();
+    let before = rollback_schemas(&mut c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{}\n[[component]]\nname = \"broken\"\ndriver = \"command\"\ncapture = [\"sh\", \"-c\", \"sleep 1; exit 3\"]\nrestore = [\"true\"]\n",
+        component(&db.name, "fast", "")
+    );
+    let s = stack(dir.path(), &body);
+    let e = s.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    assert_eq!(e.component(), Some("broken"), "{e}");
+    assert_eq!(rollback_schemas(&mut c).await, before, "the snapshot and ready-copy schemas were dropped");
+    assert!(s.list().unwrap().is_empty());
+    db.drop_all().await;
+}

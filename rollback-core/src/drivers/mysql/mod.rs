@@ -1094,12 +1094,19 @@ impl Driver for MysqlDriver {
                 self.parallel,
                 if self.load_data { "LOAD DATA LOCAL INFILE" } else { "prepared multi-row INSERTs" }
             ),
-            Strategy::Fast => format!(
-                "swap in {n} tables ({rows} rows) with one atomic RENAME TABLE: the ready copy `{}` if no restore has taken it, \
-                 else new copies of snapshot schema `{}` made in the server first",
-                st.ready_schema.unwrap_or_else(|| "(none)".into()),
-                st.snapshot_schema.unwrap_or_default()
-            ),
+            Strategy::Fast => {
+                let schema = st.snapshot_schema.unwrap_or_default();
+                match st.ready_schema {
+                    Some(ready) => format!(
+                        "swap in {n} tables ({rows} rows) with one atomic RENAME TABLE: the ready copy `{ready}` if no \
+                         restore has taken it, else new copies of snapshot schema `{schema}` made in the server first"
+                    ),
+                    None => format!(
+                        "copy {n} tables ({rows} rows) from snapshot schema `{schema}` in the server, then swap them in \
+                         with one atomic RENAME TABLE"
+                    ),
+                }
+            }
         }
     }
 
