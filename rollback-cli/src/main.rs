@@ -220,6 +220,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C or SIGTERM (a service manager stopping the CLI) stop the rollback at the
+/// next step boundary instead of killing it halfway through a restore.
+fn cancel_on_interrupt(out: &Out) -> CancelToken {
+    let cancel = CancelToken::new();
+    let (c2, out2) = (cancel.clone(), out.clone());
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return },
+            _ = term => {}
+        }
+        out2.note("interrupt: stopping at the next step boundary (`rollback resume` finishes it)");
+        c2.cancel();
+    });
+    cancel
+}
+
 fn progress(out: &Out) -> Option<rollback_core::EventCallback> {
     if out.quiet || !std::io::stderr().is_terminal() {
         return None;
@@ -298,15 +322,7 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
                     return Ok(1);
                 }
             }
-            let cancel = CancelToken::new();
-            let c2 = cancel.clone();
-            let out2 = out.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    out2.note("interrupt: stopping at the next step boundary (`rollback resume` finishes it)");
-                    c2.cancel();
-                }
-            });
+            let cancel = cancel_on_interrupt(&out);
             let record = stack
                 .rollback(
                     &snapshot,
@@ -360,6 +376,7 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
                     scope: scope.scope()?,
                     trigger: Some("drill".into()),
                     on_event: progress(&out),
+                    cancel: cancel_on_interrupt(&out),
                     ..Default::default()
                 })
                 .await?;

@@ -265,3 +265,56 @@ fn demo_runs_with_no_server() {
     // It leaves nothing behind but its scratch dir.
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
 }
+
+/// SIGTERM (a service manager stopping the CLI) mid-rollback: the running step ends,
+/// the rest waits, the record says `interrupted`, and `resume` finishes it.
+#[test]
+fn sigterm_stops_at_a_step_boundary_and_resume_finishes() {
+    let (_t, d) = tmp();
+    write(&d.join("a.txt"), "a1\n");
+    write(&d.join("b.txt"), "b1\n");
+    write(
+        &d.join("rollback.toml"),
+        r#"[[component]]
+name = "a"
+driver = "command"
+phase = 1
+capture = ["cat", "a.txt"]
+restore = ["sh", "-c", "cat > a.txt"]
+
+[[component]]
+name = "b"
+driver = "command"
+phase = 2
+capture = ["cat", "b.txt"]
+restore = ["sh", "-c", "sleep 1.5; cat > b.txt"]
+"#,
+    );
+    let id = snapshot(&d);
+    write(&d.join("a.txt"), "a2\n");
+    write(&d.join("b.txt"), "b2\n");
+    let child = bin()
+        .current_dir(&d)
+        .args(["--json", "rollback", &id, "--yes", "--no-safety-snapshot"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Phase 2 (`b`, 1.5 s) is restored first: signal while it runs.
+    std::thread::sleep(Duration::from_millis(700));
+    let k = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(rec["status"], "interrupted", "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(d.join("b.txt")).unwrap(), "b1\n", "the running step finished");
+    assert_eq!(std::fs::read_to_string(d.join("a.txt")).unwrap(), "a2\n", "the next one waited");
+
+    let o = run(&d, &["--json", "resume", "latest"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(d.join("a.txt")).unwrap(), "a1\n");
+    let o = run(&d, &["verify", &id]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+}
