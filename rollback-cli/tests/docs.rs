@@ -51,6 +51,7 @@ fn relative_links_resolve_and_readme_links_every_page() {
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // pages[0] is the README itself.
     for page in pages.iter().skip(1) {
         let name = page.strip_prefix(&root).unwrap().to_string_lossy().to_string();
         assert!(readme.contains(&format!("]({name}")), "README does not link {name}");

@@ -163,9 +163,10 @@ async fn mutate(c: &mut Conn) {
     c.query_drop("INSERT INTO audit VALUES (1), (2), (3)").await.unwrap();
 }
 
-async fn schema_exists(c: &mut Conn, schema: &str) -> bool {
-    let sql = format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{schema}'");
-    c.query_first::<u64, _>(sql).await.unwrap() == Some(1)
+/// How many schemas match a LIKE pattern (a plain name matches itself).
+async fn schemas_like(c: &mut Conn, pattern: &str) -> u64 {
+    let sql = format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{pattern}'");
+    c.query_first::<u64, _>(sql).await.unwrap().unwrap_or(0)
 }
 
 async fn round_trip(strategy: &str, extra: &str) {
@@ -197,14 +198,14 @@ async fn round_trip(strategy: &str, extra: &str) {
     let ready = snap.parts[0].state["ready_schema"].as_str().map(str::to_string);
     assert_eq!(ready.is_some(), strategy == "fast", "only `fast` keeps a ready copy");
     if let Some(r) = &ready {
-        assert!(schema_exists(&mut c, r).await, "the ready copy is there before the first restore");
+        assert_eq!(schemas_like(&mut c, r).await, 1, "the ready copy is there before the first restore");
     }
 
     let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
     assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
     assert!(rec.verification["db"].ok);
     if let Some(r) = &ready {
-        assert!(!schema_exists(&mut c, r).await, "the first restore took the ready copy");
+        assert_eq!(schemas_like(&mut c, r).await, 0, "the first restore took the ready copy");
         let safety = stack.list().unwrap().into_iter().find(|s| s.id != snap.id).unwrap();
         assert!(safety.parts[0].state["ready_schema"].is_null(), "a safety snapshot gets no ready copy");
     }
@@ -472,11 +473,6 @@ async fn bad_targets_name_the_component_and_never_the_password() {
     assert!(json.contains("does not exist"), "{json}");
 }
 
-async fn rollback_schemas(c: &mut Conn) -> u64 {
-    let sql = "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '\\_rollback\\_%'";
-    c.query_first::<u64, _>(sql).await.unwrap().unwrap_or(0)
-}
-
 /// A snapshot that fails in another component leaves no `fast` copies behind: the
 /// parts that were captured are released.
 #[tokio::test]
@@ -484,7 +480,7 @@ async fn a_failed_snapshot_releases_the_copies_it_made() {
     let (db, mut c) = TestDb::new("failsnap").await;
     c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
     c.query_drop("INSERT INTO t VALUES (1), (2)").await.unwrap();
-    let before = rollback_schemas(&mut c).await;
+    let before = schemas_like(&mut c, "\\_rollback\\_%").await;
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
         "{}\n[[component]]\nname = \"broken\"\ndriver = \"command\"\ncapture = [\"sh\", \"-c\", \"sleep 1; exit 3\"]\nrestore = [\"true\"]\n",
@@ -493,7 +489,11 @@ async fn a_failed_snapshot_releases_the_copies_it_made() {
     let s = stack(dir.path(), &body);
     let e = s.snapshot(SnapshotOptions::default()).await.unwrap_err();
     assert_eq!(e.component(), Some("broken"), "{e}");
-    assert_eq!(rollback_schemas(&mut c).await, before, "the snapshot and ready-copy schemas were dropped");
+    assert_eq!(
+        schemas_like(&mut c, "\\_rollback\\_%").await,
+        before,
+        "the snapshot and ready-copy schemas were dropped"
+    );
     assert!(s.list().unwrap().is_empty());
     db.drop_all().await;
 }

@@ -595,7 +595,7 @@ pub(super) async fn verify(d: &PostgresDriver, ctx: &Context, part: &Part) -> Re
 async fn hash_artifact(ctx: &Context, a: &ArtifactRef, algo: RowHash, format: DataFormat) -> Result<Vec<u64>> {
     let mut f = open_data(ctx, a, format)?;
     let a = a.clone();
-    super::super::blocking(move || {
+    crate::drivers::blocking(move || {
         let mut h = RowHasher::new(algo);
         let mut buf = vec![0u8; 1 << 20];
         loop {
