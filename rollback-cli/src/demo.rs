@@ -176,7 +176,7 @@ health = [{{ http = "{health_url}", status = 200, json = {{ status = "healthy" }
         data_impact: DataImpact::None,
         security: false,
     };
-    let a = assess(&symptoms, &Thresholds::default());
+    let a = assess(&symptoms, &Thresholds::default())?;
     say(&format!(
         "3. health: {failures}/{probes} probes failed → severity {}, decision: {} ({})",
         a.severity.as_str(),

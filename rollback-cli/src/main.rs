@@ -140,6 +140,12 @@ enum Command {
         /// Rollback id (or `latest` unfinished).
         record: String,
     },
+    /// Give up an unfinished rollback without changing anything; its record lists
+    /// what it had changed and what it left stopped.
+    Abandon {
+        /// Rollback id.
+        record: String,
+    },
     /// Past rollbacks and drills.
     History,
     /// One record.
@@ -359,7 +365,7 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
             let a = rollback_core::assess(
                 &Symptoms { error_rate, perf_degradation, latency_ms, data_impact, security },
                 &thresholds,
-            );
+            )?;
             if out.json {
                 out.json_value(&a);
             } else {
@@ -387,6 +393,11 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
             let r = load()?.resume(&record, progress(&out)).await?;
             out.record(&r);
             Ok(if r.succeeded() { 0 } else { 1 })
+        }
+        Command::Abandon { record } => {
+            let r = load()?.abandon(&record).await?;
+            out.record(&r);
+            Ok(0)
         }
         Command::History => {
             let h = load()?.history()?;

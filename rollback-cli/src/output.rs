@@ -173,7 +173,10 @@ pub fn print_check(r: &CheckReport) {
         None => println!("newest drill: none — run `rollback drill` in staging"),
     }
     for id in &r.unfinished_rollbacks {
-        println!("UNFINISHED rollback {id}: run `rollback resume {id}`");
+        println!("UNFINISHED rollback {id}: run `rollback resume {id}` (or `rollback abandon {id}`)");
+    }
+    for w in &r.warnings {
+        println!("WARNING {w}");
     }
 }
 

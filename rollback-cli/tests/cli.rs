@@ -154,10 +154,19 @@ fn killed_at_each_step_then_resumed_ends_equal_to_the_snapshot() {
         }
         child.wait().unwrap();
         if killed {
+            // What the operator sees first: `history`, and a new rollback refused.
+            let h = run(&d, &["--json", "history"]);
+            let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+            let again = run(&d, &["rollback", &snap, "--yes"]);
             let o = run(&d, &["resume", "latest", "--json"]);
             // The kill may land after the final record was written: nothing to resume then.
             if code(&o) == 0 {
                 real_kills += 1;
+                let last = h.last().expect("history lists the killed rollback");
+                assert_eq!(last["status"], "interrupted", "step {k}: {last}");
+                assert!(last["error"].as_str().unwrap().contains("rollback resume"), "{last}");
+                assert_eq!(code(&again), 3, "a new rollback over an unfinished one: {}", text(&again));
+                assert!(String::from_utf8_lossy(&again.stderr).contains("rollback resume"), "{}", text(&again));
                 let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
                 assert_eq!(rec["status"], "succeeded", "{}", text(&o));
                 assert_eq!(rec["resumed"], true);
@@ -316,5 +325,124 @@ restore = ["sh", "-c", "sleep 1.5; cat > b.txt"]
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert_eq!(std::fs::read_to_string(d.join("a.txt")).unwrap(), "a1\n");
     let o = run(&d, &["verify", &id]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+}
+
+#[test]
+fn out_of_range_values_exit_2_naming_the_key_and_never_panic() {
+    let (_t, d) = tmp();
+    let _repo = stack(&d);
+    let snap = snapshot(&d);
+    let good = std::fs::read_to_string(d.join("rollback.toml")).unwrap();
+    for (extra, key) in [
+        ("timeout = 1e30\n", "timeout"),
+        ("timeout = 1e19\n", "timeout"),
+        ("health = [{ tcp = \"127.0.0.1:1\", timeout = -1 }]\n", "timeout"),
+        ("health = [{ tcp = \"127.0.0.1:1\", timeout = 1e19 }]\n", "timeout"),
+        ("health = [{ tcp = \"127.0.0.1:1\", interval = 1e300 }]\n", "interval"),
+        ("health = [{ http = \"http://127.0.0.1:1/\", status = 70000 }]\n", "status"),
+    ] {
+        write(
+            &d.join("rollback.toml"),
+            &format!("{good}\n[[component]]\nname = \"x\"\ndriver = \"files\"\npaths = [\"config\"]\n{extra}"),
+        );
+        for args in [&["check"][..], &["rollback", &snap, "--yes"][..], &["resume", "latest"][..]] {
+            let o = run(&d, args);
+            assert_eq!(code(&o), 2, "{extra} {args:?}: {}", text(&o));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(key) && !err.contains("panicked"), "{extra}: {err}");
+        }
+    }
+    write(&d.join("rollback.toml"), &format!("[rto]\ncomplete = 1e300\n{good}"));
+    let o = run(&d, &["check"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    write(&d.join("rollback.toml"), &good);
+    for max_age in ["1e30", "-1", "NaN"] {
+        let o = run(&d, &["gc", "--max-age", max_age]);
+        assert_eq!(code(&o), 2, "{max_age}: {}", text(&o));
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+    }
+    // Nothing was changed by any of it.
+    assert_eq!(code(&run(&d, &["verify", &snap])), 0);
+}
+
+/// Runs the CLI with a failpoint armed: it aborts there, like `kill -9`.
+fn run_until_failpoint(dir: &Path, failpoint: &str, args: &[&str]) -> Output {
+    let o =
+        bin().current_dir(dir).env("ROLLBACK_FAILPOINTS", failpoint).args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(o.status.code().is_none(), "expected an abort at {failpoint}: {}", text(&o));
+    o
+}
+
+#[test]
+fn a_drill_killed_after_its_perturbation_is_listed_and_resumed() {
+    for failpoint in ["drill-journaled", "drill-perturbed"] {
+        let (_t, d) = tmp();
+        let _repo = stack(&d);
+        let before = std::fs::read_to_string(d.join("config/strategy.json")).unwrap();
+        run_until_failpoint(&d, failpoint, &["drill", "--component", "cfg"]);
+        if failpoint == "drill-perturbed" {
+            // The perturbation is in place, as a crash would leave it.
+            assert_ne!(std::fs::read_dir(d.join("config")).unwrap().count(), 1, "files drill adds a file");
+        }
+        let c = run(&d, &["--json", "check"]);
+        let c: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+        assert_eq!(c["unfinished_rollbacks"].as_array().unwrap().len(), 1, "{c}");
+        let h = run(&d, &["--json", "history"]);
+        let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+        assert_eq!((h.len(), h[0]["kind"].as_str(), h[0]["status"].as_str()), (1, Some("drill"), Some("interrupted")));
+        let o = run(&d, &["drill", "--component", "cfg"]);
+        assert_eq!(code(&o), 3, "{}", text(&o));
+        let o = run(&d, &["--json", "resume", "latest"]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        assert_eq!(std::fs::read_dir(d.join("config")).unwrap().count(), 1, "the perturbation is undone");
+        assert_eq!(std::fs::read_to_string(d.join("config/strategy.json")).unwrap(), before);
+        let c = run(&d, &["--json", "check"]);
+        let c: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+        assert!(c["unfinished_rollbacks"].as_array().unwrap().is_empty(), "{c}");
+    }
+}
+
+#[test]
+fn a_gc_killed_between_forgetting_and_releasing_is_finished_by_the_next() {
+    let (_t, d) = tmp();
+    let repo = stack(&d);
+    let first = snapshot(&d);
+    let _second = snapshot(&d);
+    let tags =
+        |repo: &git2::Repository| repo.tag_names(None).unwrap().iter().flatten().map(String::from).collect::<Vec<_>>();
+    let pinned = tags(&repo);
+    assert_eq!(pinned.len(), 2, "{pinned:?}");
+    run_until_failpoint(&d, "gc-forgotten", &["gc", "--keep", "1"]);
+    // Forgotten first: no command offers the half-released snapshot.
+    let o = run(&d, &["--json", "list"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&first), "{}", text(&o));
+    assert_eq!(code(&run(&d, &["plan", &first])), 2);
+    assert_eq!(tags(&repo).len(), 2, "killed before the release");
+    let o = run(&d, &["gc", "--keep", "5"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(tags(&repo).len(), 1, "the next gc released what the killed one forgot");
+    assert_eq!(std::fs::read_dir(d.join(".rollback/gc")).unwrap().count(), 0);
+}
+
+#[test]
+fn abandon_closes_an_unfinished_rollback_and_names_what_it_left() {
+    let (_t, d) = tmp();
+    let repo = stack(&d);
+    let snap = snapshot(&d);
+    bad_deploy(&d, &repo);
+    run_until_failpoint(&d, "step-done", &["rollback", &snap, "--yes"]);
+    let c = run(&d, &["--json", "check"]);
+    let c: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    let id = c["unfinished_rollbacks"][0].as_str().expect("one unfinished").to_string();
+    let o = run(&d, &["--json", "abandon", &id]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["status"], "failed");
+    let notes = rec["notes"].to_string();
+    assert!(notes.contains("abandoned") && notes.contains("restore started:"), "{notes}");
+    assert_eq!(code(&run(&d, &["abandon", &id])), 2, "only once");
+    // New rollbacks run again.
+    let o = run(&d, &["rollback", &snap, "--yes"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
 }

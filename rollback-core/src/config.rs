@@ -196,21 +196,42 @@ impl<'de> Deserialize<'de> for DurationValue {
         }
         match Raw::deserialize(d)? {
             Raw::S(s) => parse_duration(&s).map(DurationValue).map_err(serde::de::Error::custom),
-            Raw::N(n) if n >= 0.0 && n.is_finite() => Ok(DurationValue(Duration::from_secs_f64(n))),
-            Raw::N(n) => Err(serde::de::Error::custom(format!("`{n}` is not a duration"))),
+            Raw::N(n) => duration_from_secs(n).map(DurationValue).map_err(serde::de::Error::custom),
         }
     }
 }
 
-/// Parses `"5m"`, `"1h 30m"`, `"250ms"`, or a bare number of seconds.
+/// The longest duration any key accepts: ten years.
+///
+/// Why a bound at all: `Duration::from_secs_f64(1e30)` panics, and a timeout of
+/// `1e19` seconds loads but overflows `Instant + timeout` at the health gate (and at
+/// every `resume`). Nothing an operator means is longer than this.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A number of seconds as a duration: finite, not negative, at most [`MAX_DURATION`].
+pub fn duration_from_secs(n: f64) -> std::result::Result<Duration, String> {
+    if n.is_nan() || n < 0.0 {
+        return Err(format!("`{n}` is not a duration (it must be a number of seconds, 0 or more)"));
+    }
+    if n > MAX_DURATION.as_secs_f64() {
+        return Err(format!("`{n}` seconds is out of range (at most {} days)", MAX_DURATION.as_secs() / 86_400));
+    }
+    Ok(Duration::from_secs_f64(n))
+}
+
+/// Parses `"5m"`, `"1h 30m"`, `"250ms"`, or a bare number of seconds, at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
     if let Ok(n) = t.parse::<f64>() {
-        if n >= 0.0 && n.is_finite() {
-            return Ok(Duration::from_secs_f64(n));
-        }
+        return duration_from_secs(n).map_err(|e| e.replacen(&format!("`{n}`"), &format!("`{s}`"), 1));
     }
-    humantime::parse_duration(t).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"5m\""))
+    let d = humantime::parse_duration(t)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"5m\""))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is out of range (at most {} days)", MAX_DURATION.as_secs() / 86_400));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Deserialize)]
@@ -574,6 +595,32 @@ health = [{ tcp = "127.0.0.1:5432" }]
         let c = parse("[[component]]\nname = \"a\"\ndriver = \"git\"\nrepo = \"/x\"\nrepoo = 1\n").unwrap();
         let e = c.components[0].options.parse::<G>().unwrap_err().to_string();
         assert!(e.contains("rollback.toml:5") && e.contains("repoo"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors_naming_the_key() {
+        let comp = |extra: &str| format!("[[component]]\nname = \"a\"\ndriver = \"git\"\n{extra}\n");
+        for (text, key) in [
+            (comp("timeout = 1e30"), "`timeout`"),
+            (comp("timeout = 1e19"), "`timeout`"),
+            (comp("timeout = -1"), "`timeout`"),
+            (comp("timeout = \"1e300\""), "`timeout`"),
+            (comp("timeout = \"100000000y\""), "`timeout`"),
+            (comp("health = [{ tcp = \"127.0.0.1:1\", timeout = -1 }]"), "`health`"),
+            (comp("health = [{ tcp = \"127.0.0.1:1\", timeout = 1e19 }]"), "`health`"),
+            (comp("health = [{ tcp = \"127.0.0.1:1\", interval = 1e300 }]"), "`health`"),
+            (comp("health = [{ http = \"http://127.0.0.1:1/\", status = 70000 }]"), "`health`"),
+            (comp("health = [{ heartbeat = \"hb\", max_age = 1e300 }]"), "`health`"),
+            ("[rto]\ncomplete = 1e300\n".to_string(), "rollback.toml:2"),
+            ("[rto]\nphase = -5\n".to_string(), "rollback.toml:2"),
+        ] {
+            let e = parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
+        assert!(parse_duration("3651d").is_err());
+        assert!(duration_from_secs(f64::NAN).is_err());
+        assert!(duration_from_secs(f64::INFINITY).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// How bad an incident is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,7 +87,7 @@ pub enum DataImpact {
 
 impl std::str::FromStr for DataImpact {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "none" => Ok(DataImpact::None),
             "corruption" => Ok(DataImpact::Corruption),
@@ -146,7 +148,7 @@ impl Default for Thresholds {
 
 impl Thresholds {
     /// Checks that each ladder rises.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), String> {
         let ok = |m: f64, h: f64, c: f64| m <= h && h <= c && m >= 0.0;
         if !ok(self.error_rate_medium, self.error_rate_high, self.error_rate_critical) {
             return Err("error_rate thresholds must satisfy medium <= high <= critical".into());
@@ -181,8 +183,31 @@ fn ladder(v: f64, medium: f64, high: f64, critical: f64) -> Severity {
     }
 }
 
-/// Applies the matrix: the worst signal wins.
-pub fn assess(s: &Symptoms, t: &Thresholds) -> Assessment {
+impl Symptoms {
+    /// Refuses what no monitor should send: a rate that is not a number (a division
+    /// by zero requests), negative, or above 1; a negative or infinite latency.
+    ///
+    /// Why here: NaN compares false with every threshold, so the matrix would answer
+    /// "low, fix forward" to a monitor that has lost sight of its service.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [("error_rate", self.error_rate), ("perf_degradation", self.perf_degradation)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::config(format!("`{name}` = {v} is not a fraction between 0 and 1")));
+            }
+        }
+        if let Some(l) = self.latency_ms {
+            if !(l.is_finite() && l >= 0.0) {
+                return Err(Error::config(format!("`latency_ms` = {l} is not a latency (0 or more milliseconds)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies the matrix: the worst signal wins. Symptoms that are not numbers, or out
+/// of range, are an error ([`Symptoms::validate`]), never a quiet "low".
+pub fn assess(s: &Symptoms, t: &Thresholds) -> Result<Assessment> {
+    s.validate()?;
     let mut signals: Vec<(Severity, String)> = vec![
         (
             ladder(s.error_rate, t.error_rate_medium, t.error_rate_high, t.error_rate_critical),
@@ -208,7 +233,7 @@ pub fn assess(s: &Symptoms, t: &Thresholds) -> Assessment {
     }
     let severity = signals.iter().map(|(s, _)| *s).max().unwrap_or(Severity::Low);
     let reasons = signals.into_iter().filter(|(s, _)| *s == severity).map(|(_, r)| r).collect();
-    Assessment { severity, decision: severity.decision(), reasons }
+    Ok(Assessment { severity, decision: severity.decision(), reasons })
 }
 
 #[cfg(test)]
@@ -216,7 +241,9 @@ mod tests {
     use super::*;
 
     fn sev(e: f64, p: f64) -> Severity {
-        assess(&Symptoms { error_rate: e, perf_degradation: p, ..Default::default() }, &Thresholds::default()).severity
+        assess(&Symptoms { error_rate: e, perf_degradation: p, ..Default::default() }, &Thresholds::default())
+            .unwrap()
+            .severity
     }
 
     #[test]
@@ -232,11 +259,29 @@ mod tests {
     #[test]
     fn worst_signal_wins() {
         let t = Thresholds::default();
-        let a = assess(&Symptoms { security: true, ..Default::default() }, &t);
+        let a = assess(&Symptoms { security: true, ..Default::default() }, &t).unwrap();
         assert_eq!(a.decision, Decision::ImmediateRollback);
-        let a = assess(&Symptoms { latency_ms: Some(900.0), ..Default::default() }, &t);
+        let a = assess(&Symptoms { latency_ms: Some(900.0), ..Default::default() }, &t).unwrap();
         assert_eq!(a.severity, Severity::High);
-        let a = assess(&Symptoms { data_impact: DataImpact::Corruption, ..Default::default() }, &t);
+        let a = assess(&Symptoms { data_impact: DataImpact::Corruption, ..Default::default() }, &t).unwrap();
         assert_eq!(a.decision, Decision::Rollback);
+    }
+
+    #[test]
+    fn nonsense_symptoms_are_refused_not_rated_low() {
+        let t = Thresholds::default();
+        for s in [
+            Symptoms { error_rate: f64::NAN, ..Default::default() },
+            Symptoms { error_rate: -0.2, ..Default::default() },
+            Symptoms { error_rate: 1.5, ..Default::default() },
+            Symptoms { perf_degradation: f64::NAN, ..Default::default() },
+            Symptoms { perf_degradation: f64::NEG_INFINITY, ..Default::default() },
+            Symptoms { latency_ms: Some(f64::NAN), ..Default::default() },
+            Symptoms { latency_ms: Some(-1.0), ..Default::default() },
+            Symptoms { latency_ms: Some(f64::INFINITY), ..Default::default() },
+        ] {
+            let e = assess(&s, &t).expect_err(&format!("{s:?}"));
+            assert_eq!(e.kind(), crate::ErrorKind::ConfigInvalid);
+        }
     }
 }

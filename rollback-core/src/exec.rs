@@ -108,6 +108,70 @@ pub(crate) struct Journal {
     resumed: bool,
 }
 
+impl Journal {
+    /// A journal at its first step, nothing done yet.
+    pub(crate) fn new(
+        rollback_id: String,
+        kind: &str,
+        snap: &SnapshotManifest,
+        plan: Plan,
+        opts: &RollbackOptions,
+        stack: &Stack,
+        start_time: DateTime<Utc>,
+    ) -> Journal {
+        Journal {
+            format: 1,
+            rollback_id,
+            kind: kind.into(),
+            snapshot_id: snap.id.clone(),
+            safety_snapshot_id: None,
+            rto_target_ms: stack.rto_for(&plan.scope).as_millis() as u64,
+            step_timeout_ms: opts.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT).as_millis() as u64,
+            plan,
+            trigger: opts.trigger.clone(),
+            severity: opts.severity.clone(),
+            start_time,
+            next: 0,
+            stage: Stage::Running,
+            done: Vec::new(),
+            touched: Vec::new(),
+            stopped: Vec::new(),
+            verification: BTreeMap::new(),
+            discarded: Vec::new(),
+            notes: Vec::new(),
+            resumed: false,
+        }
+    }
+
+    pub(crate) fn rollback_id(&self) -> &str {
+        &self.rollback_id
+    }
+
+    pub(crate) fn push_note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.stage, Stage::Finished { .. })
+    }
+
+    /// Where it stands, for a person: "at step 3 of 7 (restore db)".
+    pub(crate) fn position(&self) -> String {
+        match (&self.stage, self.plan.steps.get(self.next)) {
+            (Stage::Running, Some(st)) => format!(
+                "at step {} of {} ({} {})",
+                self.next + 1,
+                self.plan.steps.len(),
+                st.action.as_str(),
+                st.component
+            ),
+            (Stage::Running, None) => "after its last step".into(),
+            (Stage::Compensating { .. }, _) => "while putting changed components back".into(),
+            (Stage::Finished { .. }, _) => "finished".into(),
+        }
+    }
+}
+
 pub(crate) struct Executor<'a> {
     stack: &'a Stack,
     events: EventSink,
@@ -205,9 +269,10 @@ impl<'a> Executor<'a> {
         mut plan: Plan,
         opts: &RollbackOptions,
         kind: &str,
+        rollback_id: Option<String>,
     ) -> Result<Record> {
         let start_time = Utc::now();
-        let rollback_id = crate::snapshot::new_id();
+        let rollback_id = rollback_id.unwrap_or_else(crate::snapshot::new_id);
         self.preflight(&snap, &plan).await?;
 
         // What the restore throws away, measured before anything changes.
@@ -244,34 +309,15 @@ impl<'a> Executor<'a> {
         }
         plan.discards = discards.clone();
 
-        let j = Journal {
-            format: 1,
-            rollback_id,
-            kind: kind.into(),
-            snapshot_id: snap.id.clone(),
-            safety_snapshot_id,
-            rto_target_ms: self.stack.rto_for(&plan.scope).as_millis() as u64,
-            step_timeout_ms: opts.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT).as_millis() as u64,
-            plan,
-            trigger: opts.trigger.clone(),
-            severity: opts.severity.clone(),
-            start_time,
-            next: 0,
-            stage: Stage::Running,
-            done: Vec::new(),
-            touched: Vec::new(),
-            stopped: Vec::new(),
-            verification: BTreeMap::new(),
-            discarded: discards,
-            notes: Vec::new(),
-            resumed: false,
-        };
+        let mut j = Journal::new(rollback_id, kind, &snap, plan, opts, self.stack, start_time);
+        j.safety_snapshot_id = safety_snapshot_id;
+        j.discarded = discards;
         self.save(&j)?;
         self.drive(j, snap).await
     }
 
     pub(crate) async fn resume(&self, mut j: Journal) -> Result<Record> {
-        if let Stage::Finished { .. } = j.stage {
+        if j.is_finished() || final_record(self.stack, &j.rollback_id).is_some() {
             return Err(Error::config(format!("rollback {} already finished; nothing to resume", j.rollback_id)));
         }
         // A rollback finished after this one was interrupted: resuming would undo it.
@@ -379,6 +425,7 @@ impl<'a> Executor<'a> {
                         if step.action == Action::Start {
                             j.stopped.retain(|c| c != &step.component);
                         }
+                        crate::failpoint::hit("step-done");
                         j.next += 1;
                     }
                     Err(e) => {
@@ -395,7 +442,12 @@ impl<'a> Executor<'a> {
                         // deploy back would not help); anything earlier is compensated.
                         j.stage =
                             Stage::Compensating { error: e.to_string(), verify_only: step.action == Action::Verify };
-                        self.save(&j)?;
+                        if let Err(we) = self.save(&j) {
+                            // Stopping here would leave the components changed so far as
+                            // they are: put them back first, and say why `resume` cannot.
+                            tracing::error!(error = %we, "cannot write the journal; compensating without it");
+                            j.notes.push(format!("the journal could not be written ({we}); compensated without it"));
+                        }
                         break;
                     }
                 }
@@ -543,6 +595,52 @@ impl<'a> Executor<'a> {
     }
 
     fn record_of(&self, j: &Journal, status: Status) -> Record {
+        record_of(j, status)
+    }
+
+    fn finish_interrupted(&self, j: Journal) -> Result<Record> {
+        let r = self.record_of(&j, Status::Interrupted);
+        self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, Status::Interrupted, e))?;
+        self.emit(Event::new("finished", "interrupted; `rollback resume` finishes it"));
+        Ok(r)
+    }
+
+    /// The error of a rollback whose record could not be written: what it changed.
+    fn unrecorded(&self, j: &Journal, status: Status, e: Error) -> Error {
+        let restored: Vec<&str> =
+            j.done.iter().filter(|s| s.action == "restore" && s.status == "ok").map(|s| s.component.as_str()).collect();
+        Error::new(
+            e.kind(),
+            format!(
+                "rollback {} ended {}, but its record could not be written ({e}); restored: {}; still stopped: {}",
+                j.rollback_id,
+                status.as_str(),
+                if restored.is_empty() { "none".to_string() } else { restored.join(", ") },
+                if j.stopped.is_empty() { "none".to_string() } else { j.stopped.join(", ") },
+            ),
+        )
+    }
+
+    fn finish(&self, mut j: Journal, status: Status) -> Result<Record> {
+        let r = self.record_of(&j, status);
+        self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, status, e))?;
+        j.stage = Stage::Finished { status };
+        if let Err(e) = self.save(&j) {
+            // The record is written and final: `resume` and `check` read it before the
+            // journal, so an unfinished journal beside it is not run again.
+            tracing::error!(error = %e, "cannot mark the journal finished; the record stands");
+        }
+        let mut e = Event::new("finished", format!("rollback {}", status.as_str()));
+        e.status = Some(status.as_str().into());
+        e.duration_ms = Some(r.duration_ms);
+        self.emit(e);
+        Ok(r)
+    }
+}
+
+/// The record of a journal's rollback as it stands.
+pub(crate) fn record_of(j: &Journal, status: Status) -> Record {
+    {
         let completion_time = Utc::now();
         let duration_ms = (completion_time - j.start_time).num_milliseconds().max(0) as u64;
         let data_loss =
@@ -576,25 +674,6 @@ impl<'a> Executor<'a> {
             notes: j.notes.clone(),
         }
     }
-
-    fn finish_interrupted(&self, j: Journal) -> Result<Record> {
-        let r = self.record_of(&j, Status::Interrupted);
-        self.stack.store().write_record(&r)?;
-        self.emit(Event::new("finished", "interrupted; `rollback resume` finishes it"));
-        Ok(r)
-    }
-
-    fn finish(&self, mut j: Journal, status: Status) -> Result<Record> {
-        let r = self.record_of(&j, status);
-        self.stack.store().write_record(&r)?;
-        j.stage = Stage::Finished { status };
-        self.save(&j)?;
-        let mut e = Event::new("finished", format!("rollback {}", status.as_str()));
-        e.status = Some(status.as_str().into());
-        e.duration_ms = Some(r.duration_ms);
-        self.emit(e);
-        Ok(r)
-    }
 }
 
 /// Loads a journal for `resume`.
@@ -611,20 +690,71 @@ pub(crate) fn load_journal(stack: &Stack, rollback_id: &str) -> Result<Journal> 
         .map_err(|e| Error::new(ErrorKind::Corrupt, format!("journal of `{rollback_id}` is unreadable")).with_source(e))
 }
 
-/// Ids of rollbacks whose journal is not finished (what `resume` can finish).
-pub(crate) fn unfinished(stack: &Stack) -> Result<Vec<(String, String, Option<String>)>> {
+/// The record of a rollback when it has a final status (not `interrupted`).
+fn final_record(stack: &Stack, rollback_id: &str) -> Option<Record> {
+    let p = stack.store().root().join("records").join(format!("{rollback_id}.json"));
+    let r: Record = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+    (r.status != Status::Interrupted).then_some(r)
+}
+
+/// Journals of rollbacks that are not finished (what `resume` can finish), oldest
+/// first. An unreadable journal is an error, not skipped: the snapshots it uses
+/// would look free to `gc`, and the components it changed would be forgotten.
+pub(crate) fn unfinished_journals(stack: &Stack) -> Result<Vec<Journal>> {
     let mut out = Vec::new();
     let dir = stack.store().root().join("journals");
     for e in std::fs::read_dir(&dir)? {
         let e = e?;
         let name = e.file_name().to_string_lossy().to_string();
         if let Some(id) = name.strip_suffix(".json") {
-            if let Ok(j) = load_journal(stack, id) {
-                if !matches!(j.stage, Stage::Finished { .. }) {
-                    out.push((j.rollback_id, j.snapshot_id, j.safety_snapshot_id));
-                }
+            // A final record closes the rollback whatever its journal says: the
+            // journal may be the write that failed.
+            if final_record(stack, id).is_some() {
+                continue;
+            }
+            let j = load_journal(stack, id).map_err(|err| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "the journal {} is unreadable ({err}); nothing that depends on knowing which rollbacks are \
+                         unfinished can run until it is repaired or moved out of the store",
+                        e.path().display()
+                    ),
+                )
+            })?;
+            if !j.is_finished() {
+                out.push(j);
             }
         }
     }
+    out.sort_by(|a, b| a.start_time.cmp(&b.start_time).then(a.rollback_id.cmp(&b.rollback_id)));
     Ok(out)
+}
+
+/// Ids of rollbacks whose journal is not finished: (rollback, snapshot, safety snapshot).
+pub(crate) fn unfinished(stack: &Stack) -> Result<Vec<(String, String, Option<String>)>> {
+    Ok(unfinished_journals(stack)?.into_iter().map(|j| (j.rollback_id, j.snapshot_id, j.safety_snapshot_id)).collect())
+}
+
+/// Gives up an unfinished rollback: its journal is closed and a `failed` record says
+/// what it had changed and what is still stopped. Nothing is put back.
+pub(crate) fn abandon(stack: &Stack, mut j: Journal) -> Result<Record> {
+    let restored: Vec<String> = j.touched.clone();
+    let stopped = j.stopped.clone();
+    let position = j.position();
+    j.notes.push(format!(
+        "abandoned by the operator {position}; left as they were — restore started: {}; still stopped: {}",
+        if restored.is_empty() { "none".into() } else { restored.join(", ") },
+        if stopped.is_empty() { "none".into() } else { stopped.join(", ") },
+    ));
+    if let Some(s) = &j.safety_snapshot_id {
+        j.notes.push(format!("the state before it is the safety snapshot {s}"));
+    }
+    let mut r = record_of(&j, Status::Failed);
+    r.error = Some(format!("abandoned {position}"));
+    stack.store().write_record(&r)?;
+    j.stage = Stage::Finished { status: Status::Failed };
+    let bytes = serde_json::to_vec_pretty(&j).map_err(|e| Error::unexpected("cannot encode journal").with_source(e))?;
+    stack.store().write_journal(&j.rollback_id, &bytes)?;
+    Ok(r)
 }

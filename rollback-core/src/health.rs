@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::parse_duration;
+use crate::config::{duration_from_secs, parse_duration};
 
 /// One health check of a component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,8 +99,10 @@ impl HealthCheck {
         let dur = |m: &mut serde_json::Map<String, serde_json::Value>, k: &str| -> Result<Option<Duration>, String> {
             match m.remove(k) {
                 None => Ok(None),
-                Some(serde_json::Value::String(s)) => parse_duration(&s).map(Some),
-                Some(serde_json::Value::Number(n)) => Ok(Some(Duration::from_secs_f64(n.as_f64().unwrap_or(0.0)))),
+                Some(serde_json::Value::String(s)) => parse_duration(&s).map(Some).map_err(|e| format!("`{k}`: {e}")),
+                Some(serde_json::Value::Number(n)) => {
+                    duration_from_secs(n.as_f64().unwrap_or(f64::NAN)).map(Some).map_err(|e| format!("`{k}`: {e}"))
+                }
                 Some(o) => Err(format!("`{k}` = {o} is not a duration")),
             }
         };
@@ -124,7 +126,10 @@ impl HealthCheck {
             if !url.starts_with("http://") {
                 return Err(format!("http check `{url}`: only http:// URLs are supported"));
             }
-            let status = uint(&mut m, "status")?.unwrap_or(200) as u16;
+            let status = match uint(&mut m, "status")?.unwrap_or(200) {
+                s @ 100..=599 => s as u16,
+                s => return Err(format!("`status` = {s} is not an HTTP status code (100 to 599)")),
+            };
             let json = match m.remove("json") {
                 None => None,
                 Some(serde_json::Value::Object(o)) => Some(o),

@@ -27,6 +27,7 @@ pub mod drivers;
 pub mod error;
 pub mod event;
 pub mod exec;
+pub mod failpoint;
 pub mod health;
 pub mod plan;
 pub mod record;

@@ -71,6 +71,10 @@ pub struct CheckReport {
     pub newest_drill: Option<(String, u64)>,
     /// Rollbacks left unfinished (resume them).
     pub unfinished_rollbacks: Vec<String>,
+    /// What an operator should fix that does not stop a rollback (a store readable
+    /// by other users).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One component's line of `check`.
@@ -155,7 +159,7 @@ impl Stack {
     }
 
     /// Applies the decision matrix with this stack's thresholds.
-    pub fn assess(&self, s: &Symptoms) -> Assessment {
+    pub fn assess(&self, s: &Symptoms) -> Result<Assessment> {
         assess(s, &self.inner.config.decision)
     }
 
@@ -350,24 +354,69 @@ impl Stack {
     }
 
     async fn rollback_kind(&self, snapshot: &str, opts: RollbackOptions, kind: &str) -> Result<Record> {
-        let _lock = self.inner.store.lock_patiently(false).await?;
+        let _lock = self.lock_exclusive().await?;
         let snap = self.resolve(snapshot)?;
-        self.run_locked(&snap, opts, kind).await
+        self.run_locked(&snap, opts, kind, None).await
+    }
+
+    /// Takes the lock for work that changes the stack: refuses while an earlier
+    /// rollback is unfinished, and clears what interrupted work left in `tmp/`.
+    ///
+    /// Why refuse: a new rollback over an unfinished one would strand it for good
+    /// (`resume` refuses once a later rollback ran; the components it stopped stay
+    /// stopped; its snapshots stay pinned). The operator finishes it or gives it up.
+    async fn lock_exclusive(&self) -> Result<crate::store::StoreLock> {
+        let lock = self.inner.store.lock_patiently(false).await?;
+        if let Some(j) = exec::unfinished_journals(self)?.into_iter().next() {
+            let id = j.rollback_id();
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "rollback {id} is unfinished (stopped {}); finish it with `rollback resume {id}`, or give it up \
+                     with `rollback abandon {id}` (its record then lists what it left changed)",
+                    j.position()
+                ),
+            ));
+        }
+        self.inner.store.clean_tmp();
+        Ok(lock)
     }
 
     /// Runs a rollback to `snap`; the caller holds the store lock.
-    async fn run_locked(&self, snap: &SnapshotManifest, opts: RollbackOptions, kind: &str) -> Result<Record> {
+    async fn run_locked(
+        &self,
+        snap: &SnapshotManifest,
+        opts: RollbackOptions,
+        kind: &str,
+        plan_and_id: Option<(Plan, String)>,
+    ) -> Result<Record> {
         let snap = snap.clone();
-        let plan = self.build_plan(&snap, &opts.scope)?;
+        let (plan, id) = match plan_and_id {
+            Some((p, id)) => (p, Some(id)),
+            None => (self.build_plan(&snap, &opts.scope)?, None),
+        };
         Executor::new(self, opts.on_event.clone(), opts.cancel.clone())
-            .run(snap, plan, &opts, kind)
+            .run(snap, plan, &opts, kind, id)
             .await
             .map_err(|e| self.redact(e))
+    }
+
+    /// Gives up an unfinished rollback without changing anything: its record
+    /// (status `failed`) lists what it had changed and what it left stopped, and new
+    /// rollbacks may run again.
+    pub async fn abandon(&self, rollback_id: &str) -> Result<Record> {
+        let _lock = self.inner.store.lock_patiently(false).await?;
+        let j = exec::load_journal(self, rollback_id)?;
+        if !exec::unfinished_journals(self)?.iter().any(|u| u.rollback_id() == j.rollback_id()) {
+            return Err(Error::config(format!("rollback {rollback_id} is finished; there is nothing to abandon")));
+        }
+        exec::abandon(self, j).map_err(|e| self.redact(e))
     }
 
     /// Finishes a rollback interrupted by a crash, kill or cancel, from its journal.
     pub async fn resume(&self, rollback_id: &str, on_event: Option<EventCallback>) -> Result<Record> {
         let _lock = self.inner.store.lock_patiently(false).await?;
+        self.inner.store.clean_tmp();
         let id = if rollback_id == "latest" {
             exec::unfinished(self)?
                 .into_iter()
@@ -436,13 +485,25 @@ impl Stack {
         }
         // One exclusive lock for the whole cycle: nothing may start between the
         // perturbation and the rollback that undoes it.
-        let _lock = self.inner.store.lock_patiently(false).await?;
+        let _lock = self.lock_exclusive().await?;
         let t = Instant::now();
         let events = EventSink::new(opts.on_event.clone());
         let snap =
             self.capture(Some("drill".into()), names.clone(), None, &events).await.map_err(|e| self.redact(e))?;
         let snapshot_ms = t.elapsed().as_millis();
         let mut notes = vec![format!("drill snapshot {} took {snapshot_ms} ms", snap.id)];
+        // The journal comes before the perturbation: a drill killed after perturbing
+        // is then an unfinished rollback to the drill snapshot, which `check` lists,
+        // `history` shows and `resume` finishes.
+        let plan = self.build_plan(&snap, &opts.scope)?;
+        let rollback_id = new_id();
+        let mut j = exec::Journal::new(rollback_id.clone(), "drill", &snap, plan.clone(), &opts, self, Utc::now());
+        j.push_note(format!("drill perturbation of {} started; `rollback resume` puts it back", names.join(", ")));
+        self.inner.store.write_journal(
+            &rollback_id,
+            &serde_json::to_vec_pretty(&j).map_err(|e| Error::unexpected("cannot encode journal").with_source(e))?,
+        )?;
+        crate::failpoint::hit("drill-journaled");
         for n in &names {
             let d = self.driver(n)?;
             if d.capability().perturb {
@@ -456,15 +517,36 @@ impl Stack {
                 notes.push(format!("{n}: driver `{}` has no drill perturbation; restored in place", d.name()));
             }
         }
-        let mut rec = self.run_locked(&snap, opts, "drill").await?;
+        crate::failpoint::hit("drill-perturbed");
+        let mut rec = self.run_locked(&snap, opts, "drill", Some((plan, rollback_id))).await?;
         rec.notes.splice(0..0, notes);
         self.inner.store.write_record(&rec)?;
         Ok(rec)
     }
 
-    /// Past records, oldest first.
+    /// Past records, oldest first. A rollback or drill that was killed before it
+    /// could write a record is listed too, as `interrupted`, with the command that
+    /// finishes it — unless a rollback is running now (it may be that one).
     pub fn history(&self) -> Result<Vec<Record>> {
-        self.inner.store.list_records()
+        let mut all = self.inner.store.list_records()?;
+        // Held exclusively by a running rollback: its journal is not a crash.
+        let Ok(_probe) = self.inner.store.lock_shared() else { return Ok(all) };
+        for j in exec::unfinished_journals(self)? {
+            if all.iter().any(|r| r.rollback_id == j.rollback_id()) {
+                continue;
+            }
+            let mut r = exec::record_of(&j, Status::Interrupted);
+            r.completion_time = r.start_time;
+            r.duration_ms = 0;
+            r.error = Some(format!(
+                "interrupted {} with no record (the process was killed); `rollback resume {}` finishes it",
+                j.position(),
+                j.rollback_id()
+            ));
+            all.push(r);
+        }
+        all.sort_by(|a, b| a.start_time.cmp(&b.start_time).then(a.rollback_id.cmp(&b.rollback_id)));
+        Ok(all)
     }
 
     /// One record by id, prefix, `latest`, or path.
@@ -499,20 +581,32 @@ impl Stack {
             .rfind(|r| r.kind == "drill")
             .map(|r| (r.rollback_id.clone(), age(r.completion_time)));
         let unfinished_rollbacks = exec::unfinished(self)?.into_iter().map(|(id, _, _)| id).collect();
+        let warnings = self.inner.store.permission_warnings(5);
         Ok(CheckReport {
             ok: components.values().all(|c| c.ok),
             components,
             newest_snapshot,
             newest_drill,
             unfinished_rollbacks,
+            warnings,
         })
     }
 
     /// Retention: removes snapshots beyond the newest `keep` and older than `max_age`
     /// (both, when both are given). Never removes the newest snapshot, the last good
     /// one, nor one an unfinished rollback uses.
+    ///
+    /// Safety snapshots follow the same limits, counted among themselves: with
+    /// `keep = N` the safety snapshots of the newest N rollbacks stay.
+    ///
+    /// A snapshot is forgotten before what it pinned is released: its manifest moves
+    /// to `gc/` (so no rollback can pick a half-released snapshot), then tags and
+    /// server-side copies are released, then the entry goes. A gc killed in between
+    /// is finished by the next one.
     pub async fn gc(&self, keep: Option<usize>, max_age: Option<Duration>) -> Result<GcReport> {
         let _lock = self.inner.store.lock_patiently(false).await?;
+        self.inner.store.clean_tmp();
+        self.finish_releases().await?;
         let mut in_use: std::collections::BTreeSet<String> = Default::default();
         for (_, snap, safety) in exec::unfinished(self)? {
             in_use.insert(snap);
@@ -525,12 +619,12 @@ impl Stack {
         let mut removed = Vec::new();
         let mut kept = Vec::new();
         let mut regular_seen = 0usize;
+        let mut safety_seen = 0usize;
         for s in snaps {
             let regular = s.safety_for.is_none();
-            if regular {
-                regular_seen += 1;
-            }
-            let beyond_keep = keep.map(|k| regular && regular_seen > k.max(1));
+            let seen = if regular { &mut regular_seen } else { &mut safety_seen };
+            *seen += 1;
+            let beyond_keep = keep.map(|k| *seen > k.max(1));
             let too_old = max_age.map(|m| (now - s.created_at).to_std().unwrap_or_default() > m);
             // Both limits given: a snapshot goes only when it is beyond both.
             let expired = match (beyond_keep, too_old) {
@@ -543,14 +637,9 @@ impl Stack {
                 (regular && regular_seen == 1) || last_good.as_deref() == Some(s.id.as_str()) || in_use.contains(&s.id);
             let remove = expired && !protected;
             if remove {
-                for p in &s.parts {
-                    if let Ok(d) = self.driver(&p.component) {
-                        if let Err(e) = d.release(&self.context(&p.component, &s.id), p).await {
-                            tracing::warn!(component = %p.component, error = %e, "could not release snapshot resources");
-                        }
-                    }
-                }
-                self.inner.store.delete_snapshot(&s.id)?;
+                self.inner.store.forget_snapshot(&s.id)?;
+                crate::failpoint::hit("gc-forgotten");
+                self.release_forgotten(&s).await?;
                 removed.push(s.id);
             } else {
                 kept.push(s.id);
@@ -558,6 +647,28 @@ impl Stack {
         }
         let (freed_files, freed_bytes) = self.inner.store.sweep_objects()?;
         Ok(GcReport { removed, kept, freed_files, freed_bytes })
+    }
+
+    /// Releases what a forgotten snapshot pinned (tags, spare copies), then drops
+    /// its entry in `gc/`.
+    async fn release_forgotten(&self, s: &SnapshotManifest) -> Result<()> {
+        for p in &s.parts {
+            if let Ok(d) = self.driver(&p.component) {
+                if let Err(e) = d.release(&self.context(&p.component, &s.id), p).await {
+                    tracing::warn!(component = %p.component, error = %e, "could not release snapshot resources");
+                }
+            }
+        }
+        self.inner.store.drop_forgotten(&s.id)
+    }
+
+    /// Finishes the releases of a gc that was killed after forgetting snapshots.
+    async fn finish_releases(&self) -> Result<()> {
+        for s in self.inner.store.list_forgotten()? {
+            tracing::info!(snapshot = %s.id, "finishing the release of a snapshot an interrupted gc forgot");
+            self.release_forgotten(&s).await?;
+        }
+        Ok(())
     }
 }
 

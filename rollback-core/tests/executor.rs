@@ -478,3 +478,107 @@ async fn a_restore_still_running_after_the_wait_is_not_raced() {
     assert!(how.contains(&format!("rollback rollback {safety} --component slow")), "names the way back: {how}");
     assert_eq!(std::fs::read_to_string(d.join("log")).unwrap(), "start v1\n", "no second restore beside the first");
 }
+
+#[tokio::test]
+async fn a_new_rollback_over_an_unfinished_one_is_refused_until_resumed_or_abandoned() {
+    let (_t, d) = tmp();
+    let repo = three(&d);
+    let s = stack(&d, THREE);
+    let snap = common::snap(&s).await;
+    bad_deploy(&d, &repo);
+    let token = rollback_core::CancelToken::new();
+    let t2 = token.clone();
+    let on_event: rollback_core::EventCallback = Arc::new(move |e: &Event| {
+        if e.kind == "step_finished" {
+            t2.cancel();
+        }
+    });
+    let r = s
+        .rollback(&snap.id, RollbackOptions { cancel: token, on_event: Some(on_event), ..opts(Scope::Complete) })
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Interrupted);
+    let e = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+    let m = e.to_string();
+    assert!(m.contains(&format!("rollback resume {}", r.rollback_id)) && m.contains("abandon"), "{m}");
+    let e = s.drill(opts(Scope::Complete)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+
+    let a = s.abandon(&r.rollback_id).await.unwrap();
+    assert_eq!(a.status, Status::Failed);
+    assert!(a.notes.iter().any(|n| n.contains("abandoned") && n.contains("restore started: engine")), "{:?}", a.notes);
+    assert!(s.check().await.unwrap().unfinished_rollbacks.is_empty());
+    assert_eq!(s.history().unwrap().last().unwrap().status, Status::Failed);
+    assert_eq!(s.abandon(&r.rollback_id).await.unwrap_err().kind(), ErrorKind::ConfigInvalid);
+    let done = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(done.status, Status::Succeeded, "{}", done.to_json());
+}
+
+#[tokio::test]
+async fn a_journal_that_cannot_be_written_still_compensates() {
+    let (_t, d) = tmp();
+    write(&d.join("config/a.json"), "good\n");
+    write(&d.join("flag"), "ok\n");
+    // cfg (phase 2) is restored first; svc's restore then makes the journal
+    // unwritable (a directory where the file goes: even root cannot rename over it)
+    // and fails.
+    let toml = r#"
+[[component]]
+name = "svc"
+driver = "command"
+phase = 1
+capture = ["cat", "flag"]
+restore = ["sh", "-c", "if grep -q ok \"$ROLLBACK_STATE_FILE\"; then for j in .rollback/journals/*.json; do rm \"$j\"; mkdir -p \"$j/full\"; done; echo 'disk full' >&2; exit 1; fi; cp \"$ROLLBACK_STATE_FILE\" flag"]
+
+[[component]]
+name = "cfg"
+driver = "files"
+paths = ["config"]
+phase = 2
+"#;
+    let s = stack(&d, toml);
+    let snap = common::snap(&s).await;
+    write(&d.join("config/a.json"), "new deploy\n");
+    write(&d.join("flag"), "new\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.expect("a record, not an I/O error");
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert_eq!(std::fs::read_to_string(d.join("config/a.json")).unwrap(), "new deploy\n", "cfg was put back");
+    assert!(r.notes.iter().any(|n| n.contains("journal could not be written")), "{:?}", r.notes);
+    // The record is final: nothing is listed as unfinished, nothing blocks the next rollback.
+    assert!(s.check().await.unwrap().unfinished_rollbacks.is_empty());
+    assert_eq!(s.history().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn gc_keeps_safety_snapshots_to_the_same_limit() {
+    let (_t, d) = tmp();
+    write(&d.join("config/a.json"), "v1\n");
+    let s = stack(&d, "[[component]]\nname = \"cfg\"\ndriver = \"files\"\npaths = [\"config\"]\n");
+    let snap = common::snap(&s).await;
+    let mut safeties = Vec::new();
+    for v in ["v2", "v3", "v4"] {
+        write(&d.join("config/a.json"), &format!("{v}\n"));
+        let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+        safeties.push(r.safety_snapshot_id.unwrap());
+    }
+    let r = s.gc(Some(1), None).await.unwrap();
+    let left: Vec<String> = s.list().unwrap().into_iter().filter(|m| m.safety_for.is_some()).map(|m| m.id).collect();
+    assert_eq!(left, vec![safeties[2].clone()], "{r:?}");
+    assert!(r.removed.contains(&safeties[0]) && r.removed.contains(&safeties[1]));
+    assert!(r.kept.contains(&snap.id));
+}
+
+#[tokio::test]
+async fn an_unreadable_journal_is_an_error_not_a_free_pass_for_gc() {
+    let (_t, d) = tmp();
+    write(&d.join("config/a.json"), "v1\n");
+    let s = stack(&d, "[[component]]\nname = \"cfg\"\ndriver = \"files\"\npaths = [\"config\"]\n");
+    let old = common::snap(&s).await;
+    let _new = common::snap(&s).await;
+    write(&s.store().root().join("journals/20260101T000000000Z-abcdef.json"), "{ torn");
+    let e = s.gc(Some(1), None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("20260101T000000000Z-abcdef"), "{e}");
+    assert!(s.resolve(&old.id).is_ok(), "nothing was removed");
+}

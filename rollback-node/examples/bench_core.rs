@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             data_impact: DataImpact::None,
             security: false,
         };
-        black_box(assess(&s, &Thresholds::default()));
+        black_box(assess(&s, &Thresholds::default()).expect("valid symptoms"));
     }
     let assess_ns = t.elapsed().as_nanos() as f64 / calls.max(1) as f64;
 

@@ -105,7 +105,9 @@ fn rollback_options(o: RollbackOptions) -> Result<rb::RollbackOptions> {
         Some(ms) if !(ms.is_finite() && ms > 0.0) => {
             return Err(config_error("stepTimeoutMs must be a positive number"))
         }
-        Some(ms) => Some(std::time::Duration::from_secs_f64(ms / 1000.0)),
+        Some(ms) => {
+            Some(rb::config::duration_from_secs(ms / 1000.0).map_err(|e| config_error(format!("stepTimeoutMs: {e}")))?)
+        }
         None => None,
     };
     Ok(rb::RollbackOptions {
@@ -145,7 +147,7 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
 /// Applies the decision matrix with the default thresholds (SPEC §7). Synchronous.
 #[napi(js_name = "assess")]
 pub fn assess_symptoms(symptoms: Symptoms) -> Result<Assessment> {
-    Ok(Assessment::from(rb::assess(&symptoms.try_into()?, &rb::Thresholds::default())))
+    Ok(Assessment::from(rb::assess(&symptoms.try_into()?, &rb::Thresholds::default()).map_err(to_napi)?))
 }
 
 /// A stack: the components of `rollback.toml` (or built in code), their drivers and
@@ -200,7 +202,7 @@ impl Stack {
     /// Applies the decision matrix with this stack's `[decision]` thresholds. Synchronous.
     #[napi]
     pub fn assess(&self, symptoms: Symptoms) -> Result<Assessment> {
-        Ok(Assessment::from(self.inner.assess(&symptoms.try_into()?)))
+        Ok(Assessment::from(self.inner.assess(&symptoms.try_into()?).map_err(to_napi)?))
     }
 
     /// Captures the components (all unless `components` is given).

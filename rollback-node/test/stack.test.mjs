@@ -41,6 +41,11 @@ test('assess applies the decision matrix synchronously', () => {
   assert.equal(assess({ errorRate: 0, perfDegradation: 0, dataImpact: 'loss' }).severity, 'critical')
   assert.throws(() => assess({ errorRate: 0, perfDegradation: 0, dataImpact: 'meh' }), (e) => e.code === 'CONFIG')
   assert.throws(() => assess({ errorRate: 'high', perfDegradation: 0 }), (e) => e.code === 'CONFIG')
+  // A monitor that divided by zero requests must hear an error, not "fix forward".
+  for (const bad of [{ errorRate: NaN, perfDegradation: 0 }, { errorRate: -0.1, perfDegradation: 0 },
+    { errorRate: 0, perfDegradation: Infinity }, { errorRate: 0, perfDegradation: 0, latencyMs: NaN }]) {
+    assert.throws(() => assess(bad), (e) => e.code === 'CONFIG', JSON.stringify(bad))
+  }
 })
 
 test('a stack uses its own [decision] thresholds', (t) => {
@@ -106,6 +111,9 @@ test('bad input and missing things reject with codes', async (t) => {
   await rejectsWith(stack.snapshot({ components: ['nope'] }), 'NOT_FOUND')
   await rejectsWith(stack.gc({ maxAge: 'forever' }), 'CONFIG')
   await rejectsWith(stack.report('latest', 'pdf'), 'CONFIG')
+  // Huge numbers are CONFIG errors, never "Panic in async function" without a code.
+  await rejectsWith(stack.rollback(snap.id, { stepTimeoutMs: 1e300 }), 'CONFIG')
+  await rejectsWith(stack.gc({ maxAge: '1e300' }), 'CONFIG')
   // The stack of the rejection points at the caller, not at the binding.
   await assert.rejects(stack.verify('no-such-snapshot'), (e) => e.stack.includes('stack.test.mjs'))
 })

@@ -67,7 +67,7 @@ fn seconds(py: Python<'_>, what: &str, v: Option<f64>) -> PyResult<Option<Durati
         Some(s) if !(s.is_finite() && s > 0.0) => {
             Err(config(py, format!("{what} must be a positive number of seconds")))
         }
-        Some(s) => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => rb::config::duration_from_secs(s).map(Some).map_err(|e| config(py, format!("{what}: {e}"))),
         None => Ok(None),
     }
 }
@@ -116,7 +116,7 @@ fn assess(
     security: bool,
 ) -> PyResult<Assessment> {
     let s = symptoms(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
-    Ok(rb::assess(&s, &rb::Thresholds::default()).into())
+    Ok(ok_or_raise(py, rb::assess(&s, &rb::Thresholds::default()))?.into())
 }
 
 fn ok_or_raise<T>(py: Python<'_>, r: rb::Result<T>) -> PyResult<T> {
@@ -337,7 +337,7 @@ impl Stack {
         security: bool,
     ) -> PyResult<Assessment> {
         let s = symptoms(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
-        Ok(self.inner.assess(&s).into())
+        Ok(ok_or_raise(py, self.inner.assess(&s))?.into())
     }
 
     /// Captures the components (all unless `components` is given) and returns the

@@ -348,6 +348,24 @@ def test_assess_matrix():
         rollback.assess(data_impact="meh")
     with pytest.raises(TypeError):
         rollback.assess(0.3, 0.5)
+    # A monitor that divided by zero requests must hear an error, not "fix forward".
+    for bad in (dict(error_rate=float("nan")), dict(error_rate=-0.1), dict(perf_degradation=float("inf")),
+                dict(latency_ms=float("nan")), dict(latency_ms=-5.0)):
+        with pytest.raises(rollback.ConfigError):
+            rollback.assess(**bad)
+
+
+def test_huge_durations_are_config_errors_not_panics(basic):
+    stack = rollback.Stack.load(basic.config)
+    snap = stack.snapshot()
+    # PanicException is not an Exception subclass: `except Exception` would miss it.
+    for kw in (dict(step_timeout=1e300), dict(step_timeout=float("nan"))):
+        with pytest.raises(rollback.ConfigError, match="step_timeout"):
+            stack.rollback(snap.id, **kw)
+    with pytest.raises(rollback.ConfigError, match="max_age"):
+        stack.gc(max_age=1e300)
+    with pytest.raises(rollback.ConfigError):
+        stack.assess(error_rate=float("nan"))
 
 
 def test_stack_thresholds(tmp_path):

@@ -24,8 +24,15 @@ impl StoreLock {
     }
 
     fn take(path: &Path, shared: bool) -> Result<StoreLock> {
-        let mut f =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(Error::from)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(Error::from)?;
         let r = if shared { f.try_lock_shared() } else { f.try_lock() };
         match r {
             Ok(()) => {}

@@ -45,13 +45,78 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating when missing) the store at `root`.
+    ///
+    /// Directories are created 0700 and files 0600 whatever the umask: the store
+    /// holds copies of `.env` files, database dumps and container environments.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        for d in ["objects", "snapshots", "journals", "records", "tmp"] {
-            fs::create_dir_all(root.join(d))
+        create_private_dir(&root).ctx(|| format!("cannot create store directory {}", root.display()))?;
+        for d in ["objects", "snapshots", "journals", "records", "tmp", "gc"] {
+            create_private_dir(&root.join(d))
                 .ctx(|| format!("cannot create store directory {}", root.join(d).display()))?;
         }
         Ok(Store { root })
+    }
+
+    /// What in the store other local users can read or write (for `check`): its
+    /// directories and files should be 0700 and 0600. At most `limit` paths are named.
+    pub fn permission_warnings(&self, limit: usize) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut wide = Vec::new();
+        let mut count = 0usize;
+        let mut stack = vec![self.root.clone()];
+        while let Some(p) = stack.pop() {
+            let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 && p.file_name().is_none_or(|n| n != "lock") {
+                count += 1;
+                if wide.len() < limit {
+                    wide.push(format!("{} is mode {mode:04o}", p.display()));
+                }
+            }
+            if meta.is_dir() {
+                if let Ok(rd) = fs::read_dir(&p) {
+                    stack.extend(rd.flatten().map(|e| e.path()));
+                }
+            }
+        }
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut out = vec![format!(
+            "{count} path{} in the store {} readable or writable by other users (it holds secrets); \
+             fix with `chmod -R go-rwx {}`",
+            if count == 1 { "" } else { "s" },
+            if count == 1 { "is" } else { "are" },
+            self.root.display()
+        )];
+        out.extend(wide);
+        out
+    }
+
+    /// Removes what interrupted work left in `tmp/` (a snapshot killed mid-write,
+    /// a command's copy of its state). Call only under the exclusive lock: snapshots,
+    /// which write there, hold the lock shared.
+    pub(crate) fn clean_tmp(&self) -> (usize, u64) {
+        let (mut n, mut bytes) = (0, 0);
+        let Ok(rd) = fs::read_dir(self.tmp_dir()) else { return (0, 0) };
+        for e in rd.flatten() {
+            let p = e.path();
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&p).is_ok()
+            } else {
+                fs::remove_file(&p).is_ok()
+            };
+            if removed {
+                n += 1;
+                bytes += size;
+            }
+        }
+        if n > 0 {
+            tracing::info!(files = n, bytes, "removed leftovers of interrupted work from the store's tmp/");
+        }
+        (n, bytes)
     }
 
     /// The store's directory.
@@ -200,8 +265,9 @@ impl Store {
             ErrorKind::Locked => Error::new(ErrorKind::Unexpected, format!("snapshot `{}` already exists", m.id)),
             _ => e,
         })?;
-        // Read-only on disk as a reminder; the store never rewrites it.
-        let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o444));
+        // Read-only on disk as a reminder; the store never rewrites it. Owner only:
+        // a manifest's state may name hosts, users and paths.
+        let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o400));
         Ok(())
     }
 
@@ -268,10 +334,43 @@ impl Store {
         }
     }
 
-    /// Deletes a manifest (gc). Artifacts are collected separately.
-    pub(crate) fn delete_snapshot(&self, id: &str) -> Result<()> {
+    /// Forgets a manifest (gc): it moves to `gc/`, where no listing sees it, until
+    /// [`Store::drop_forgotten`] once what it pinned is released. Its artifacts are
+    /// collected separately.
+    pub(crate) fn forget_snapshot(&self, id: &str) -> Result<()> {
         let p = self.snapshot_path(id)?;
-        fs::remove_file(&p).ctx(|| format!("cannot delete {}", p.display()))
+        let to = self.root.join("gc").join(format!("{id}.json"));
+        create_private_dir(&self.root.join("gc"))?;
+        fs::rename(&p, &to).ctx(|| format!("cannot move {} aside", p.display()))?;
+        sync_dir(&to);
+        sync_dir(&p);
+        Ok(())
+    }
+
+    /// Snapshots forgotten by a gc whose releases have not finished.
+    pub(crate) fn list_forgotten(&self) -> Result<Vec<SnapshotManifest>> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(self.root.join("gc")) else { return Ok(out) };
+        for e in rd {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let data = fs::read(&p).ctx(|| format!("cannot read {}", p.display()))?;
+                out.push(serde_json::from_slice(&data).map_err(|e| {
+                    Error::new(ErrorKind::Corrupt, format!("{} is unreadable", p.display())).with_source(e)
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops a forgotten snapshot's entry once what it pinned is released.
+    pub(crate) fn drop_forgotten(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let p = self.root.join("gc").join(format!("{id}.json"));
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::from(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Deletes artifacts no manifest references; returns (files, bytes) freed.
@@ -291,6 +390,8 @@ impl Store {
                 })?);
             }
         }
+        // A forgotten snapshot's release may still need its artifacts.
+        manifests.extend(self.list_forgotten()?);
         for s in manifests {
             for p in &s.parts {
                 for a in &p.artifacts {
@@ -423,8 +524,11 @@ impl ArtifactWriter {
         let dest = store.object_path(&sha);
         // Always rename over: an object already there may be the corrupted copy a
         // new snapshot must not silently share.
-        fs::create_dir_all(dest.parent().unwrap_or(store.root()))?;
+        create_private_dir(dest.parent().unwrap_or(store.root()))?;
         fs::rename(&tmp, &dest).ctx(|| format!("cannot move artifact into {}", dest.display()))?;
+        // The rename is durable only once its directory is: a crash could otherwise
+        // lose an artifact that a manifest written after it already names.
+        sync_dir(&dest);
         Ok(ArtifactRef { name, sha256: sha, size })
     }
 }
@@ -454,11 +558,20 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
+/// `mkdir -p` whose new directories are 0700 whatever the umask.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 fn tempfile_in(dir: &Path) -> Result<(File, PathBuf)> {
-    fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    create_private_dir(dir).ctx(|| format!("cannot create {}", dir.display()))?;
     for _ in 0..16 {
         let p = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        // 0600 from the start (not chmod after): nothing is ever readable by others,
+        // not even for a moment, and the mode survives the rename into place.
+        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p) {
             Ok(f) => return Ok((f, p)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::from(e)),
@@ -526,6 +639,51 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         fs::remove_file(&p).unwrap();
         assert_eq!(s.check_artifact(&a).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_store_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("store");
+        // The umask is process-wide; this test only sets the common default, which
+        // no other test depends on.
+        let old = set_umask(0o022);
+        let s = Store::open(&root).unwrap();
+        let a = s.put_bytes("env", b"SECRET=1").unwrap();
+        s.write_journal("r1", b"{}").unwrap();
+        set_umask(old);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for dir in ["", "objects", "snapshots", "journals", "records", "tmp"] {
+            assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
+        }
+        let obj = s.artifact_path(&a).unwrap();
+        assert_eq!(mode(&obj), 0o600);
+        assert_eq!(mode(obj.parent().unwrap()), 0o700);
+        assert_eq!(mode(&s.journal_path("r1").unwrap()), 0o600);
+        assert!(s.permission_warnings(5).is_empty(), "{:?}", s.permission_warnings(5));
+        // A store made by an older build, or by hand, is reported.
+        fs::set_permissions(&obj, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(root.join("records"), fs::Permissions::from_mode(0o755)).unwrap();
+        let w = s.permission_warnings(5);
+        assert!(w[0].starts_with("2 paths") && w[0].contains("chmod -R go-rwx"), "{w:?}");
+    }
+
+    /// Sets the process umask, returning the old one.
+    #[allow(unsafe_code)]
+    fn set_umask(mask: u32) -> u32 {
+        // SAFETY: umask(2) cannot fail and touches no memory.
+        unsafe { libc::umask(mask as libc::mode_t) as u32 }
+    }
+
+    #[test]
+    fn tmp_leftovers_are_cleaned() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        fs::write(s.tmp_dir().join(".tmp-0123456789abcdef"), vec![0u8; 4096]).unwrap();
+        fs::write(s.tmp_dir().join("state-0123456789abcdef"), b"x").unwrap();
+        assert_eq!(s.clean_tmp(), (2, 4097));
         assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 
