@@ -58,13 +58,13 @@ impl Scope {
                 if phases.is_empty() {
                     return Err(Error::config("level `phase` needs at least one --phase N"));
                 }
-                Ok(Scope::Phase { phases })
+                Ok(Scope::Phase { phases: dedup(&phases) })
             }
             "component" => {
                 if components.is_empty() {
                     return Err(Error::config("level `component` needs at least one --component NAME"));
                 }
-                Ok(Scope::Component { components })
+                Ok(Scope::Component { components: dedup(&components) })
             }
             other => Err(Error::config(format!("level `{other}` is not one of complete, phase, component"))),
         }
@@ -211,6 +211,19 @@ pub(crate) fn fmt_ms(ms: u64) -> String {
     }
 }
 
+/// The names in their first order, each once. A component named twice
+/// (`--component db --component db`) is one component: planned twice, two captures
+/// of a `fast` database would collide and drop a kept copy.
+pub(crate) fn dedup<T: Clone + PartialEq>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for i in items {
+        if !out.contains(i) {
+            out.push(i.clone());
+        }
+    }
+    out
+}
+
 /// The components a scope selects from a snapshot, validated.
 pub(crate) fn select(scope: &Scope, snap: &SnapshotManifest, cfg: &StackConfig) -> Result<Vec<String>> {
     let names: Vec<String> = match scope {
@@ -238,7 +251,7 @@ pub(crate) fn select(scope: &Scope, snap: &SnapshotManifest, cfg: &StackConfig) 
                     )));
                 }
             }
-            components.clone()
+            dedup(components)
         }
     };
     for n in &names {

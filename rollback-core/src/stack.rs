@@ -171,7 +171,7 @@ impl Stack {
             for c in &opts.components {
                 self.inner.config.component(c)?;
             }
-            opts.components.clone()
+            plan::dedup(&opts.components)
         };
         if let Some(l) = &opts.label {
             if l.len() > 200 || l.chars().any(char::is_control) {
@@ -475,7 +475,7 @@ impl Stack {
                 .filter(|c| phases.contains(&c.phase))
                 .map(|c| c.name.clone())
                 .collect(),
-            Scope::Component { components } => components.clone(),
+            Scope::Component { components } => plan::dedup(components),
         };
         if names.is_empty() {
             return Err(Error::config("the drill's scope selects no component"));

@@ -582,3 +582,26 @@ async fn an_unreadable_journal_is_an_error_not_a_free_pass_for_gc() {
     assert!(e.to_string().contains("20260101T000000000Z-abcdef"), "{e}");
     assert!(s.resolve(&old.id).is_ok(), "nothing was removed");
 }
+
+#[tokio::test]
+async fn a_component_named_twice_is_planned_captured_and_drilled_once() {
+    let (_t, d) = tmp();
+    let repo = three(&d);
+    let s = stack(&d, THREE);
+    let twice = vec!["cfg".to_string(), "cfg".to_string()];
+    let snap =
+        s.snapshot(rollback_core::SnapshotOptions { components: twice.clone(), ..Default::default() }).await.unwrap();
+    assert_eq!(snap.parts.len(), 1);
+    bad_deploy(&d, &repo);
+    let scope = Scope::Component { components: twice.clone() };
+    let p = s.plan(&snap.id, &scope).await.unwrap();
+    assert_eq!(p.components, vec!["cfg".to_string()]);
+    assert_eq!(p.steps.iter().filter(|st| st.action == Action::Restore).count(), 1, "{}", p);
+    let from_words = Scope::from_parts(None, vec![], twice.clone()).unwrap();
+    assert_eq!(from_words, Scope::Component { components: vec!["cfg".into()] });
+    let r = s.rollback(&snap.id, opts(scope.clone())).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(r.steps.iter().filter(|st| st.action == "restore").count(), 1);
+    let r = s.drill(opts(scope)).await.unwrap();
+    assert_eq!(r.steps.iter().filter(|st| st.action == "restore").count(), 1, "{}", r.to_json());
+}
