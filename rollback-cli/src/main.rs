@@ -167,6 +167,12 @@ enum Command {
     },
     /// Preflight: config valid, every driver reachable, age of the newest snapshot and drill.
     Check,
+    /// Probe each component's health checks once; exit 0 when all pass.
+    Health {
+        /// Only this component (repeatable).
+        #[arg(long = "component")]
+        components: Vec<String>,
+    },
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -438,6 +444,23 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
                 }
             }
             Ok(0)
+        }
+        Command::Health { components } => {
+            let h = load()?.health(&components).await?;
+            let ok = h.values().flatten().all(|r| r.ok);
+            if out.json {
+                out.json_value(&h);
+            } else {
+                for (c, results) in &h {
+                    if results.is_empty() {
+                        println!("     {c}: no health checks");
+                    }
+                    for r in results {
+                        println!("{} {c}: {} — {}", if r.ok { "ok  " } else { "FAIL" }, r.check, r.detail);
+                    }
+                }
+            }
+            Ok(if ok { 0 } else { 1 })
         }
         Command::Check => {
             let r = load()?.check().await?;

@@ -173,7 +173,7 @@ impl HealthCheck {
     /// A short description for plans and records.
     pub fn describe(&self) -> String {
         match &self.kind {
-            HealthKind::Http { url, status, .. } => format!("http {url} → {status}"),
+            HealthKind::Http { url, status, .. } => format!("http {} → {status}", redact_userinfo(url)),
             HealthKind::Tcp { addr } => format!("tcp {addr}"),
             HealthKind::Heartbeat { file, max_age } => {
                 format!("heartbeat {} < {}", file.display(), humantime::format_duration(*max_age))
@@ -185,9 +185,13 @@ impl HealthCheck {
         }
     }
 
-    /// Tries once.
+    /// Tries once, for at most the check's `timeout`.
+    ///
+    /// One try may take the whole timeout: a check that answers in 12 s with
+    /// `timeout = "30s"` passes (a fixed cap per try would fail it every time, and the
+    /// health gate would then undo a good restore).
     pub async fn probe(&self, base_dir: &std::path::Path) -> HealthResult {
-        let per_try = self.timeout.clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let per_try = self.timeout.max(Duration::from_millis(100));
         let r = tokio::time::timeout(per_try, self.probe_inner(base_dir)).await;
         let (ok, detail) = match r {
             Ok(Ok(d)) => (true, d),
@@ -197,13 +201,14 @@ impl HealthCheck {
         HealthResult { check: self.describe(), ok, detail }
     }
 
-    /// Tries until it passes or the timeout runs out.
+    /// Tries until it passes or the timeout runs out; each try gets what is left.
     pub async fn wait(&self, base_dir: &std::path::Path) -> HealthResult {
         let deadline = Instant::now() + self.timeout;
         loop {
-            let r = self.probe(base_dir).await;
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+            let r = HealthCheck { timeout: left, ..self.clone() }.probe(base_dir).await;
             if r.ok || Instant::now() + self.interval > deadline {
-                return r;
+                return HealthResult { check: self.describe(), ..r };
             }
             tokio::time::sleep(self.interval).await;
         }
@@ -235,7 +240,19 @@ impl HealthCheck {
             HealthKind::Heartbeat { file, max_age } => {
                 let p = base_dir.join(file);
                 let meta = tokio::fs::metadata(&p).await.map_err(|e| format!("{}: {e}", p.display()))?;
-                let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+                let modified = meta.modified().map_err(|e| format!("{}: {e}", p.display()))?;
+                // A beat from the future proves nothing (a clock step, a touch -d): a
+                // writer that has stopped would look alive until that time comes.
+                let age = match modified.elapsed() {
+                    Ok(age) => age,
+                    Err(e) if e.duration() <= Duration::from_secs(1) => Duration::ZERO,
+                    Err(e) => {
+                        return Err(format!(
+                            "last beat is {} in the future: the clock or the file is wrong",
+                            humantime::format_duration(trunc(e.duration()))
+                        ))
+                    }
+                };
                 if age > *max_age {
                     Err(format!("last beat {} ago", humantime::format_duration(trunc(age))))
                 } else {
@@ -243,19 +260,25 @@ impl HealthCheck {
                 }
             }
             HealthKind::Command { argv } => {
-                let out = tokio::process::Command::new(&argv[0])
+                // stdout is not read at all, and of stderr only the end is kept: a check
+                // that prints a gigabyte must not take a gigabyte, nor put it into the
+                // snapshot manifest and the record.
+                let mut child = tokio::process::Command::new(&argv[0])
                     .args(&argv[1..])
                     .current_dir(base_dir)
                     .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
                     .kill_on_drop(true)
-                    .output()
-                    .await
+                    .spawn()
                     .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))?;
-                if out.status.success() {
+                let stderr = child.stderr.take().expect("piped");
+                let (status, tail) = tokio::join!(child.wait(), read_tail_of(stderr, DETAIL_LIMIT));
+                let status = status.map_err(|e| format!("`{}`: {e}", argv[0]))?;
+                if status.success() {
                     Ok("exit 0".into())
                 } else {
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    Err(format!("{} {}", out.status, err.trim()).trim().to_string())
+                    Err(format!("{status} {}", tail.trim()).trim().to_string())
                 }
             }
             HealthKind::LogErrors { file, regex, max, lines } => {
@@ -271,6 +294,101 @@ impl HealthCheck {
             }
         }
     }
+}
+
+/// The most of a check's own output that goes into its detail.
+const DETAIL_LIMIT: usize = 2048;
+
+/// Reads `r` to its end and keeps the last `limit` bytes, decoded leniently.
+async fn read_tail_of(mut r: impl tokio::io::AsyncRead + Unpin, limit: usize) -> String {
+    let mut keep: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(limit);
+    let mut buf = [0u8; 8192];
+    let mut cut = false;
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        keep.extend(&buf[..n]);
+        if keep.len() > limit {
+            keep.drain(..keep.len() - limit);
+            cut = true;
+        }
+    }
+    let text = String::from_utf8_lossy(keep.make_contiguous()).into_owned();
+    if cut {
+        format!("…{text}")
+    } else {
+        text
+    }
+}
+
+/// `http://user:***@host/` for `http://user:secret@host/`.
+fn redact_userinfo(url: &str) -> String {
+    match split_url(url) {
+        Ok(u) if u.password.is_some() => {
+            format!("{}{}:***@{}{}", u.scheme, u.user.unwrap_or_default(), u.authority, u.path)
+        }
+        _ => url.to_string(),
+    }
+}
+
+struct Url<'a> {
+    scheme: &'a str,
+    user: Option<String>,
+    password: Option<String>,
+    /// `host:port` (no user info).
+    authority: &'a str,
+    path: &'a str,
+}
+
+fn split_url(url: &str) -> Result<Url<'_>, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| "only http:// is supported".to_string())?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (user, password, authority) = match authority.rsplit_once('@') {
+        Some((info, host)) => {
+            let (u, p) = match info.split_once(':') {
+                Some((u, p)) => (u, Some(percent_decode(p))),
+                None => (info, None),
+            };
+            (Some(percent_decode(u)), p, host)
+        }
+        None => (None, None, authority),
+    };
+    Ok(Url { scheme: "http://", user, password, authority, path })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for c in input.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { T[((n >> shift) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// The end of a log holding at least `lines` lines (or the whole file), decoded
@@ -300,16 +418,34 @@ fn trunc(d: Duration) -> Duration {
 }
 
 /// A minimal HTTP/1.1 GET for local health endpoints (no TLS): status and body.
+///
+/// User info in the URL (`http://user:pass@host/`) becomes a Basic `Authorization`
+/// header; it is never part of the address connected to, nor of an error.
 pub async fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}`: only http:// is supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let u = split_url(url).map_err(|e| format!("`{}`: {e}", redact_userinfo(url)))?;
+    let (authority, path) = (u.authority, u.path);
+    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+    // `[::1]` alone has no port: the colon inside the brackets is not one.
+    let has_port = match authority.rfind(']') {
+        Some(i) => authority[i..].contains(':'),
+        None => authority.contains(':'),
     };
-    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let addr = if has_port { authority.to_string() } else { format!("{authority}:80") };
+    let addr = addr.replace(['[', ']'], "");
+    let addr = match addr.rsplit_once(':') {
+        Some((h, p)) if h.contains(':') => format!("[{h}]:{p}"),
+        _ => addr,
+    };
     let mut s = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let auth = match (&u.user, &u.password) {
+        (Some(user), pass) => {
+            let creds = format!("{user}:{}", pass.as_deref().unwrap_or(""));
+            format!("Authorization: Basic {}\r\n", base64(creds.as_bytes()))
+        }
+        _ => String::new(),
+    };
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: rollback\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}User-Agent: rollback\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
     // Read the head, then exactly the body (Content-Length), to the end of the
@@ -398,6 +534,18 @@ mod tests {
         assert_eq!(l[0].timeout, Duration::from_secs(2));
         assert!(HealthCheck::parse_list(serde_json::json!([{"nope": 1}])).is_err());
         assert!(HealthCheck::parse_list(serde_json::json!([{"tcp": "x", "extra": 1}])).is_err());
+    }
+
+    #[test]
+    fn urls_split_with_user_info_and_ipv6() {
+        let u = split_url("http://ops:p%40ss@127.0.0.1:8080/health?x=1").unwrap();
+        assert_eq!((u.user.as_deref(), u.password.as_deref()), (Some("ops"), Some("p@ss")));
+        assert_eq!((u.authority, u.path), ("127.0.0.1:8080", "/health?x=1"));
+        assert_eq!(redact_userinfo("http://ops:hunter2@h/x"), "http://ops:***@h/x");
+        assert_eq!(base64(b"ops:p@ss"), "b3BzOnBAc3M=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+        assert_eq!(split_url("http://[::1]").unwrap().authority, "[::1]");
     }
 
     #[test]

@@ -241,16 +241,7 @@ impl Stack {
                     });
                     if let Some(h) = h {
                         // Check descriptions and details may quote URLs, argv or stderr.
-                        let redactor = &self.inner.config.redactor;
-                        let h = h
-                            .into_iter()
-                            .map(|mut r| {
-                                r.check = redactor.redact(&r.check);
-                                r.detail = redactor.redact(&r.detail);
-                                r
-                            })
-                            .collect();
-                        health.insert(name, h);
+                        health.insert(name, h.into_iter().map(|r| self.redact_health(r)).collect());
                     }
                 }
                 Err(e) => {
@@ -522,6 +513,34 @@ impl Stack {
         rec.notes.splice(0..0, notes);
         self.inner.store.write_record(&rec)?;
         Ok(rec)
+    }
+
+    /// Probes each component's health checks once (all components when
+    /// `components` is empty). Check descriptions and details are redacted: they may
+    /// quote URLs with passwords, argv and stderr.
+    pub async fn health(&self, components: &[String]) -> Result<BTreeMap<String, Vec<HealthResult>>> {
+        let names: Vec<String> = if components.is_empty() {
+            self.inner.config.components.iter().map(|c| c.name.clone()).collect()
+        } else {
+            plan::dedup(components)
+        };
+        let mut out = BTreeMap::new();
+        for n in names {
+            let c = self.inner.config.component(&n)?;
+            let mut results = Vec::new();
+            for h in &c.health {
+                results.push(self.redact_health(h.probe(&self.inner.config.base_dir).await));
+            }
+            out.insert(n, results);
+        }
+        Ok(out)
+    }
+
+    fn redact_health(&self, mut r: HealthResult) -> HealthResult {
+        let redactor = &self.inner.config.redactor;
+        r.check = redactor.redact(&r.check);
+        r.detail = redactor.redact(&r.detail);
+        r
     }
 
     /// Past records, oldest first. A rollback or drill that was killed before it

@@ -122,3 +122,70 @@ async fn keep_alive_servers_and_binary_logs_do_not_fail_healthy_services() {
     let c = check(HealthKind::LogErrors { file: "bin.log".into(), regex: "ERROR".into(), max: 1, lines: 10 });
     assert!(c.wait(d.path()).await.ok);
 }
+
+#[tokio::test]
+async fn a_slow_check_passes_within_its_own_timeout() {
+    // Answers after 11 s: longer than any fixed per-try cap of 10 s, well inside 30 s.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = HealthCheck::new(HealthKind::Command { argv: vec!["sh".into(), "-c".into(), "sleep 11".into()] });
+    c.timeout = Duration::from_secs(30);
+    let r = c.wait(dir.path()).await;
+    assert!(r.ok, "{r:?}");
+    // And a check still gives up at its timeout.
+    c.timeout = Duration::from_millis(300);
+    let t = std::time::Instant::now();
+    assert!(!c.wait(dir.path()).await.ok);
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_command_check_keeps_only_the_end_of_its_output() {
+    let d = tempfile::tempdir().unwrap();
+    // 200 MB on stdout and 20 MB on stderr, then a failure.
+    let script =
+        "head -c 200000000 /dev/zero; head -c 20000000 /dev/zero | tr '\\0' x >&2; echo ' last words' >&2; exit 3";
+    let mut c = HealthCheck::new(HealthKind::Command { argv: vec!["sh".into(), "-c".into(), script.into()] });
+    c.timeout = Duration::from_secs(60);
+    let r = c.probe(d.path()).await;
+    assert!(!r.ok);
+    assert!(r.detail.len() < 4096, "detail of {} bytes", r.detail.len());
+    assert!(r.detail.ends_with("last words"), "{}", &r.detail[r.detail.len().saturating_sub(80)..]);
+}
+
+#[tokio::test]
+async fn user_info_in_an_http_url_is_basic_auth_and_never_shown() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            // "ops:s3cr3t-pw" in base64.
+            let ok = req.contains("Authorization: Basic b3BzOnMzY3IzdC1wdw==\r\n");
+            let resp = if ok {
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 401 No\r\nContent-Length: 0\r\n\r\n"
+            };
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    let dir = std::env::temp_dir();
+    let r = http(format!("http://ops:s3cr3t-pw@{addr}/health"), 200, None).wait(&dir).await;
+    assert!(r.ok, "{r:?}");
+    assert!(!r.check.contains("s3cr3t-pw") && r.check.contains("ops:***@"), "{}", r.check);
+    let r = http(format!("http://ops:wrong-pw@{addr}/health"), 200, None).wait(&dir).await;
+    assert!(!r.ok && r.detail.contains("401"), "{r:?}");
+    assert!(!format!("{r:?}").contains("wrong-pw"));
+}
+
+#[tokio::test]
+async fn a_heartbeat_from_the_future_is_not_healthy() {
+    let d = tempfile::tempdir().unwrap();
+    let f = std::fs::File::create(d.path().join("hb")).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600)).unwrap();
+    let r = check(HealthKind::Heartbeat { file: "hb".into(), max_age: Duration::from_secs(30) }).probe(d.path()).await;
+    assert!(!r.ok && r.detail.contains("future"), "{r:?}");
+}

@@ -240,23 +240,13 @@ impl Stack {
         &self,
         components: Vec<String>,
     ) -> rb::Result<impl std::future::Future<Output = rb::Result<serde_json::Value>> + Send + 'static> {
-        let cfg = self.inner.config().clone();
-        let names: Vec<String> =
-            if components.is_empty() { cfg.components.iter().map(|c| c.name.clone()).collect() } else { components };
-        for n in &names {
-            cfg.component(n)?;
+        for n in &components {
+            self.inner.config().component(n)?;
         }
+        let s = self.inner.clone();
         Ok(async move {
-            let mut out = serde_json::Map::new();
-            for n in names {
-                let c = cfg.component(&n)?;
-                let mut results = Vec::new();
-                for h in &c.health {
-                    results.push(h.probe(&cfg.base_dir).await);
-                }
-                out.insert(n, serde_json::to_value(results).unwrap_or_default());
-            }
-            Ok(serde_json::Value::Object(out))
+            let r = s.health(&components).await?;
+            serde_json::to_value(r).map_err(|e| rb::Error::unexpected("cannot encode health results").with_source(e))
         })
     }
 }

@@ -331,6 +331,28 @@ health = [{ heartbeat = "beat", max_age = "1h" }, { command = ["false"], timeout
         stack.health(components=["nope"])
 
 
+def test_health_results_carry_no_secrets(tmp_path, monkeypatch):
+    monkeypatch.setenv("RB_TEST_HEALTH_TOKEN", "tok-5d1e9c0a77")
+    stack = rollback.Stack.from_toml(
+        """
+[[component]]
+name = "svc"
+driver = "files"
+paths = ["."]
+health = [
+  { http = "http://ops:pw-0f3b2a@127.0.0.1:9/health", timeout = "200ms" },
+  { command = ["sh", "-c", "echo denied for $0 >&2; exit 1", "${RB_TEST_HEALTH_TOKEN}"], timeout = "1s" },
+]
+""",
+        tmp_path,
+    )
+    h = stack.health()
+    text = repr(h)
+    assert [r["ok"] for r in h["svc"]] == [False, False]
+    assert "pw-0f3b2a" not in text and "tok-5d1e9c0a77" not in text, text
+    assert "denied for ***" in text, text
+
+
 def test_assess_matrix():
     a = rollback.assess(error_rate=0.31, perf_degradation=0.55, data_impact="none")
     assert (a.severity, a.decision, a.should_roll_back) == ("high", "rollback", True)
