@@ -106,6 +106,17 @@ pub(crate) struct Journal {
     discarded: Vec<Discard>,
     notes: Vec<String>,
     resumed: bool,
+    /// Discards measured and the safety snapshot taken (journals of earlier builds
+    /// took them before the journal was written).
+    #[serde(default = "yes")]
+    prepared: bool,
+    /// Whether `prepare` takes a safety snapshot.
+    #[serde(default)]
+    safety_wanted: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Journal {
@@ -140,6 +151,8 @@ impl Journal {
             discarded: Vec::new(),
             notes: Vec::new(),
             resumed: false,
+            prepared: true,
+            safety_wanted: false,
         }
     }
 
@@ -266,7 +279,7 @@ impl<'a> Executor<'a> {
     pub(crate) async fn run(
         &self,
         snap: SnapshotManifest,
-        mut plan: Plan,
+        plan: Plan,
         opts: &RollbackOptions,
         kind: &str,
         rollback_id: Option<String>,
@@ -274,46 +287,91 @@ impl<'a> Executor<'a> {
         let start_time = Utc::now();
         let rollback_id = rollback_id.unwrap_or_else(crate::snapshot::new_id);
         self.preflight(&snap, &plan).await?;
+        // The journal comes first: the dependents are stopped before the discards are
+        // measured and the safety snapshot is taken (see `prepare`), and a crash
+        // after a stop must be finished by `resume`, which starts them again.
+        let mut j = Journal::new(rollback_id, kind, &snap, plan, opts, self.stack, start_time);
+        j.prepared = false;
+        j.safety_wanted = !opts.no_safety_snapshot;
+        self.save(&j)?;
+        self.drive(j, snap).await
+    }
 
-        // What the restore throws away, measured before anything changes.
+    /// Once the writers the plan stops are stopped, and before anything is restored:
+    /// measures what the restore throws away, then keeps it in the safety snapshot.
+    ///
+    /// Why after the stops: a write a stopped service made between the safety
+    /// snapshot and the restore was acknowledged to its client, yet in neither the
+    /// restored state nor the safety snapshot. Stopped first, its last write is in
+    /// the safety snapshot.
+    async fn prepare(&self, j: &mut Journal, snap: &SnapshotManifest) -> Result<()> {
         let mut discards = Vec::new();
-        for name in &plan.components {
+        for name in &j.plan.components {
             let d = self.stack.driver(name)?;
             if d.capability().discard_report {
                 let part = snap.part_of(name);
                 discards.extend(d.discards(&self.ctx(name, &snap.id), part).await.map_err(|e| e.with_component(name))?);
             }
         }
-
-        let safety_snapshot_id = if opts.no_safety_snapshot {
-            None
-        } else {
+        let safety_snapshot_id = if j.safety_wanted {
             self.emit(Event::new("safety_snapshot", "taking the safety snapshot"));
             let s = self
                 .stack
                 .capture(
-                    Some(format!("safety before {rollback_id}")),
-                    plan.components.clone(),
-                    Some(rollback_id.clone()),
+                    Some(format!("safety before {}", j.rollback_id)),
+                    j.plan.components.clone(),
+                    Some(j.rollback_id.clone()),
                     &self.events,
                 )
                 .await
                 .map_err(|e| {
-                    Error::new(e.kind(), format!("safety snapshot failed, nothing was changed: {e}"))
+                    Error::new(e.kind(), format!("safety snapshot failed: {e}"))
                         .with_component(e.component().unwrap_or("").to_string())
                 })?;
             Some(s.id)
+        } else {
+            None
         };
         for d in &mut discards {
             d.kept_in_safety_snapshot = safety_snapshot_id.is_some();
         }
-        plan.discards = discards.clone();
-
-        let mut j = Journal::new(rollback_id, kind, &snap, plan, opts, self.stack, start_time);
-        j.safety_snapshot_id = safety_snapshot_id;
+        j.plan.discards = discards.clone();
         j.discarded = discards;
-        self.save(&j)?;
-        self.drive(j, snap).await
+        j.safety_snapshot_id = safety_snapshot_id;
+        // A data component whose writers nothing stops: say so, never silently.
+        for name in &j.plan.components {
+            let writers_stopped = self
+                .stack
+                .config()
+                .components
+                .iter()
+                .any(|c| c.depends_on.contains(name) && j.stopped.contains(&c.name));
+            if self.stack.driver(name)?.capability().discard_report && !writers_stopped {
+                j.notes.push(format!(
+                    "writers to `{name}` were not stopped before its safety snapshot: a write made after the safety \
+                     snapshot and before the restore is not kept. Declare the service that writes to it as a \
+                     component with depends_on = [\"{name}\"] outside the rollback's scope, and it is stopped first"
+                ));
+            }
+        }
+        j.prepared = true;
+        crate::failpoint::hit("safety-taken");
+        Ok(())
+    }
+
+    /// A failed safety snapshot: the dependents stopped for it are started again and
+    /// the rollback ends before anything was restored.
+    async fn unprepare(&self, mut j: Journal, snap: &SnapshotManifest, e: Error) -> Result<Record> {
+        let err = Error::new(e.kind(), format!("{e}; nothing was restored"))
+            .with_component(e.component().unwrap_or("").to_string());
+        self.start_stopped(&mut j, snap).await;
+        if j.done.iter().all(|s| s.status == "ok") {
+            // Back as it was: no record, as for a failed preflight.
+            let _ = std::fs::remove_file(self.stack.store().journal_path(&j.rollback_id)?);
+            return Err(err);
+        }
+        j.stage = Stage::Compensating { error: err.to_string(), verify_only: false };
+        self.finish(j, Status::Failed)
     }
 
     pub(crate) async fn resume(&self, mut j: Journal) -> Result<Record> {
@@ -363,6 +421,12 @@ impl<'a> Executor<'a> {
                     return self.finish_interrupted(j);
                 }
                 let step = j.plan.steps[j.next].clone();
+                if step.action != Action::Stop && !j.prepared {
+                    if let Err(e) = self.prepare(&mut j, &snap).await {
+                        return self.unprepare(j, &snap, e).await;
+                    }
+                    self.save(&j)?;
+                }
                 if step.action == Action::Restore && !j.touched.contains(&step.component) {
                     j.touched.push(step.component.clone());
                 }

@@ -30,6 +30,11 @@ pub struct CommandConfig {
     pub verify: Option<Vec<String>>,
     /// Working directory (default: the config's directory).
     pub cwd: Option<String>,
+    /// argv that stops the service (with `start`: the component then has a
+    /// lifecycle, and is stopped while a component it depends on is restored).
+    pub stop: Option<Vec<String>>,
+    /// argv that starts the service again.
+    pub start: Option<Vec<String>>,
 }
 
 /// The `command` driver.
@@ -41,10 +46,22 @@ pub struct CommandDriver {
 
 pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
     let cfg: CommandConfig = c.options.parse()?;
-    for (k, v) in [("capture", Some(&cfg.capture)), ("restore", Some(&cfg.restore)), ("verify", cfg.verify.as_ref())] {
+    for (k, v) in [
+        ("capture", Some(&cfg.capture)),
+        ("restore", Some(&cfg.restore)),
+        ("verify", cfg.verify.as_ref()),
+        ("stop", cfg.stop.as_ref()),
+        ("start", cfg.start.as_ref()),
+    ] {
         if v.is_some_and(|v| v.is_empty() || v[0].is_empty()) {
             return Err(c.options.error(k, "must be a non-empty argv list, e.g. [\"/usr/bin/app\", \"dump\"]"));
         }
+    }
+    if cfg.stop.is_some() != cfg.start.is_some() {
+        let missing = if cfg.stop.is_some() { "start" } else { "stop" };
+        return Err(c
+            .options
+            .error(missing, "`stop` and `start` go together: a stopped service must be started again"));
     }
     let cwd = cfg.cwd.as_deref().map(|p| env.base_dir.join(p)).unwrap_or_else(|| env.base_dir.clone());
     Ok(Arc::new(CommandDriver { cfg, cwd }))
@@ -182,6 +199,15 @@ impl CommandDriver {
         ));
     }
 
+    async fn lifecycle(&self, ctx: &Context, what: &str, argv: Option<&[String]>) -> Result<()> {
+        let Some(argv) = argv else { return Ok(()) };
+        let o = self.run(ctx, argv, None, Sink::Keep(Vec::new())).await?;
+        if !o.ok {
+            return Err(self.failed(what, argv, &o));
+        }
+        Ok(())
+    }
+
     fn failed(&self, what: &str, argv: &[String], o: &Output) -> Error {
         Error::unexpected(format!(
             "{what} command `{}` failed ({}){}",
@@ -223,7 +249,15 @@ impl Driver for CommandDriver {
     }
 
     fn capability(&self) -> Capability {
-        Capability { idempotent_restore: true, ..Default::default() }
+        Capability { lifecycle: self.cfg.stop.is_some(), idempotent_restore: true, ..Default::default() }
+    }
+
+    async fn stop(&self, ctx: &Context) -> Result<()> {
+        self.lifecycle(ctx, "stop", self.cfg.stop.as_deref()).await
+    }
+
+    async fn start(&self, ctx: &Context) -> Result<()> {
+        self.lifecycle(ctx, "start", self.cfg.start.as_deref()).await
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
