@@ -70,7 +70,7 @@ impl std::fmt::Debug for RollbackOptions {
     }
 }
 
-const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case", tag = "stage")]

@@ -202,10 +202,21 @@ impl Stack {
             ctx.events = events.clone();
             let cfg = self.inner.config.component(&name)?.clone();
             ctx.safety = safety_for.is_some();
+            // A capture is bounded like a step: a hung one would otherwise hold the
+            // store lock (shared) for ever, and every rollback would exit 3.
+            let limit = cfg.timeout.unwrap_or(exec::DEFAULT_STEP_TIMEOUT);
             set.spawn(async move {
                 let t = Instant::now();
                 let span = tracing::info_span!("capture", component = %name);
-                let r = tracing::Instrument::instrument(driver.capture(&ctx), span).await;
+                let r = match tokio::time::timeout(limit, tracing::Instrument::instrument(driver.capture(&ctx), span))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("capture did not finish within {}", humantime::format_duration(limit)),
+                    )),
+                };
                 let ms = t.elapsed().as_millis() as u64;
                 let health = if r.is_ok() && !cfg.health.is_empty() {
                     let mut v = Vec::new();

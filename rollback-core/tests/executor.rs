@@ -698,3 +698,28 @@ start = ["sh", "-c", "python3 writer.py >/dev/null 2>&1 & echo $! > writer.pid"]
     );
     assert!(!r.notes.iter().any(|n| n.contains("were not stopped")), "{:?}", r.notes);
 }
+
+#[tokio::test]
+async fn a_hung_capture_times_out_and_frees_the_lock() {
+    let (_t, d) = tmp();
+    write(&d.join("state"), "v1\n");
+    let s = stack(
+        &d,
+        "[[component]]\nname = \"svc\"\ndriver = \"command\"\ntimeout = \"1s\"\ncapture = [\"sh\", \"-c\", \"cat state; sleep 600\"]\nrestore = [\"true\"]\n",
+    );
+    let t = std::time::Instant::now();
+    let snap = s.snapshot(Default::default());
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        s.gc(Some(1), None).await
+    };
+    let (snap, other) = tokio::join!(snap, other);
+    let e = snap.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(30), "{:?}", t.elapsed());
+    let busy = other.unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::Locked);
+    assert!(busy.to_string().contains("a snapshot is being taken"), "{busy}");
+    // Once the capture has timed out, the lock is free again.
+    assert!(s.gc(Some(1), None).await.is_ok());
+}

@@ -38,19 +38,23 @@ impl StoreLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(path).unwrap_or_default();
+                // Only an exclusive holder (a rollback, drill, resume or gc) writes its
+                // pid; snapshots share the lock and write nothing.
+                let who = if holder.trim().is_empty() {
+                    "a snapshot is being taken".to_string()
+                } else {
+                    format!("another rollback holds it: {}", holder.trim())
+                };
                 return Err(Error::new(
                     ErrorKind::Locked,
-                    format!(
-                        "another rollback holds the lock of this stack ({}){}",
-                        path.display(),
-                        if holder.trim().is_empty() { String::new() } else { format!(": {}", holder.trim()) }
-                    ),
+                    format!("the lock of this stack ({}) is busy: {who}", path.display()),
                 ));
             }
             Err(TryLockError::Error(e)) => return Err(Error::from(e)),
         }
+        // No exclusive holder now: what an earlier (perhaps killed) one wrote is stale.
+        let _ = f.set_len(0);
         if !shared {
-            let _ = f.set_len(0);
             let _ = writeln!(f, "rollback running in pid {}", std::process::id());
         }
         Ok(StoreLock { _file: f })
