@@ -1,5 +1,34 @@
 //! `rollback`: the operator's command line.
 
+// Printing never panics here: after a hang-up (an ssh session that dropped) the
+// terminal is gone, and std's print macros panic on a failed write. A rollback must
+// not die half-way through for want of a place to print; its record is in the store.
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! print {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! eprintln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+macro_rules! eprint {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod demo;
 mod output;
 
@@ -234,8 +263,18 @@ fn main() -> ExitCode {
 
 /// Ctrl-C or SIGTERM (a service manager stopping the CLI) stop the rollback at the
 /// next step boundary instead of killing it halfway through a restore.
+///
+/// A hang-up (SIGHUP: the terminal or ssh session is gone) does not stop it: the
+/// rollback goes on to its end and writes its record, as under `nohup`.
 fn cancel_on_interrupt(out: &Out) -> CancelToken {
     let cancel = CancelToken::new();
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::warn!("hang-up: the terminal is gone; going on to the end (see `rollback history`)");
+            }
+        });
+    }
     let (c2, out2) = (cancel.clone(), out.clone());
     tokio::spawn(async move {
         let term = async {
@@ -396,7 +435,7 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
             Ok(if record.succeeded() { 0 } else { 1 })
         }
         Command::Resume { record } => {
-            let r = load()?.resume(&record, progress(&out)).await?;
+            let r = load()?.resume_with(&record, progress(&out), cancel_on_interrupt(&out)).await?;
             out.record(&r);
             Ok(if r.succeeded() { 0 } else { 1 })
         }

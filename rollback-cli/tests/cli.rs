@@ -446,3 +446,86 @@ fn abandon_closes_an_unfinished_rollback_and_names_what_it_left() {
     let o = run(&d, &["rollback", &snap, "--yes"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
 }
+
+/// Three command components restored c, b, a (reverse phase order); b takes 1.5 s.
+fn three_commands(d: &Path) -> String {
+    for f in ["a", "b", "c"] {
+        write(&d.join(format!("{f}.txt")), &format!("{f}1\n"));
+    }
+    write(
+        &d.join("rollback.toml"),
+        r#"[[component]]
+name = "a"
+driver = "command"
+phase = 1
+capture = ["cat", "a.txt"]
+restore = ["sh", "-c", "cat > a.txt"]
+
+[[component]]
+name = "b"
+driver = "command"
+phase = 2
+capture = ["cat", "b.txt"]
+restore = ["sh", "-c", "sleep 1.5; cat > b.txt"]
+
+[[component]]
+name = "c"
+driver = "command"
+phase = 3
+capture = ["cat", "c.txt"]
+restore = ["sh", "-c", "cat > c.txt"]
+"#,
+    );
+    let id = snapshot(d);
+    for f in ["a", "b", "c"] {
+        write(&d.join(format!("{f}.txt")), &format!("{f}2\n"));
+    }
+    id
+}
+
+fn signal_while_b_restores(d: &Path, signal: &str, args: &[&str]) -> Output {
+    let child = bin()
+        .current_dir(d)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until b's restore has started (its step is journaled), then signal.
+    let start = Instant::now();
+    while journal_next(d) != Some(1) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sigterm_during_resume_stops_at_a_step_boundary_and_resume_finishes() {
+    let (_t, d) = tmp();
+    let id = three_commands(&d);
+    run_until_failpoint(&d, "step-done", &["rollback", &id, "--yes", "--no-safety-snapshot"]);
+    assert_eq!(std::fs::read_to_string(d.join("c.txt")).unwrap(), "c1\n");
+    let o = signal_while_b_restores(&d, "-TERM", &["--json", "resume", "latest"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(rec["status"], "interrupted", "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(d.join("b.txt")).unwrap(), "b1\n", "the running step finished");
+    assert_eq!(std::fs::read_to_string(d.join("a.txt")).unwrap(), "a2\n", "the next one waited");
+    let o = run(&d, &["--json", "resume", "latest"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&run(&d, &["verify", &id])), 0);
+}
+
+#[test]
+fn a_hang_up_does_not_stop_a_rollback() {
+    let (_t, d) = tmp();
+    let id = three_commands(&d);
+    let o = signal_while_b_restores(&d, "-HUP", &["--json", "rollback", &id, "--yes", "--no-safety-snapshot"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(rec["status"], "succeeded", "{}", text(&o));
+    assert_eq!(code(&run(&d, &["verify", &id])), 0);
+}

@@ -15,7 +15,7 @@ use crate::decision::{assess, Assessment, Symptoms};
 use crate::driver::{Context, Drift, DynDriver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventCallback, EventSink};
-use crate::exec::{self, Executor, RollbackOptions};
+use crate::exec::{self, CancelToken, Executor, RollbackOptions};
 use crate::health::HealthResult;
 use crate::plan::{self, Action, Plan, Scope};
 use crate::record::{Record, Status};
@@ -417,6 +417,17 @@ impl Stack {
 
     /// Finishes a rollback interrupted by a crash, kill or cancel, from its journal.
     pub async fn resume(&self, rollback_id: &str, on_event: Option<EventCallback>) -> Result<Record> {
+        self.resume_with(rollback_id, on_event, CancelToken::default()).await
+    }
+
+    /// [`Stack::resume`] that `cancel` stops at the next step boundary, with status
+    /// `interrupted` (resume it again later).
+    pub async fn resume_with(
+        &self,
+        rollback_id: &str,
+        on_event: Option<EventCallback>,
+        cancel: CancelToken,
+    ) -> Result<Record> {
         let _lock = self.inner.store.lock_patiently(false).await?;
         self.inner.store.clean_tmp();
         let id = if rollback_id == "latest" {
@@ -431,7 +442,7 @@ impl Stack {
             rollback_id.to_string()
         };
         let j = exec::load_journal(self, &id)?;
-        Executor::new(self, on_event, Default::default()).resume(j).await.map_err(|e| self.redact(e))
+        Executor::new(self, on_event, cancel).resume(j).await.map_err(|e| self.redact(e))
     }
 
     /// Compares the current state with a snapshot.

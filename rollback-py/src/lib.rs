@@ -574,7 +574,8 @@ impl Stack {
     }
 
     /// Finishes a rollback interrupted by Ctrl-C, a crash or a kill, from its journal.
-    /// `rollback_id` may be a `Record`, an id, or `latest`.
+    /// `rollback_id` may be a `Record`, an id, or `latest`. Ctrl-C (or cancelling
+    /// `resume_async`) stops it again at the next step boundary.
     #[pyo3(signature = (rollback_id=None, *, on_event=None))]
     fn resume(
         &self,
@@ -585,7 +586,9 @@ impl Stack {
         let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
         let cb = event_callback(on_event);
         let s = self.inner.clone();
-        run_rollback(py, async move { s.resume(&id, cb).await }, None)
+        let cancel = rb::CancelToken::new();
+        let c2 = cancel.clone();
+        run_rollback(py, async move { s.resume_with(&id, cb, c2).await }, Some(cancel))
     }
 
     /// `resume()` as an asyncio awaitable.
@@ -599,7 +602,9 @@ impl Stack {
         let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
         let cb = event_callback(on_event);
         let s = self.inner.clone();
-        awaitable(py, async move { s.resume(&id, cb).await }, None, |r| Ok(Record { inner: r }))
+        let cancel = rb::CancelToken::new();
+        let c2 = cancel.clone();
+        awaitable(py, async move { s.resume_with(&id, cb, c2).await }, Some(cancel), |r| Ok(Record { inner: r }))
     }
 
     /// Past records (rollbacks and drills), oldest first.

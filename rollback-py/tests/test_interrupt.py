@@ -51,3 +51,37 @@ def test_keyboard_interrupt_during_snapshot_writes_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         stack.snapshot()
     assert stack.list() == []
+
+
+def test_keyboard_interrupt_stops_a_resume_at_a_step_boundary_too(tmp_path):
+    for f in "ab":
+        (tmp_path / f"{f}.txt").write_text(f"{f}1\n")
+    stack = rollback.Stack.from_toml(
+        "".join(
+            f'[[component]]\nname = "{f}"\ndriver = "command"\nphase = {p}\n'
+            f'capture = ["cat", "{f}.txt"]\nrestore = ["sh", "-c", "sleep 1; cat > {f}.txt"]\n'
+            for f, p in (("a", 1), ("b", 2))
+        ),
+        tmp_path,
+    )
+    snap = stack.snapshot()
+    for f in "ab":
+        (tmp_path / f"{f}.txt").write_text(f"{f}2\n")
+
+    def on_event(e):
+        # Ctrl-C while each restore runs: b (during the rollback), then a (during resume).
+        if e["kind"] == "step_started" and e["action"] == "restore":
+            threading.Timer(0.2, signal.raise_signal, (signal.SIGINT,)).start()
+
+    with pytest.raises(KeyboardInterrupt) as first:
+        stack.rollback(snap, on_event=on_event)
+    assert first.value.record.status == "interrupted"
+    with pytest.raises(KeyboardInterrupt) as second:
+        stack.resume(first.value.record, on_event=on_event)
+    record = second.value.record
+    assert record is not None and record.status == "interrupted", second.value
+    assert (tmp_path / "a.txt").read_text() == "a1\n", "the running restore finished"
+    assert stack.check().unfinished_rollbacks == [record.rollback_id]
+    finished = stack.resume(record)
+    assert finished.status == "succeeded"
+    assert stack.verify(snap)
