@@ -45,7 +45,12 @@ impl TestDb {
 }
 
 fn stack(dir: &Path, body: &str) -> Stack {
-    let text = format!("[store]\npath = \"{}\"\n{body}", dir.join("store").display());
+    stack_for(dir, "store", body)
+}
+
+/// A stack with its own store under `dir` (several stacks can share one test's dir).
+fn stack_for(dir: &Path, store: &str, body: &str) -> Stack {
+    let text = format!("[store]\npath = \"{}\"\n{body}", dir.join(store).display());
     let cfg = StackConfig::from_toml_str(&text, None, dir, &|_| None).unwrap();
     Stack::new(cfg, &Registry::with_default_drivers()).unwrap()
 }
@@ -495,5 +500,257 @@ async fn a_failed_snapshot_releases_the_copies_it_made() {
         "the snapshot and ready-copy schemas were dropped"
     );
     assert!(s.list().unwrap().is_empty());
+    db.drop_all().await;
+}
+
+/// Every trigger of the database, as `SHOW CREATE TRIGGER` describes it (creation
+/// time left out), in firing order per table, event and timing.
+async fn triggers(c: &mut Conn) -> Vec<(String, String, u64, String, String)> {
+    let names: Vec<(String, String, u64)> = c
+        .query(
+            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_ORDER FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER",
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for (name, table, order) in names {
+        let row: Row = c.query_first(format!("SHOW CREATE TRIGGER `{name}`")).await.unwrap().unwrap();
+        let sql_mode: String = row.get(1).unwrap();
+        let statement: String = row.get(2).unwrap();
+        out.push((name, table, order, sql_mode, statement));
+    }
+    out
+}
+
+async fn log_lines(c: &mut Conn) -> Vec<String> {
+    c.query("SELECT msg FROM trigger_log ORDER BY id").await.unwrap()
+}
+
+/// Triggers go with the tables a restore renames away: the snapshot's come back,
+/// identical and in their firing order; one a bad deploy added is gone and named in
+/// the discards; verify compares them.
+async fn triggers_round_trip(strategy: &str, extra: &str) {
+    let (db, mut c) = TestDb::new(&format!("trg{strategy}")).await;
+    c.query_drop("CREATE TABLE orders (id INT PRIMARY KEY, qty INT NOT NULL)").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE trigger_log (id INT AUTO_INCREMENT PRIMARY KEY, msg VARCHAR(100) CHARACTER SET utf8mb4)",
+    )
+    .await
+    .unwrap();
+    c.query_drop(
+        "CREATE TRIGGER orders_ai AFTER INSERT ON orders FOR EACH ROW \
+         BEGIN INSERT INTO trigger_log (msg) VALUES (CONCAT('insert ', NEW.id, ' ☃')); END",
+    )
+    .await
+    .unwrap();
+    // Fires before orders_ai: the order must survive.
+    c.query_drop(
+        "CREATE TRIGGER orders_ai_first AFTER INSERT ON orders FOR EACH ROW PRECEDES orders_ai \
+         INSERT INTO trigger_log (msg) VALUES ('first')",
+    )
+    .await
+    .unwrap();
+    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    c.query_drop(
+        "CREATE TRIGGER \"orders bu\" BEFORE UPDATE ON orders FOR EACH ROW \
+         SET NEW.qty = GREATEST(NEW.qty, 0)",
+    )
+    .await
+    .unwrap();
+    c.query_drop("SET SESSION sql_mode = DEFAULT").await.unwrap();
+    c.query_drop("INSERT INTO orders VALUES (1, 5)").await.unwrap();
+    let before = triggers(&mut c).await;
+    assert_eq!(before.len(), 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), &component(&db.name, strategy, extra));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert!(stack.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // The bad deploy: one trigger dropped, one replaced, one added.
+    c.query_drop("DROP TRIGGER orders_ai_first").await.unwrap();
+    c.query_drop("DROP TRIGGER `orders bu`").await.unwrap();
+    c.query_drop("CREATE TRIGGER `orders bu` BEFORE UPDATE ON orders FOR EACH ROW SET NEW.qty = 0").await.unwrap();
+    c.query_drop("CREATE TRIGGER orders_bd BEFORE DELETE ON orders FOR EACH ROW SET @x = 1").await.unwrap();
+    let v = stack.verify(&snap.id, &[]).await.unwrap();
+    let text = v.components["db"].differences.join("\n");
+    assert!(!v.ok);
+    assert!(text.contains("trigger `orders_ai_first`") && text.contains("missing"), "{text}");
+    assert!(text.contains("trigger `orders bu`"), "{text}");
+    assert!(text.contains("trigger `orders_bd`"), "{text}");
+
+    let plan = stack.plan(&snap.id, &Scope::Complete).await.unwrap();
+    let added = plan.discards.iter().find(|d| d.target.contains("trigger `orders_bd`"));
+    assert!(added.is_some(), "the added trigger is named in the discards: {:?}", plan.discards);
+    assert!(plan.discards.iter().any(|d| d.target.contains("trigger `orders bu`")), "{:?}", plan.discards);
+
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    assert!(rec.verification["db"].ok, "{rec:?}");
+    assert!(rec.discarded.iter().any(|d| d.target.contains("trigger `orders_bd`")), "{:?}", rec.discarded);
+    assert_eq!(triggers(&mut c).await, before, "the snapshot's triggers, identical, and no others");
+
+    // They fire, in their order.
+    c.query_drop("DELETE FROM trigger_log").await.unwrap();
+    c.query_drop("INSERT INTO orders VALUES (2, 1)").await.unwrap();
+    assert_eq!(log_lines(&mut c).await, ["first", "insert 2 ☃"]);
+    c.query_drop("UPDATE orders SET qty = -3 WHERE id = 2").await.unwrap();
+    let qty: Option<i64> = c.query_first("SELECT qty FROM orders WHERE id = 2").await.unwrap();
+    assert_eq!(qty, Some(0));
+
+    // verify sees a trigger dropped after the restore.
+    c.query_drop("DROP TRIGGER orders_ai").await.unwrap();
+    let v = stack.verify(&snap.id, &[]).await.unwrap();
+    assert!(v.components["db"].differences.join("\n").contains("trigger `orders_ai`"), "{v:?}");
+
+    for s in stack.list().unwrap() {
+        for p in &s.parts {
+            for key in ["snapshot_schema", "ready_schema"] {
+                if let Some(schema) = p.state[key].as_str() {
+                    c.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await.unwrap();
+                }
+            }
+        }
+    }
+    db.drop_all().await;
+}
+
+#[tokio::test]
+async fn dump_restore_brings_back_the_snapshots_triggers() {
+    triggers_round_trip("dump", "").await;
+}
+
+#[tokio::test]
+async fn fast_restore_brings_back_the_snapshots_triggers() {
+    triggers_round_trip("fast", "").await;
+}
+
+#[tokio::test]
+async fn scoped_restore_brings_back_the_triggers_of_listed_tables() {
+    triggers_round_trip("dump", "tables = [\"orders\"]").await;
+}
+
+/// A foreign key from a table the restore does not replace into one it does would
+/// follow the renamed-away table: preflight refuses, naming the key and the fix.
+#[tokio::test]
+async fn preflight_refuses_a_foreign_key_from_outside_the_restored_tables() {
+    let (db, mut c) = TestDb::new("fkin").await;
+    c.query_drop("CREATE TABLE parent (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE child (id INT PRIMARY KEY, parent_id INT NOT NULL, \
+         CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES parent (id))",
+    )
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO parent VALUES (1), (2)").await.unwrap();
+    c.query_drop("INSERT INTO child VALUES (1, 1)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), &component(&db.name, "dump", "tables = [\"parent\"]"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    c.query_drop("INSERT INTO parent VALUES (3)").await.unwrap();
+
+    let e = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap_err();
+    let m = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{m}");
+    assert!(m.contains("`child`") && m.contains("`child_parent`") && m.contains("`parent`"), "{m}");
+    assert!(m.contains("tables"), "the message says what to do: {m}");
+    // Nothing was touched: the key still points at `parent` and is enforced.
+    c.query_drop("INSERT INTO child VALUES (2, 3)").await.unwrap();
+    assert!(c.query_drop("INSERT INTO child VALUES (3, 42)").await.is_err());
+
+    // With the child listed too, the restore goes through and the key holds.
+    let stack2 = stack_for(dir.path(), "s2", &component(&db.name, "dump", "tables = [\"parent\", \"child\"]"));
+    let snap2 = stack2.snapshot(SnapshotOptions::default()).await.unwrap();
+    c.query_drop("INSERT INTO parent VALUES (4)").await.unwrap();
+    let rec = stack2.rollback(&snap2.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    c.query_drop("INSERT INTO child VALUES (4, 1)").await.unwrap();
+    assert!(c.query_drop("INSERT INTO child VALUES (5, 42)").await.is_err());
+
+    // A key from another database into a whole-database scope is refused as well.
+    let (other, mut o) = TestDb::new("fkout").await;
+    o.query_drop(format!(
+        "CREATE TABLE remote (id INT PRIMARY KEY, p INT, CONSTRAINT remote_parent FOREIGN KEY (p) REFERENCES `{}`.parent (id))",
+        db.name
+    ))
+    .await
+    .unwrap();
+    let stack3 = stack_for(dir.path(), "s3", &component(&db.name, "dump", ""));
+    let snap3 = stack3.snapshot(SnapshotOptions::default()).await.unwrap();
+    let e = stack3.rollback(&snap3.id, RollbackOptions::default()).await.unwrap_err();
+    let m = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{m}");
+    assert!(m.contains(&other.name) && m.contains("`remote`") && m.contains("`remote_parent`"), "{m}");
+    other.drop_all().await;
+    db.drop_all().await;
+}
+
+/// MariaDB sequences and system-versioned tables are not restored by this driver:
+/// capture and preflight refuse them by name instead of leaving them out.
+#[tokio::test]
+async fn sequences_and_system_versioned_tables_are_refused_by_name() {
+    let (db, mut c) = TestDb::new("seqver").await;
+    c.query_drop("CREATE TABLE plain (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop("CREATE SEQUENCE order_ids").await.unwrap();
+    c.query_drop("CREATE TABLE prices (id INT PRIMARY KEY, px INT) WITH SYSTEM VERSIONING").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let whole = stack_for(dir.path(), "whole", &component(&db.name, "dump", ""));
+    let e = whole.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    let m = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{m}");
+    assert!(m.contains("sequence `order_ids`") && m.contains("`prices`") && m.contains("tables"), "{m}");
+
+    let listed = stack_for(dir.path(), "listed", &component(&db.name, "fast", "tables = [\"prices\"]"));
+    let e = listed.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("`prices`") && e.to_string().contains("system-versioned"), "{e}");
+    let listed = stack_for(dir.path(), "listed2", &component(&db.name, "dump", "tables = [\"order_ids\"]"));
+    let e = listed.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("sequence `order_ids`"), "{e}");
+
+    // Outside `tables` they are not ours and stay as they are.
+    let scoped = stack_for(dir.path(), "scoped", &component(&db.name, "dump", "tables = [\"plain\"]"));
+    let snap = scoped.snapshot(SnapshotOptions::default()).await.unwrap();
+    let rec = scoped.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    let next: Option<u64> = c.query_first("SELECT NEXTVAL(order_ids)").await.unwrap();
+    assert_eq!(next, Some(1));
+
+    // One created after a whole-database snapshot is refused at preflight.
+    c.query_drop("DROP SEQUENCE order_ids").await.unwrap();
+    c.query_drop("ALTER TABLE prices DROP SYSTEM VERSIONING").await.unwrap();
+    let snap = whole.snapshot(SnapshotOptions::default()).await.unwrap();
+    c.query_drop("CREATE SEQUENCE late_ids").await.unwrap();
+    let e = whole.rollback(&snap.id, RollbackOptions::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("sequence `late_ids`"), "{e}");
+    db.drop_all().await;
+}
+
+/// Trigger names are unique per database: a snapshot trigger whose name is now taken
+/// by a trigger on a table outside `tables` could not be created back after the swap.
+/// Preflight refuses, naming it, before anything changes.
+#[tokio::test]
+async fn preflight_refuses_a_trigger_name_taken_outside_the_tables() {
+    let (db, mut c) = TestDb::new("trgname").await;
+    c.query_drop("CREATE TABLE orders (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop("CREATE TABLE other (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop("CREATE TRIGGER audit_it BEFORE INSERT ON orders FOR EACH ROW SET @seen = NEW.id").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), &component(&db.name, "dump", "tables = [\"orders\"]"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    c.query_drop("DROP TRIGGER audit_it").await.unwrap();
+    c.query_drop("CREATE TRIGGER audit_it BEFORE INSERT ON other FOR EACH ROW SET @seen = NEW.id").await.unwrap();
+    c.query_drop("INSERT INTO orders VALUES (1)").await.unwrap();
+
+    let e = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap_err();
+    let m = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{m}");
+    assert!(m.contains("trigger `audit_it`") && m.contains("`other`"), "{m}");
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM orders").await.unwrap();
+    assert_eq!(n, Some(1), "nothing was restored");
     db.drop_all().await;
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("docs.md")]
 
+mod catalog;
 mod sql;
 
 use std::collections::BTreeSet;
@@ -165,6 +166,10 @@ struct State {
     /// `tables` was set: tables outside the list are not ours.
     scoped: bool,
     tables: Vec<TableState>,
+    /// Triggers on the captured tables. A restore renames the live tables away with
+    /// their triggers and drops them, then creates these again.
+    #[serde(default)]
+    triggers: Vec<catalog::Trigger>,
 }
 
 fn state_of(part: &Part) -> Result<State> {
@@ -291,9 +296,36 @@ impl MysqlDriver {
             return Err(Error::not_found(format!("mysql {}: database `{}` does not exist", self.target, self.db)));
         }
         let all = self.list_tables(conn, &self.db).await?;
+        let odd = self.unrestorable(conn).await?;
         match &self.tables {
-            None => Ok(all),
+            None => {
+                if !odd.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "mysql {}: `{}` holds objects this driver cannot snapshot and restore: {}; list the \
+                             other tables in `tables` to leave them out (they are then neither captured nor touched)",
+                            self.target,
+                            self.db,
+                            odd.iter().map(|o| format!("{} ({})", o.label(), o.why)).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                Ok(all)
+            }
             Some(want) => {
+                if let Some(o) = odd.iter().find(|o| want.contains(&o.name)) {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "mysql {}: {} is listed in `tables`, and this driver cannot snapshot and restore it ({}); \
+                             remove it from `tables`",
+                            self.target,
+                            o.label(),
+                            o.why
+                        ),
+                    ));
+                }
                 let have: BTreeSet<&String> = all.iter().collect();
                 if let Some(missing) = want.iter().find(|t| !have.contains(t)) {
                     return Err(Error::not_found(format!(
@@ -724,8 +756,10 @@ impl MysqlDriver {
             .await
             .map_err(|e| self.err("the atomic RENAME TABLE swap failed (nothing was swapped)", e))?;
         let swap_ms = t_swap.elapsed().as_millis();
-        // The old tables go first: they still hold the foreign key names.
+        // The old tables go first: they still hold the foreign key and trigger names
+        // (both unique per database), and their triggers go with them.
         self.drop_leftovers(&mut conn).await?;
+        self.create_triggers(&mut conn, &st.triggers).await?;
         for (_, t, _, split) in &plans {
             if !split.foreign_keys.is_empty() {
                 let adds = split.foreign_keys.iter().map(|x| format!("ADD {x}")).collect::<Vec<_>>().join(", ");
@@ -870,6 +904,13 @@ impl MysqlDriver {
         Ok((hex::encode(h.finalize()), size))
     }
 
+    /// The live triggers a restore of `st` replaces: those on its tables, or every one
+    /// when it restores the whole database.
+    async fn live_triggers(&self, conn: &mut Conn, st: &State) -> Result<Vec<catalog::Trigger>> {
+        let names: Vec<String> = st.tables.iter().map(|t| t.name.clone()).collect();
+        self.triggers(conn, st.scoped.then_some(names.as_slice())).await
+    }
+
     fn scope_word(&self) -> String {
         match &self.tables {
             None => format!("every table of `{}`", self.db),
@@ -893,6 +934,7 @@ impl Driver for MysqlDriver {
         let mut conn = self.connect().await?;
         let server_version = self.server_version(&mut conn).await?;
         let tables = self.scope(&mut conn).await?;
+        let triggers = self.triggers(&mut conn, Some(tables.as_slice())).await?;
         let (tables, artifacts, snapshot_schema) = match self.strategy {
             Strategy::Dump => {
                 let (t, a) = self.capture_dump(ctx, &mut conn, &tables).await?;
@@ -931,6 +973,7 @@ impl Driver for MysqlDriver {
             ready_schema,
             scoped: self.tables.is_some(),
             tables,
+            triggers,
         };
         let _ = conn.disconnect().await;
         Ok(Captured {
@@ -966,6 +1009,52 @@ impl Driver for MysqlDriver {
                 )));
             }
         }
+        // What the swap renames away: the listed tables, or every table there is now.
+        let replaced: Vec<String> = if st.scoped {
+            st.tables.iter().map(|t| t.name.clone()).collect()
+        } else {
+            self.list_tables(&mut conn, &self.db).await?
+        };
+        let odd = self.unrestorable(&mut conn).await?;
+        let odd: Vec<String> = odd
+            .iter()
+            .filter(|o| !st.scoped || replaced.contains(&o.name))
+            .map(|o| format!("{} ({})", o.label(), o.why))
+            .collect();
+        if !odd.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "mysql {}: `{}` now holds objects this driver cannot restore or drop: {}; the restore would \
+                     leave them as they are, so it is refused: drop them (or turn versioning off) before the rollback",
+                    self.target,
+                    self.db,
+                    odd.join(", ")
+                ),
+            ));
+        }
+        self.refuse_foreign_keys_from_outside(&mut conn, &replaced).await?;
+        if st.scoped {
+            // Trigger names are unique per database: one on a table the restore does
+            // not replace would stop a snapshot trigger from being created after the swap.
+            let others: Vec<String> =
+                self.list_tables(&mut conn, &self.db).await?.into_iter().filter(|t| !replaced.contains(t)).collect();
+            let taken = self.triggers(&mut conn, Some(others.as_slice())).await?;
+            if let Some(t) = taken.iter().find(|t| st.triggers.iter().any(|s| s.name == t.name)) {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "mysql {}: trigger {} is now on table {}, outside `tables`, and the snapshot has a trigger of \
+                         that name on a table it restores; rename or drop the trigger on {} before the rollback",
+                        self.target,
+                        q(&t.name),
+                        q(&t.table),
+                        q(&t.table)
+                    ),
+                ));
+            }
+        }
+        let _ = conn.disconnect().await;
         Ok(())
     }
 
@@ -1003,6 +1092,8 @@ impl Driver for MysqlDriver {
                 d.push(format!("table {} was added since the snapshot", q(t)));
             }
         }
+        let live = self.live_triggers(&mut conn, &st).await?;
+        d.extend(catalog::diff_triggers(&st.triggers, &live).differences());
         let _ = conn.disconnect().await;
         Ok(Drift::from_differences(d))
     }
@@ -1049,6 +1140,10 @@ impl Driver for MysqlDriver {
                     "rows (the table was created since the snapshot and is dropped)".into(),
                 ));
             }
+        }
+        let live = self.live_triggers(&mut conn, &st).await?;
+        for (target, unit) in catalog::diff_triggers(&st.triggers, &live).discarded() {
+            out.push(discard(target, 1, unit));
         }
         let _ = conn.disconnect().await;
         Ok(out)
