@@ -110,6 +110,10 @@ async fn a_dirty_tree_is_refused_unless_allowed_and_never_overwritten() {
     write(&app.join("src/engine.py"), "VERSION = 3  # unsaved work\n");
     let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    // The record names the uncommitted work and where it went.
+    let d0 = r.discarded.iter().find(|x| x.target.contains("uncommitted")).expect("named in the discards");
+    assert!(d0.target.contains("src/engine.py") && d0.target.contains("git stash"), "{d0:?}");
+    assert_eq!(d0.changes, 1);
     // The uncommitted work was stashed, not lost.
     let mut repo = git2::Repository::open(&app).unwrap();
     let mut stashes = Vec::new();

@@ -438,6 +438,23 @@ impl Driver for GitDriver {
             };
             let base = Oid::from_str(&st.commit).map_err(git_err("bad commit id"))?;
             let mut out = Vec::new();
+            // Uncommitted work is not in any commit, nor in the safety snapshot (which
+            // records commits): the restore moves it to `git stash`. Say so, with
+            // where it is, so neither a success nor a compensation hides it.
+            let dirty = dirty_paths(&repo, &me.paths)?;
+            if !dirty.is_empty() {
+                out.push(Discard {
+                    component: component.clone(),
+                    target: format!(
+                        "uncommitted changes to {} (moved to `git stash` by the restore; `git stash pop` brings them \
+                         back)",
+                        list(&dirty)
+                    ),
+                    changes: dirty.len() as u64,
+                    unit: "files changed".into(),
+                    kept_in_safety_snapshot: false,
+                });
+            }
             // Revert mode and partial restores keep history: nothing is discarded.
             if me.mode == Mode::Reset && me.paths.is_empty() {
                 let n = count_since(&repo, tip, base)?;
