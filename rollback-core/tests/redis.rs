@@ -383,3 +383,100 @@ async fn unreachable_server_and_bad_password_name_the_component_and_hide_the_pas
     assert!(!json.contains(secret), "{json}");
     assert!(json.contains("127.0.0.1:1/0"), "{json}");
 }
+
+/// Every key matching `pattern` as the application reads it: type, value in a
+/// canonical order (set and hash members sorted) and PTTL. An oracle independent of
+/// the driver's own hashing.
+async fn key_space(
+    c: &mut MultiplexedConnection,
+    pattern: &str,
+) -> std::collections::BTreeMap<Vec<u8>, (String, String, i64)> {
+    let keys: Vec<Vec<u8>> = c.keys(pattern).await.unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for k in keys {
+        let ty: String = redis::cmd("TYPE").arg(&k).query_async(c).await.unwrap();
+        let value = match ty.as_str() {
+            "string" => format!("{:?}", c.get::<_, Vec<u8>>(&k).await.unwrap()),
+            "list" => format!("{:?}", c.lrange::<_, Vec<Vec<u8>>>(&k, 0, -1).await.unwrap()),
+            "set" => {
+                let mut m: Vec<Vec<u8>> = c.smembers(&k).await.unwrap();
+                m.sort();
+                format!("{m:?}")
+            }
+            "hash" => {
+                let mut m: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(&k).await.unwrap();
+                m.sort();
+                format!("{m:?}")
+            }
+            "zset" => format!("{:?}", c.zrange_withscores::<_, Vec<(Vec<u8>, f64)>>(&k, 0, -1).await.unwrap()),
+            "stream" => {
+                let v: redis::Value = redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query_async(c).await.unwrap();
+                format!("{v:?}")
+            }
+            other => panic!("no oracle for type {other}"),
+        };
+        let pttl: i64 = redis::cmd("PTTL").arg(&k).query_async(c).await.unwrap();
+        out.insert(k, (ty, value, pttl));
+    }
+    out
+}
+
+/// A rollback in flush mode clears the cache; when a later step fails, the
+/// compensation must put back every key and TTL the cache held before the rollback
+/// (what its safety snapshot captured), not clear it again.
+#[tokio::test]
+async fn flush_mode_compensation_puts_every_key_and_ttl_back() {
+    let db = 7;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("flushcomp");
+    let pattern = format!("{p}*");
+    fill(&mut c, &p).await;
+    std::fs::write(dir.path().join("flag"), "ok\n").unwrap();
+    // The cache (phase 2) is restored first; then svc (phase 1) fails.
+    let toml = format!(
+        "{}phase = 2\n[[component]]\nname = \"svc\"\ndriver = \"command\"\nphase = 1\ncapture = [\"cat\", \"flag\"]\n\
+         restore = [\"sh\", \"-c\", \"if grep -q ok \\\"$ROLLBACK_STATE_FILE\\\"; then echo 'restore of svc failed' >&2; exit 3; fi; \
+         cp \\\"$ROLLBACK_STATE_FILE\\\" flag\"]\n",
+        component("cache", db, &pattern, "flush")
+    );
+    let stack = stack_toml(dir.path(), &toml);
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    // The cache as the deploy left it: a value changed, a key added with a TTL.
+    std::fs::write(dir.path().join("flag"), "new\n").unwrap();
+    let _: () = c.set(format!("{p}str"), "after the deploy").await.unwrap();
+    let _: () = c.set_ex(format!("{p}added"), "warm", 5000).await.unwrap();
+    let before = key_space(&mut c, &pattern).await;
+    assert_eq!(before.len(), 14);
+
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Compensated, "{rec:?}");
+    let comp = rec.steps.iter().find(|s| s.action == "compensate" && s.component == "cache").unwrap();
+    assert_eq!(comp.status, "ok", "{rec:?}");
+
+    let after = key_space(&mut c, &pattern).await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "the compensation puts back every key"
+    );
+    for (k, (ty, value, pttl)) in &before {
+        let (ty2, value2, pttl2) = &after[k];
+        assert_eq!((ty, value), (ty2, value2), "key {}", String::from_utf8_lossy(k));
+        if *pttl < 0 {
+            assert_eq!(*pttl2, *pttl, "key {} has no TTL", String::from_utf8_lossy(k));
+        } else {
+            assert!(
+                *pttl2 > 0 && pttl2 <= pttl,
+                "key {}: TTL {pttl} before, {pttl2} after",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+    // The safety snapshot verifies equal: it is what the cache now holds.
+    let safety = rec.safety_snapshot_id.clone().unwrap();
+    let v = stack.verify(&safety, &[]).await.unwrap();
+    assert!(v.components["cache"].ok, "{v:?}");
+    cleanup(&mut c, &pattern).await;
+}

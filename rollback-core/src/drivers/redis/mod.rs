@@ -156,6 +156,11 @@ struct State {
     /// Order-independent digest of (key, value, has TTL) over every key.
     digest: String,
     server_version: String,
+    /// Captured as a safety snapshot: the state before a rollback, which compensation
+    /// puts back whole whatever the mode (a `flush` would otherwise clear the cache
+    /// again instead of undoing the clear).
+    #[serde(default)]
+    safety: bool,
 }
 
 fn state_of(part: &Part) -> Result<State> {
@@ -717,6 +722,17 @@ fn canonical_hash(ty: u8, v: Value) -> [u8; 16] {
     out
 }
 
+/// The mode a restore, verify or plan of a part uses: a safety snapshot of a `flush`
+/// component is restored like `replace`, since undoing a cache clear means putting
+/// the keys back.
+fn mode_for(configured: Mode, safety: bool) -> Mode {
+    if safety && configured == Mode::Flush {
+        Mode::Replace
+    } else {
+        configured
+    }
+}
+
 fn version_major(v: &str) -> u32 {
     v.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
 }
@@ -784,6 +800,7 @@ impl Driver for RedisDriver {
             payload_bytes,
             digest: digest.hex(),
             server_version,
+            safety: ctx.safety,
         };
         Ok(Captured {
             state: serde_json::to_value(&state).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
@@ -819,9 +836,10 @@ impl Driver for RedisDriver {
         if st.pattern != self.pattern || st.db != self.db {
             tracing::warn!(component = %ctx.component, "restoring a snapshot taken with another pattern or db");
         }
+        let mode = mode_for(self.mode, st.safety);
         let t = Instant::now();
         let mut con = self.connect().await?;
-        if self.mode != Mode::Flush {
+        if mode != Mode::Flush {
             // A damaged snapshot must be refused before the first key is deleted.
             let art = part
                 .artifact(KEYS_ARTIFACT)
@@ -830,18 +848,19 @@ impl Driver for RedisDriver {
             let store = ctx.store.clone();
             super::blocking(move || store.check_artifact(&art).map(|_| ())).await?;
         }
-        let deleted = match self.mode {
+        let deleted = match mode {
             Mode::Replace | Mode::Flush => self.delete_matching(ctx, &mut con).await?,
             Mode::Merge => 0,
         };
-        if self.mode == Mode::Flush {
+        if mode == Mode::Flush {
             ctx.progress(format!("flush mode: deleted {deleted} keys; nothing restored"));
             return Ok(());
         }
         let (restored, expired) = self.restore_keys(ctx, &con, part).await?;
         let mut msg = format!(
-            "{} mode: restored {restored} keys into {} in {} ms",
-            self.mode.as_str(),
+            "{} mode{}: restored {restored} keys into {} in {} ms",
+            mode.as_str(),
+            if mode != self.mode { " (a safety snapshot is put back whole)" } else { "" },
             self.describe_target(),
             t.elapsed().as_millis()
         );
@@ -854,8 +873,9 @@ impl Driver for RedisDriver {
     }
 
     async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+        let mode = mode_for(self.mode, state_of(part)?.safety);
         let con = self.connect().await?;
-        if self.mode == Mode::Flush {
+        if mode == Mode::Flush {
             let (n, first) = self.count_live(&con).await?;
             if n == 0 {
                 return Ok(Drift::equal());
@@ -868,7 +888,7 @@ impl Driver for RedisDriver {
             return Ok(Drift::from_differences(d));
         }
         let cmp = self.compare(ctx, &con, part).await?;
-        let drift = match self.mode {
+        let drift = match mode {
             Mode::Merge => cmp.changed + cmp.removed,
             _ => cmp.changed + cmp.removed + cmp.added,
         };
@@ -882,14 +902,15 @@ impl Driver for RedisDriver {
             cmp.changed,
             cmp.removed
         )];
-        let examples = cmp.examples.into_iter().filter(|e| self.mode != Mode::Merge || !e.ends_with("was added"));
+        let examples = cmp.examples.into_iter().filter(|e| mode != Mode::Merge || !e.ends_with("was added"));
         d.extend(examples);
         Ok(Drift::from_differences(d))
     }
 
     async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        let mode = mode_for(self.mode, state_of(part)?.safety);
         let con = self.connect().await?;
-        let (changes, unit) = match self.mode {
+        let (changes, unit) = match mode {
             Mode::Flush => {
                 let (n, _) = self.count_live(&con).await?;
                 (n, "keys (deleted by the cache clear)".to_string())
@@ -946,7 +967,8 @@ impl Driver for RedisDriver {
         } else {
             format!("delete keys matching `{}` in db {}", self.pattern, self.db)
         };
-        match self.mode {
+        let safety = part.state.get("safety").and_then(|v| v.as_bool()).unwrap_or(false);
+        match mode_for(self.mode, safety) {
             Mode::Replace => format!("{del}, then RESTORE {n} keys with their TTLs (pipelined)"),
             Mode::Merge => format!("RESTORE ... REPLACE {n} captured keys into db {} (other keys kept)", self.db),
             Mode::Flush => format!("{del} (cache clear; nothing restored)"),
