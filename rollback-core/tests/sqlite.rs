@@ -193,3 +193,67 @@ async fn restore_recreates_a_deleted_database() {
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
     assert_eq!(rows(&open(&db), "SELECT v FROM t"), ["Text(\"a\")"]);
 }
+
+/// Runs `sqlite3 db sql` as uid/gid 65534, the application's user in these tests.
+fn as_app_user(db: &Path, sql: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sqlite3"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("setpriv and sqlite3 must be installed")
+}
+
+/// The rollback runs as root, the application as another user: the restored file
+/// (and the -wal/-shm SQLite makes beside it) stays the application's, with its
+/// mode, so the application can still write. Also when the file was deleted: the
+/// snapshot's recorded owner and mode are used.
+#[tokio::test]
+async fn rename_restore_keeps_the_owner_group_and_mode_of_the_database() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (_t, dir) = tmp();
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), 0, "this test runs as root (it changes file owners)");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::os::unix::fs::chown(dir.join("data"), Some(65534), Some(65534)).unwrap();
+    let db = dir.join("data/app.db");
+    open(&db).execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (v INT); INSERT INTO t VALUES (1);").unwrap();
+    std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = as_app_user(&db, "INSERT INTO t VALUES (2)");
+    assert!(out.status.success(), "the application writes before: {}", String::from_utf8_lossy(&out.stderr));
+
+    let s = sqlite_stack(&dir, "");
+    let snap = snap(&s).await;
+    let out = as_app_user(&db, "INSERT INTO t VALUES (3)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let owned_by_app = |what: &str| {
+        let m = std::fs::metadata(&db).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o640), "{what}: the database file");
+        for side in ["-wal", "-shm"] {
+            let p = dir.join(format!("data/app.db{side}"));
+            if let Ok(m) = std::fs::metadata(&p) {
+                assert_eq!((m.uid(), m.gid()), (65534, 65534), "{what}: {}", p.display());
+            }
+        }
+    };
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    owned_by_app("after a rollback");
+    let out = as_app_user(&db, "INSERT INTO t VALUES (4)");
+    assert!(out.status.success(), "the application writes after: {}", String::from_utf8_lossy(&out.stderr));
+    // A connection held open (as the rollback's root would in a verify) makes -wal/-shm.
+    let c = open(&db);
+    assert_eq!(rows(&c, "SELECT v FROM t ORDER BY v"), ["Integer(1)", "Integer(2)", "Integer(4)"]);
+    owned_by_app("with a connection open");
+    drop(c);
+
+    // The file is gone: the owner and mode recorded in the snapshot are used.
+    std::fs::remove_file(&db).unwrap();
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    owned_by_app("after restoring a deleted file");
+    let out = as_app_user(&db, "INSERT INTO t VALUES (5)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

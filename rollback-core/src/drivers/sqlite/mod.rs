@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,6 +83,23 @@ struct State {
     /// `type|name|table|sql` of every schema object.
     schema: Vec<String>,
     tables: BTreeMap<String, TableSum>,
+    /// The file's owner and mode at capture: a restore of a file deleted since gives
+    /// them back (absent in snapshots of earlier builds).
+    owner: Option<Owner>,
+}
+
+/// Owner, group and permission bits of a database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+impl Owner {
+    fn of(m: &fs::Metadata) -> Self {
+        Owner { uid: m.uid(), gid: m.gid(), mode: m.mode() & 0o7777 }
+    }
 }
 
 /// Schema lines and per-table sorted row hashes, read in one transaction.
@@ -294,6 +312,7 @@ fn capture_blocking(path: PathBuf, store: crate::store::Store) -> Result<Capture
         let st = State {
             path: path.display().to_string(),
             absent: false,
+            owner: fs::metadata(&path).ok().map(|m| Owner::of(&m)),
             sqlite_version: rusqlite::version().to_string(),
             schema_digest: digest(&content.schema),
             schema: content.schema,
@@ -315,14 +334,53 @@ fn capture_blocking(path: PathBuf, store: crate::store::Store) -> Result<Capture
     r
 }
 
-/// Writes the snapshot beside the database, syncs it, renames it over the file.
-fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str) -> Result<()> {
+/// The owner and mode the restored file must have: those of the file it replaces, or
+/// the snapshot's when the file is gone. The application, not whoever runs the
+/// rollback, must be able to write it (and SQLite gives a new -wal/-shm the owner and
+/// mode of the database file).
+fn wanted_owner(path: &Path, recorded: Option<Owner>) -> Option<Owner> {
+    fs::metadata(path).ok().map(|m| Owner::of(&m)).or(recorded)
+}
+
+/// Gives `f` (the file `p`) owner `o`, or says who can.
+fn set_owner(f: &fs::File, p: &Path, o: Owner) -> Result<()> {
+    // chown first: it clears set-id bits, which the chmod then puts back.
+    std::os::unix::fs::fchown(f, Some(o.uid), Some(o.gid)).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            ErrorKind::PermissionDenied
+        } else {
+            ErrorKind::Unexpected
+        };
+        Error::new(
+            kind,
+            format!(
+                "cannot give {} the owner {}:{} of the database it replaces; run the rollback as root or as that \
+                 user, or use restore = \"online\" (which writes into the existing file)",
+                p.display(),
+                o.uid,
+                o.gid
+            ),
+        )
+        .with_source(e)
+    })?;
+    f.set_permissions(fs::Permissions::from_mode(o.mode)).ctx(|| format!("cannot set the mode of {}", p.display()))
+}
+
+fn temp_beside(path: &Path) -> Result<PathBuf> {
     let dir = path.parent().ok_or_else(|| Error::config(format!("{} has no parent directory", path.display())))?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.rollback-{:08x}", rand::random::<u32>()));
+    Ok(dir.join(format!(".{name}.rollback-{:08x}", rand::random::<u32>())))
+}
+
+/// Writes the snapshot beside the database, syncs it, renames it over the file.
+fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str, recorded: Option<Owner>) -> Result<()> {
+    let tmp = temp_beside(path)?;
     let r = (|| -> Result<()> {
         let mut from = fs::File::open(artifact).ctx(|| "cannot read the snapshot's database copy".into())?;
         let mut to = fs::File::create(&tmp).ctx(|| format!("cannot write {}", tmp.display()))?;
+        if let Some(o) = wanted_owner(path, recorded) {
+            set_owner(&to, path, o)?;
+        }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -340,9 +398,6 @@ fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str) -> Result<()
                 "the snapshot's database copy changed in the store; refusing it",
             ));
         }
-        if let Ok(m) = fs::metadata(path) {
-            let _ = fs::set_permissions(&tmp, m.permissions());
-        }
         to.sync_all().ctx(|| format!("cannot sync {}", tmp.display()))?;
         // A journal or WAL left beside the old file would be replayed into the new one.
         for f in side_files(path) {
@@ -359,6 +414,23 @@ fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str) -> Result<()
     if r.is_err() {
         let _ = fs::remove_file(&tmp);
     }
+    r
+}
+
+/// Whether a rename restore can give the new file the owner it must have: tried on an
+/// empty file beside the database, so a rollback that cannot is refused before
+/// anything changes.
+fn check_owner(path: &Path, recorded: Option<Owner>) -> Result<()> {
+    let Some(o) = wanted_owner(path, recorded) else { return Ok(()) };
+    let tmp = temp_beside(path)?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .ctx(|| format!("cannot write in {}", tmp.parent().unwrap_or(Path::new("/")).display()))?;
+    let r = set_owner(&f, path, o);
+    drop(f);
+    let _ = fs::remove_file(&tmp);
     r
 }
 
@@ -394,7 +466,8 @@ impl Driver for SqliteDriver {
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
         let r = (|| {
-            if Self::state(part)?.absent {
+            let st = Self::state(part)?;
+            if st.absent {
                 return Ok(());
             }
             Self::artifact(part)?;
@@ -412,6 +485,9 @@ impl Driver for SqliteDriver {
                     "{} does not exist; an online restore copies into the live file (use restore = \"rename\")",
                     self.path.display()
                 )));
+            }
+            if self.mode == RestoreMode::Rename {
+                check_owner(&self.path, st.owner)?;
             }
             Ok(())
         })();
@@ -435,11 +511,12 @@ impl Driver for SqliteDriver {
                 })
                 .await;
             }
+            let owner = Self::state(part)?.owner;
             let a = Self::artifact(part)?.clone();
             let file = ctx.store.artifact_path(&a)?;
             let (path, mode) = (self.path.clone(), self.mode);
             blocking(move || match mode {
-                RestoreMode::Rename => restore_rename(&path, &file, &a.sha256),
+                RestoreMode::Rename => restore_rename(&path, &file, &a.sha256, owner),
                 RestoreMode::Online => restore_online(&path, &file),
             })
             .await
