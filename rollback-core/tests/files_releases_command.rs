@@ -207,3 +207,119 @@ restore = ["sh", "-c", "cp \"$ROLLBACK_STATE_FILE\" state.txt; echo tampered > \
     let a = &snap.parts[0].artifacts[0];
     assert_eq!(s.store().read_artifact(a).unwrap(), b"v1\n");
 }
+
+/// Names as raw bytes (Linux file names need not be UTF-8).
+fn raw(b: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+fn names(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v: Vec<Vec<u8>> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn files_a_root_link_replaced_by_a_directory_is_put_back_as_the_link() {
+    let (_t, d) = tmp();
+    write(&d.join("config-v1/app.json"), "v1\n");
+    std::os::unix::fs::symlink("config-v1", d.join("config")).unwrap();
+    let s = stack(&d, "[[component]]\nname = \"cfg\"\ndriver = \"files\"\npaths = [\"config\"]\n");
+    let snap = common::snap(&s).await;
+    // A deploy replaces the link with a real directory.
+    std::fs::remove_file(d.join("config")).unwrap();
+    write(&d.join("config/app.json"), "deployed\n");
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(!v.ok, "a link replaced by a directory is drift: {v:?}");
+
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(std::fs::read_link(d.join("config")).unwrap().to_str(), Some("config-v1"), "the link came back");
+    assert_eq!(std::fs::read_to_string(d.join("config/app.json")).unwrap(), "v1\n");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    // The directory it replaced is in the safety snapshot.
+    let safety = s.resolve(r.safety_snapshot_id.as_deref().unwrap()).unwrap();
+    let a = safety.parts[0].artifacts.iter().find(|a| a.name.ends_with("app.json")).unwrap();
+    assert_eq!(s.store().read_artifact(a).unwrap(), b"deployed\n");
+}
+
+#[tokio::test]
+async fn files_compensation_puts_a_root_link_back_exactly() {
+    let (_t, d) = tmp();
+    write(&d.join("config/a.json"), "v1\n");
+    write(&d.join("flag"), "ok\n");
+    let toml = r#"
+[[component]]
+name = "cfg"
+driver = "files"
+paths = ["config"]
+phase = 2
+
+[[component]]
+name = "svc"
+driver = "command"
+phase = 1
+capture = ["cat", "flag"]
+# Restoring the snapshot's state fails; restoring any other state (compensation) works.
+restore = ["sh", "-c", "if grep -q ok \"$ROLLBACK_STATE_FILE\"; then echo 'restore of svc failed' >&2; exit 3; fi; cp \"$ROLLBACK_STATE_FILE\" flag"]
+"#;
+    let s = stack(&d, toml);
+    let snap = common::snap(&s).await;
+    // The deploy turns the directory into a link to a new one.
+    std::fs::remove_dir_all(d.join("config")).unwrap();
+    write(&d.join("config-v2/a.json"), "v2\n");
+    std::os::unix::fs::symlink("config-v2", d.join("config")).unwrap();
+    write(&d.join("flag"), "new\n");
+
+    // cfg is restored (a real directory again), then svc fails: cfg is put back.
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert!(r.steps.iter().any(|s| s.action == "compensate" && s.component == "cfg" && s.status == "ok"));
+    assert_eq!(
+        std::fs::read_link(d.join("config")).ok().as_deref().and_then(|p| p.to_str()),
+        Some("config-v2"),
+        "the link before the rollback came back, not a directory"
+    );
+    assert_eq!(std::fs::read_to_string(d.join("config-v2/a.json")).unwrap(), "v2\n");
+    let stray: Vec<_> = names(&d).into_iter().filter(|n| n.starts_with(b".config")).collect();
+    assert!(stray.is_empty(), "no temporary names left: {stray:?}");
+}
+
+#[tokio::test]
+async fn files_non_utf8_names_round_trip_byte_exactly() {
+    let (_t, d) = tmp();
+    let cfg = d.join("config");
+    std::fs::create_dir_all(cfg.join(raw(b"d\xff"))).unwrap();
+    std::fs::write(cfg.join(raw(b"caf\xe9.json")), "v1\n").unwrap();
+    std::fs::write(cfg.join(raw(b"d\xff/x\xfe")), "inner\n").unwrap();
+    std::fs::write(cfg.join("plain.json"), "plain\n").unwrap();
+    let s = stack(&d, "[[component]]\nname = \"cfg\"\ndriver = \"files\"\npaths = [\"config\"]\n");
+    let snap = common::snap(&s).await;
+    let before = names(&cfg);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    std::fs::write(cfg.join(raw(b"caf\xe9.json")), "v2\n").unwrap();
+    std::fs::remove_file(cfg.join(raw(b"d\xff/x\xfe"))).unwrap();
+    std::fs::write(cfg.join(raw(b"new\xfe")), "added\n").unwrap();
+    std::fs::write(cfg.join(raw(b"caf\xef\xbf\xbd.json")), "a UTF-8 name a lossy decoding would produce\n").unwrap();
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(!v.ok);
+
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(names(&cfg), before, "no stray or mangled names");
+    assert_eq!(std::fs::read_to_string(cfg.join(raw(b"caf\xe9.json"))).unwrap(), "v1\n");
+    assert_eq!(std::fs::read_to_string(cfg.join(raw(b"d\xff/x\xfe"))).unwrap(), "inner\n");
+    assert_eq!(names(&cfg.join(raw(b"d\xff"))), [b"x\xfe".to_vec()]);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // Undo through the safety snapshot: the added non-UTF-8 names come back too.
+    let undo = s.rollback(r.safety_snapshot_id.as_deref().unwrap(), opts(Scope::Complete)).await.unwrap();
+    assert_eq!(undo.status, Status::Succeeded, "{}", undo.to_json());
+    assert_eq!(std::fs::read_to_string(cfg.join(raw(b"new\xfe"))).unwrap(), "added\n");
+    assert_eq!(std::fs::read_to_string(cfg.join(raw(b"caf\xe9.json"))).unwrap(), "v2\n");
+    assert!(!cfg.join(raw(b"d\xff/x\xfe")).exists());
+}

@@ -1,14 +1,16 @@
 #![doc = include_str!("docs.md")]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use super::blocking;
@@ -53,23 +55,103 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
     Ok(Arc::new(FilesDriver { paths }))
 }
 
+/// A path or file name byte for byte as the file system has it: Linux names need
+/// not be UTF-8, and a lossy conversion would restore a different name beside the
+/// real one. Kept in the manifest as the string itself when it is UTF-8 (as earlier
+/// snapshots have it), otherwise as a NUL followed by the bytes in hex: no path holds
+/// a NUL, so the two forms cannot be confused. Ordered by bytes, so a directory comes
+/// before everything under it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct RawPath(Vec<u8>);
+
+impl RawPath {
+    fn of(p: &Path) -> Self {
+        RawPath(p.as_os_str().as_bytes().to_vec())
+    }
+
+    fn as_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `self/name`, or `name` for the root itself.
+    fn child(&self, name: &OsStr) -> Self {
+        let mut b = self.0.clone();
+        if !b.is_empty() {
+            b.push(b'/');
+        }
+        b.extend_from_slice(name.as_bytes());
+        RawPath(b)
+    }
+
+    fn encode(&self) -> String {
+        match std::str::from_utf8(&self.0) {
+            Ok(s) => s.to_string(),
+            Err(_) => format!("\0{}", hex::encode(&self.0)),
+        }
+    }
+
+    fn decode(s: &str) -> std::result::Result<Self, String> {
+        match s.strip_prefix('\0') {
+            Some(h) => hex::decode(h).map(RawPath).map_err(|e| format!("a non-UTF-8 path is not valid hex: {e}")),
+            None => Ok(RawPath(s.as_bytes().to_vec())),
+        }
+    }
+}
+
+impl std::fmt::Display for RawPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_path().display().fmt(f)
+    }
+}
+
+impl Serialize for RawPath {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RawPath::decode(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// One entry under a captured root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 enum Entry {
     File { mode: u32, uid: u32, gid: u32, sha256: String, size: u64 },
     Dir { mode: u32, uid: u32, gid: u32 },
-    Symlink { target: PathBuf },
+    Symlink { target: RawPath },
+}
+
+/// A configured path that was a symlink: the link itself, put back exactly by a
+/// restore, while the root's entries are what it pointed at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RootLink {
+    /// The configured path, where the link is.
+    at: RawPath,
+    /// Its target as written (relative or absolute).
+    target: RawPath,
 }
 
 /// What was captured of one root: relative path ("" is the root itself) → entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Root {
-    path: PathBuf,
-    entries: BTreeMap<String, Entry>,
-    /// The root did not exist (only in safety snapshots: restoring removes it).
+    path: RawPath,
+    entries: BTreeMap<RawPath, Entry>,
+    /// The root did not exist (only in safety snapshots: restoring removes it). With
+    /// `link`: the link was dangling, and only the link is restored.
     #[serde(default)]
     absent: bool,
+    /// Set when the configured path was a symlink to `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<RootLink>,
 }
 
 fn hash_file(p: &Path) -> Result<(String, u64)> {
@@ -89,12 +171,14 @@ fn hash_file(p: &Path) -> Result<(String, u64)> {
 }
 
 /// A configured path that is itself a symlink (`sites-enabled/app.conf`) stands for
-/// what it points at: that is what the application reads.
-fn resolve_root(p: &Path) -> std::io::Result<PathBuf> {
+/// what it points at: that is what the application reads. The link is kept too, so
+/// that a restore can put it back where a directory or file has replaced it.
+fn resolve_root(p: &Path) -> std::io::Result<(PathBuf, Option<RootLink>)> {
     if fs::symlink_metadata(p)?.file_type().is_symlink() {
-        fs::canonicalize(p)
+        let link = RootLink { at: RawPath::of(p), target: RawPath::of(&fs::read_link(p)?) };
+        Ok((fs::canonicalize(p)?, Some(link)))
     } else {
-        Ok(p.to_path_buf())
+        Ok((p.to_path_buf(), None))
     }
 }
 
@@ -104,10 +188,10 @@ fn resolve_root(p: &Path) -> std::io::Result<PathBuf> {
 fn scan(
     root: &Path,
     store: Option<(&Store, usize, &mut Vec<crate::store::ArtifactRef>)>,
-) -> Result<BTreeMap<String, Entry>> {
+) -> Result<BTreeMap<RawPath, Entry>> {
     let mut out = BTreeMap::new();
     let mut store = store;
-    let mut stack = vec![(root.to_path_buf(), String::new())];
+    let mut stack = vec![(root.to_path_buf(), RawPath::default())];
     while let Some((p, rel)) = stack.pop() {
         let meta = match fs::symlink_metadata(&p) {
             Ok(m) => m,
@@ -117,19 +201,17 @@ fn scan(
         let (mode, uid, gid) = (meta.mode() & 0o7777, meta.uid(), meta.gid());
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&p).ctx(|| format!("cannot read link {}", p.display()))?;
-            out.insert(rel, Entry::Symlink { target });
+            out.insert(rel, Entry::Symlink { target: RawPath::of(&target) });
         } else if meta.is_dir() {
             for e in fs::read_dir(&p).ctx(|| format!("cannot list {}", p.display()))? {
                 let e = e?;
-                let name = e.file_name().to_string_lossy().to_string();
-                let child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-                stack.push((e.path(), child));
+                stack.push((e.path(), rel.child(&e.file_name())));
             }
             out.insert(rel, Entry::Dir { mode, uid, gid });
         } else if meta.is_file() {
             let (sha256, size) = match store.as_mut() {
                 Some((s, idx, arts)) => {
-                    let a = s.put_file(format!("files/{idx}/{rel}"), &p)?;
+                    let a = s.put_file(artifact_name(*idx, &rel), &p)?;
                     let r = (a.sha256.clone(), a.size);
                     arts.push(a);
                     r
@@ -143,19 +225,23 @@ fn scan(
     Ok(out)
 }
 
+fn artifact_name(idx: usize, rel: &RawPath) -> String {
+    format!("files/{idx}/{}", rel.encode())
+}
+
 /// The current entries of a root; a missing root has none.
-fn scan_now(root: &Path) -> Result<BTreeMap<String, Entry>> {
+fn scan_now(root: &Path) -> Result<BTreeMap<RawPath, Entry>> {
     match scan(root, None) {
         Err(e) if e.kind() == ErrorKind::NotFound && fs::symlink_metadata(root).is_err() => Ok(BTreeMap::new()),
         r => r,
     }
 }
 
-fn join(root: &Path, rel: &str) -> PathBuf {
+fn join(root: &Path, rel: &RawPath) -> PathBuf {
     if rel.is_empty() {
         root.to_path_buf()
     } else {
-        root.join(rel)
+        root.join(rel.as_path())
     }
 }
 
@@ -164,12 +250,36 @@ fn roots_of(part: &Part) -> Result<Vec<Root>> {
         .map_err(|e| Error::new(ErrorKind::Corrupt, "files snapshot has no readable `roots`").with_source(e))
 }
 
-fn diff(root: &Root, now: &BTreeMap<String, Entry>) -> Vec<String> {
+/// What is at a root link's place now, when it is not that link.
+fn link_drift(l: &RootLink) -> Option<String> {
+    let at = l.at.as_path();
+    let now = match fs::symlink_metadata(at) {
+        Err(_) => "is missing".to_string(),
+        Ok(m) if m.file_type().is_symlink() => match fs::read_link(at) {
+            Ok(t) if t.as_os_str().as_bytes() == l.target.0.as_slice() => return None,
+            Ok(t) => format!("points at {}", t.display()),
+            Err(e) => format!("cannot be read ({e})"),
+        },
+        Ok(m) if m.is_dir() => "is a directory".to_string(),
+        Ok(_) => "is a file".to_string(),
+    };
+    Some(format!("{}: was a link to {}, now {now}", l.at, l.target))
+}
+
+fn diff(root: &Root, now: &BTreeMap<RawPath, Entry>) -> Vec<String> {
     let mut d = Vec::new();
-    let show = |rel: &str| join(&root.path, rel).display().to_string();
+    let path = root.path.as_path();
+    let show = |rel: &RawPath| join(path, rel).display().to_string();
+    if let Some(l) = &root.link {
+        d.extend(link_drift(l));
+        if root.absent {
+            // A dangling link: the link is all there is to compare.
+            return d;
+        }
+    }
     if root.absent {
         if !now.is_empty() {
-            d.push(format!("{} exists; it did not at the snapshot", root.path.display()));
+            d.push(format!("{} exists; it did not at the snapshot", root.path));
         }
         return d;
     }
@@ -246,21 +356,51 @@ fn remove_any(p: &Path) -> Result<()> {
     }
 }
 
-fn restore_root(store: &Store, part: &Part, idx: usize, root: &Root) -> Result<()> {
-    let now = scan_now(&root.path)?;
-    if root.absent {
-        return remove_any(&root.path);
+/// Puts a root link back exactly. What replaced it (a directory or a file) is
+/// removed: it is in the safety snapshot, which records the path as it is now.
+fn restore_link(l: &RootLink) -> Result<()> {
+    if link_drift(l).is_none() {
+        return Ok(());
     }
+    let at = l.at.as_path();
+    if fs::symlink_metadata(at).map(|m| m.is_dir()).unwrap_or(false) {
+        // A rename cannot put a link over a directory.
+        remove_any(at)?;
+    }
+    super::releases::swap_link(at, l.target.as_path())
+}
+
+fn restore_root(store: &Store, part: &Part, idx: usize, root: &Root) -> Result<()> {
+    let path = root.path.as_path();
+    if let (Some(l), true) = (&root.link, root.absent) {
+        // A dangling link at capture time: there is no content to restore.
+        return restore_link(l);
+    }
+    if root.absent {
+        return remove_any(path);
+    }
+    restore_content(store, part, idx, root)?;
+    // The content first, then the link to it: the link never points at a half-restored tree.
+    match &root.link {
+        Some(l) => restore_link(l),
+        None => Ok(()),
+    }
+}
+
+fn restore_content(store: &Store, part: &Part, idx: usize, root: &Root) -> Result<()> {
+    let path = root.path.as_path();
+    let now = scan_now(path)?;
     // Paths added since go first, deepest first and without following links: once a
     // link is restored, a path below it would lead somewhere else (a shared dir).
-    let extra: BTreeSet<&String> = now.keys().filter(|k| !root.entries.contains_key(*k)).collect();
+    let extra: BTreeSet<&RawPath> = now.keys().filter(|k| !root.entries.contains_key(*k)).collect();
     for rel in extra.into_iter().rev() {
-        remove_any(&join(&root.path, rel))?;
+        remove_any(&join(path, rel))?;
     }
-    // Then parents before children.
+    // Then parents before children (the entries are ordered by bytes: a directory
+    // comes before its children).
     let mut dirs = Vec::new();
     for (rel, want) in &root.entries {
-        let dest = join(&root.path, rel);
+        let dest = join(path, rel);
         let got = fs::symlink_metadata(&dest).ok().and(now.get(rel));
         if got == Some(want) {
             continue;
@@ -275,7 +415,7 @@ fn restore_root(store: &Store, part: &Part, idx: usize, root: &Root) -> Result<(
                 dirs.push((dest, *mode));
             }
             Entry::File { mode, uid, gid, .. } => {
-                let name = format!("files/{idx}/{rel}");
+                let name = artifact_name(idx, rel);
                 let a = part.artifact(&name).ok_or_else(|| {
                     Error::new(ErrorKind::Corrupt, format!("artifact `{name}` is not in the snapshot"))
                 })?;
@@ -292,7 +432,7 @@ fn restore_root(store: &Store, part: &Part, idx: usize, root: &Root) -> Result<(
                 if matches!(got, Some(Entry::Dir { .. })) {
                     remove_any(&dest)?;
                 }
-                super::releases::swap_link(&dest, target)?;
+                super::releases::swap_link(&dest, target.as_path())?;
             }
         }
     }
@@ -323,18 +463,20 @@ impl Driver for FilesDriver {
             let mut arts = Vec::new();
             let mut roots = Vec::new();
             for (i, p) in paths.iter().enumerate() {
-                let path = match resolve_root(p) {
+                let (path, link) = match resolve_root(p) {
                     Ok(r) => r,
                     // The broken state a safety snapshot must still record: restoring it
-                    // removes the path again.
+                    // removes the path again, or puts back the dangling link.
                     Err(_) if safety => {
-                        roots.push(Root { path: p.clone(), entries: BTreeMap::new(), absent: true });
+                        let link =
+                            fs::read_link(p).ok().map(|t| RootLink { at: RawPath::of(p), target: RawPath::of(&t) });
+                        roots.push(Root { path: RawPath::of(p), entries: BTreeMap::new(), absent: true, link });
                         continue;
                     }
                     Err(e) => return Err(e).ctx(|| format!("{} does not exist or cannot be read", p.display())),
                 };
                 let entries = scan(&path, Some((&store, i, &mut arts)))?;
-                roots.push(Root { path, entries, absent: false });
+                roots.push(Root { path: RawPath::of(&path), entries, absent: false, link });
             }
             let files: usize = roots.iter().map(|r| r.entries.len()).sum();
             Ok(Captured { state: serde_json::json!({ "roots": roots, "entries": files }), artifacts: arts })
@@ -360,7 +502,7 @@ impl Driver for FilesDriver {
         blocking(move || {
             let mut d = Vec::new();
             for r in &roots {
-                match scan_now(&r.path) {
+                match scan_now(r.path.as_path()) {
                     Ok(now) => d.extend(diff(r, &now)),
                     Err(e) => d.push(e.to_string()),
                 }
@@ -376,11 +518,18 @@ impl Driver for FilesDriver {
         blocking(move || {
             let mut out = Vec::new();
             for r in &roots {
-                let n = diff(r, &scan_now(&r.path)?).len() as u64;
+                let mut n = diff(r, &scan_now(r.path.as_path())?).len() as u64;
+                // A directory or file where the link was is removed with everything in it.
+                if let Some(l) = r.link.as_ref().filter(|l| link_drift(l).is_some()) {
+                    let at = l.at.as_path();
+                    if fs::symlink_metadata(at).map(|m| !m.file_type().is_symlink()).unwrap_or(false) {
+                        n += scan_now(at)?.len() as u64;
+                    }
+                }
                 if n > 0 {
                     out.push(Discard {
                         component: component.clone(),
-                        target: r.path.display().to_string(),
+                        target: r.link.as_ref().map(|l| &l.at).unwrap_or(&r.path).to_string(),
                         changes: n,
                         unit: "paths".into(),
                         kept_in_safety_snapshot: false,
@@ -394,9 +543,12 @@ impl Driver for FilesDriver {
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
         for r in roots_of(part)? {
-            let parent = r.path.parent().unwrap_or(Path::new("/"));
-            if !parent.is_dir() {
-                return Err(Error::not_found(format!("{} does not exist", parent.display())));
+            let places = std::iter::once(&r.path).chain(r.link.as_ref().map(|l| &l.at));
+            for p in places {
+                let parent = p.as_path().parent().unwrap_or(Path::new("/"));
+                if !parent.is_dir() {
+                    return Err(Error::not_found(format!("{} does not exist", parent.display())));
+                }
             }
         }
         let _ = ctx;
