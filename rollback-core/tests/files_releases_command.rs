@@ -323,3 +323,85 @@ async fn files_non_utf8_names_round_trip_byte_exactly() {
     assert_eq!(std::fs::read_to_string(cfg.join(raw(b"caf\xe9.json"))).unwrap(), "v2\n");
     assert!(!cfg.join(raw(b"d\xff/x\xfe")).exists());
 }
+
+/// `current` became a real directory (a release copied over the link by hand): the
+/// rollback moves that directory aside under the name the plan and the record give,
+/// keeping every file in it, then puts the link back. Undoing the rollback (the
+/// safety snapshot) moves the directory back.
+#[tokio::test]
+async fn releases_a_current_that_became_a_directory_is_moved_aside_not_lost() {
+    let (_t, d) = tmp();
+    for v in ["v1", "v2"] {
+        write(&d.join(format!("releases/{v}/VERSION")), v);
+    }
+    std::os::unix::fs::symlink("v1", d.join("releases/current")).unwrap();
+    let s = stack(&d, "[[component]]\nname = \"app\"\ndriver = \"releases\"\nroot = \"releases\"\n");
+    let snap = common::snap(&s).await;
+    std::fs::remove_file(d.join("releases/current")).unwrap();
+    write(&d.join("releases/current/VERSION"), "hand-copied");
+    write(&d.join("releases/current/uploads/report.csv"), "only copy\n");
+    assert!(!s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    let plan = s.plan(&snap.id, &Scope::Complete).await.unwrap();
+    assert_eq!(plan.discards.len(), 1, "{plan}");
+    let aside = format!("current.aside-{}", snap.id);
+    assert!(plan.discards[0].unit.contains(&aside), "the plan names where it goes: {}", plan.discards[0].unit);
+
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(r.discarded.iter().any(|x| x.unit.contains(&aside)), "the record names it: {}", r.to_json());
+    assert_eq!(std::fs::read_link(d.join("releases/current")).unwrap().to_str(), Some("v1"));
+    assert_eq!(
+        std::fs::read_to_string(d.join("releases").join(&aside).join("uploads/report.csv")).unwrap(),
+        "only copy\n"
+    );
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // Undo: the directory is `current` again, with its files; the aside name is free.
+    let undo = s.rollback(r.safety_snapshot_id.as_deref().unwrap(), opts(Scope::Complete)).await.unwrap();
+    assert_eq!(undo.status, Status::Succeeded, "{}", undo.to_json());
+    let m = std::fs::symlink_metadata(d.join("releases/current")).unwrap();
+    assert!(m.is_dir(), "a directory again");
+    assert_eq!(std::fs::read_to_string(d.join("releases/current/uploads/report.csv")).unwrap(), "only copy\n");
+    assert!(!d.join("releases").join(&aside).exists());
+}
+
+/// A later step fails after `current` (a directory) was moved aside: compensation
+/// moves it back, and the record says compensated.
+#[tokio::test]
+async fn releases_compensation_moves_the_directory_back() {
+    let (_t, d) = tmp();
+    for v in ["v1", "v2"] {
+        write(&d.join(format!("releases/{v}/VERSION")), v);
+    }
+    std::os::unix::fs::symlink("v1", d.join("releases/current")).unwrap();
+    write(&d.join("flag"), "ok\n");
+    let toml = r#"
+[[component]]
+name = "app"
+driver = "releases"
+root = "releases"
+phase = 2
+
+[[component]]
+name = "svc"
+driver = "command"
+phase = 1
+capture = ["cat", "flag"]
+# Restoring the snapshot's state fails; restoring any other state (compensation) works.
+restore = ["sh", "-c", "if grep -q ok \"$ROLLBACK_STATE_FILE\"; then echo 'restore of svc failed' >&2; exit 3; fi; cp \"$ROLLBACK_STATE_FILE\" flag"]
+"#;
+    let s = stack(&d, toml);
+    let snap = common::snap(&s).await;
+    std::fs::remove_file(d.join("releases/current")).unwrap();
+    write(&d.join("releases/current/VERSION"), "hand-copied");
+    write(&d.join("flag"), "new\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert!(r.steps.iter().any(|s| s.action == "compensate" && s.component == "app" && s.status == "ok"));
+    assert!(std::fs::symlink_metadata(d.join("releases/current")).unwrap().is_dir());
+    assert_eq!(std::fs::read_to_string(d.join("releases/current/VERSION")).unwrap(), "hand-copied");
+    let mut left = names(&d.join("releases"));
+    left.retain(|n| n != b"v1" && n != b"v2" && n != b"current");
+    assert!(left.is_empty(), "nothing left beside it: {left:?}");
+}
