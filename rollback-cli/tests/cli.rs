@@ -529,3 +529,50 @@ fn a_hang_up_does_not_stop_a_rollback() {
     assert_eq!(rec["status"], "succeeded", "{}", text(&o));
     assert_eq!(code(&run(&d, &["verify", &id])), 0);
 }
+
+#[test]
+fn resume_ends_what_a_killed_run_left_running_before_it_runs_the_step_again() {
+    let (_t, d) = tmp();
+    write(&d.join("b.txt"), "b1\n");
+    // The first run of the restore starts a background job that writes "late" 2 s
+    // later: left running by a killed CLI, it would overwrite the resumed restore.
+    write(
+        &d.join("rollback.toml"),
+        r#"[[component]]
+name = "b"
+driver = "command"
+capture = ["cat", "b.txt"]
+restore = ["sh", "-c", "if [ ! -e ran ]; then touch ran; (sleep 2; echo late > b.txt) & fi; cp \"$ROLLBACK_STATE_FILE\" b.txt; sleep 3"]
+"#,
+    );
+    let id = snapshot(&d);
+    write(&d.join("b.txt"), "b2\n");
+    let mut child = bin()
+        .current_dir(&d)
+        .args(["rollback", &id, "--yes", "--no-safety-snapshot"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the CLI once the restore runs (its state was written).
+    let start = Instant::now();
+    while std::fs::read_to_string(d.join("b.txt")).unwrap_or_default() != "b1\n" {
+        assert!(start.elapsed() < Duration::from_secs(20), "the restore never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    unsafe_kill(child.id());
+    child.wait().unwrap();
+    let o = run(&d, &["--json", "resume", "latest"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    // The resumed restore takes 3 s: the orphan's write (2 s after the kill) would
+    // land before the resume's verify.
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["status"], "succeeded", "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(d.join("b.txt")).unwrap(), "b1\n");
+    assert!(!d.join(".rollback/journals").read_dir().unwrap().any(|e| e
+        .unwrap()
+        .path()
+        .extension()
+        .is_some_and(|x| x == "children")));
+}

@@ -43,6 +43,9 @@ pub struct Context {
     /// normal snapshot would refuse it (a dirty git tree, for example).
     pub safety: bool,
     pub(crate) events: EventSink,
+    /// Where a rollback step records the process groups it starts (see
+    /// `drivers::process`); none outside a rollback.
+    pub(crate) child_log: Option<PathBuf>,
 }
 
 impl Context {
@@ -56,6 +59,7 @@ impl Context {
             snapshot_id: String::new(),
             safety: false,
             events: EventSink::default(),
+            child_log: None,
         }
     }
 

@@ -194,6 +194,8 @@ pub(crate) struct Executor<'a> {
     /// Components whose timed-out work was still running when the executor stopped
     /// waiting: compensation leaves them alone rather than race that work.
     still_running: std::sync::Mutex<BTreeSet<String>>,
+    /// Where the step running now records the process groups it starts.
+    child_log: std::sync::Mutex<Option<std::path::PathBuf>>,
 }
 
 impl<'a> Executor<'a> {
@@ -204,6 +206,33 @@ impl<'a> Executor<'a> {
             cancel,
             in_flight: InFlight::default(),
             still_running: Default::default(),
+            child_log: Default::default(),
+        }
+    }
+
+    /// Ends what an earlier, killed run of this rollback's step left running (its
+    /// process groups are recorded beside the journal), then records this run's.
+    async fn adopt_children(&self, rollback_id: &str) -> Result<()> {
+        let log = self.stack.store().root().join("journals").join(format!("{rollback_id}.children"));
+        let l2 = log.clone();
+        let ended = tokio::task::spawn_blocking(move || crate::drivers::process::end_recorded(&l2))
+            .await
+            .map_err(|e| Error::unexpected("cannot end earlier processes").with_source(e))?;
+        if ended > 0 {
+            self.emit(Event::new(
+                "progress",
+                format!("ended {ended} process group(s) an interrupted run of this rollback left running"),
+            ));
+        }
+        *self.child_log.lock().unwrap_or_else(|e| e.into_inner()) = Some(log);
+        Ok(())
+    }
+
+    /// The step's processes ended by themselves: forget them (a daemon a restore
+    /// started on purpose must never be ended by a later `resume`).
+    fn step_children_done(&self) {
+        if let Some(log) = self.child_log.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+            crate::drivers::process::clear_record(log);
         }
     }
 
@@ -242,6 +271,7 @@ impl<'a> Executor<'a> {
     fn ctx(&self, component: &str, snapshot_id: &str) -> Context {
         let mut c = self.stack.context(component, snapshot_id);
         c.events = self.events.clone();
+        c.child_log = self.child_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
         c
     }
 
@@ -412,6 +442,7 @@ impl<'a> Executor<'a> {
     }
 
     async fn drive(&self, mut j: Journal, snap: SnapshotManifest) -> Result<Record> {
+        self.adopt_children(&j.rollback_id).await?;
         let total = j.plan.steps.len();
         if let Stage::Running = j.stage {
             while j.next < total {
@@ -462,6 +493,7 @@ impl<'a> Executor<'a> {
                     .instrument(tracing::info_span!("step", component = %step.component, action = step.action.as_str()))
                     .await
                     .map_err(|e| e.with_component(&step.component).redacted(&self.stack.config().redactor));
+                self.step_children_done();
                 let ms = t.elapsed().as_millis() as u64;
                 let mut ev = Event::new("step_finished", step.description.clone());
                 ev.component = Some(step.component.clone());
@@ -581,6 +613,7 @@ impl<'a> Executor<'a> {
                 Ok(d) => d.start(&self.ctx(&c, &snap.id)).await,
                 Err(e) => Err(e),
             };
+            self.step_children_done();
             j.done.push(StepRecord {
                 component: c.clone(),
                 action: "start".into(),
@@ -641,6 +674,7 @@ impl<'a> Executor<'a> {
                 )
                 .await
             };
+            self.step_children_done();
             j.done.push(StepRecord {
                 component: c.clone(),
                 action: "compensate".into(),

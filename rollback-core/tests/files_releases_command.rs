@@ -405,3 +405,38 @@ restore = ["sh", "-c", "if grep -q ok \"$ROLLBACK_STATE_FILE\"; then echo 'resto
     left.retain(|n| n != b"v1" && n != b"v2" && n != b"current");
     assert!(left.is_empty(), "nothing left beside it: {left:?}");
 }
+
+/// A restore command that outlives its step's timeout is stopped with everything it
+/// started: a background child of `sh -c` must not go on after the step gave up.
+#[tokio::test]
+async fn a_timed_out_command_is_stopped_with_its_children() {
+    let (_t, d) = tmp();
+    write(&d.join("state.txt"), "v1\n");
+    let s = stack(
+        &d,
+        r#"[[component]]
+name = "svc"
+driver = "command"
+capture = ["cat", "state.txt"]
+restore = ["sh", "-c", "sleep 30 & echo $! > bg.pid; sleep 30"]
+timeout = "500ms"
+"#,
+    );
+    let snap = common::snap(&s).await;
+    write(&d.join("state.txt"), "v2\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_ne!(r.status, Status::Succeeded, "{}", r.to_json());
+    let pid = std::fs::read_to_string(d.join("bg.pid")).unwrap().trim().to_string();
+    // Gone, or a zombie waiting for PID 1 to reap it: either way no longer running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        let running =
+            state.as_deref().and_then(|s| s.rsplit(')').next()).map(|s| s.trim_start().starts_with(['R', 'S', 'D']));
+        if running != Some(true) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the background child {pid} still runs: {state:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

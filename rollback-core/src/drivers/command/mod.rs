@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::ComponentConfig;
 use crate::driver::{Capability, Captured, Context, Drift, Driver, DynDriver};
+use crate::drivers::process;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::DriverEnv;
 use crate::snapshot::Part;
@@ -129,6 +130,7 @@ impl CommandDriver {
             .stderr(Stdio::piped())
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        process::own_group(&mut cmd);
         // The program gets a private copy of the state: the store's object is shared
         // by every snapshot with the same content and must not be edited.
         let copy = match state {
@@ -148,12 +150,15 @@ impl CommandDriver {
                 if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Unexpected };
             Error::new(kind, format!("cannot run `{}`", argv[0])).with_source(e)
         })?;
+        let mut group = process::GroupGuard::new(ctx, child.id());
         // Restore and verify may start a daemon that keeps stdout open: their output
         // is only for messages, so it is not waited for.
         let tolerate_open = matches!(sink, Sink::Keep(_));
         let out = tokio::spawn(drain(child.stdout.take().expect("piped"), sink));
         let err = tokio::spawn(drain(child.stderr.take().expect("piped"), Sink::Keep(Vec::new())));
         let status = child.wait().await?;
+        // It ran to its end: what it started on purpose (a daemon) stays.
+        group.finished();
         let grace = |h: tokio::task::JoinHandle<std::io::Result<Sink>>| async move {
             match tokio::time::timeout(DRAIN_GRACE, h).await {
                 Ok(Ok(Ok(s))) => Ok(s),
