@@ -356,6 +356,7 @@ impl Stack {
     }
 
     async fn rollback_kind(&self, snapshot: &str, opts: RollbackOptions, kind: &str) -> Result<Record> {
+        refuse_cancelled(&opts.cancel)?;
         let _lock = self.lock_exclusive().await?;
         let snap = self.resolve(snapshot)?;
         self.run_locked(&snap, opts, kind, None).await
@@ -496,6 +497,7 @@ impl Stack {
         for n in &names {
             self.inner.config.component(n)?;
         }
+        refuse_cancelled(&opts.cancel)?;
         // One exclusive lock for the whole cycle: nothing may start between the
         // perturbation and the rollback that undoes it.
         let _lock = self.lock_exclusive().await?;
@@ -711,6 +713,15 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+/// A call cancelled before it starts changes nothing: no lock, no safety snapshot,
+/// no journal that a later `resume` would carry out.
+fn refuse_cancelled(cancel: &CancelToken) -> Result<()> {
+    if cancel.is_cancelled() {
+        return Err(Error::new(ErrorKind::Cancelled, "cancelled before it started; nothing was changed"));
+    }
+    Ok(())
 }
 
 impl Record {
