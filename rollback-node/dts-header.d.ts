@@ -24,6 +24,15 @@ export declare class RollbackError extends Error {
 /** True when `e` was raised by rollback. */
 export declare function isRollbackError(e: unknown): e is RollbackError
 
+/**
+ * The rejection of a call whose `signal` was already aborted, as Node's own APIs
+ * reject: nothing was started; the signal's reason is the `cause`.
+ */
+export declare class AbortError extends Error {
+  readonly name: 'AbortError'
+  readonly code: 'ABORT_ERR'
+}
+
 /** What `signal` needs: Node's and the DOM's `AbortSignal` both fit. */
 export interface AbortSignalLike {
   readonly aborted: boolean

@@ -45,29 +45,53 @@ function wrapSync(fn) {
   }
 }
 
-// A throwing progress callback must not take the process down in the middle of a
-// rollback (napi would raise it as an uncaught exception): it becomes a warning.
+/** What Node's own APIs reject with for an aborted `signal`: name `AbortError`, code `ABORT_ERR`, the reason as `cause`. */
+class AbortError extends Error {
+  constructor(reason) {
+    super('The operation was aborted', { cause: reason })
+    this.name = 'AbortError'
+    this.code = 'ABORT_ERR'
+  }
+}
+
+// A throwing progress callback, or one whose promise rejects, must not take the
+// process down in the middle of a rollback (an uncaught exception or an unhandled
+// rejection would, leaving the lock and an unfinished rollback): it becomes a warning.
 function guardEvents(args) {
   return args.map((a) => {
     if (a === null || typeof a !== 'object' || typeof a.onEvent !== 'function') return a
     const onEvent = a.onEvent
+    const warn = (event, err) =>
+      process.emitWarning(`onEvent failed on ${event.kind}: ${err && err.stack ? err.stack : err}`, 'RollbackWarning')
     return {
       ...a,
       onEvent: (event) => {
         try {
-          onEvent(event)
+          const r = onEvent(event)
+          if (r !== null && typeof r === 'object' && typeof r.then === 'function') r.then(undefined, (err) => warn(event, err))
         } catch (err) {
-          process.emitWarning(`onEvent threw on ${event.kind}: ${err && err.stack ? err.stack : err}`, 'RollbackWarning')
+          warn(event, err)
         }
       },
     }
   })
 }
 
+// As Node's own APIs do: a signal already aborted rejects at once, before anything
+// (lock, safety snapshot, journal) is touched.
+function abortedSignal(args) {
+  for (const a of args) {
+    if (a !== null && typeof a === 'object' && a.signal && a.signal.aborted) return a.signal
+  }
+  return null
+}
+
 function wrapAsync(fn) {
   return function wrapped(...args) {
     const site = {}
     Error.captureStackTrace(site, wrapped)
+    const aborted = abortedSignal(args)
+    if (aborted) return Promise.reject(new AbortError(aborted.reason))
     let p
     try {
       p = fn.apply(this, guardEvents(args))
@@ -107,5 +131,6 @@ function isRollbackError(e) {
 module.exports.Stack = Stack
 module.exports.assess = wrapSync(native.assess)
 module.exports.RollbackError = RollbackError
+module.exports.AbortError = AbortError
 module.exports.isRollbackError = isRollbackError
 module.exports.__napiBindingTarget = native.__napiBindingTarget

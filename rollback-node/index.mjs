@@ -1,5 +1,5 @@
 // ESM entry: the same objects as the CommonJS entry.
 import rollback from './index.js'
 
-export const { Stack, assess, RollbackError, isRollbackError } = rollback
+export const { Stack, assess, RollbackError, AbortError, isRollbackError } = rollback
 export default rollback

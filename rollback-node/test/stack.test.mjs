@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { Stack, assess, RollbackError, isRollbackError } from '../index.mjs'
+import { Stack, assess, RollbackError, AbortError, isRollbackError } from '../index.mjs'
 import { basicStack, deployBad, git, scratch } from './helpers.mjs'
 
 const read = (dir, f) => readFileSync(join(dir, f), 'utf8')
@@ -361,12 +361,46 @@ test('an AbortSignal stops the rollback at a step boundary; resume finishes it',
   assert.equal((await stack.verify(snap.id)).ok, true)
   await rejectsWith(stack.resume(record.rollbackId), 'CONFIG')
 
-  // Aborted before the call: nothing is restored.
+  // Aborted before the call: it rejects at once, as Node's own APIs do, and leaves
+  // nothing behind (no safety snapshot, no unfinished rollback for a later resume).
   deployBad(dir)
-  const early = await stack.rollback(snap.id, { signal: AbortSignal.abort(), safetySnapshot: false })
-  assert.equal(early.status, 'interrupted')
-  assert.deepEqual(early.steps, [])
+  const before = (await stack.list()).length
+  const reason = new Error('deploy pipeline cancelled')
+  for (const call of [
+    () => stack.rollback(snap.id, { signal: AbortSignal.abort(reason) }),
+    () => stack.drill({ signal: AbortSignal.abort(reason) }),
+  ]) {
+    await assert.rejects(call(), (e) => {
+      assert.ok(e instanceof AbortError)
+      assert.equal(e.name, 'AbortError')
+      assert.equal(e.code, 'ABORT_ERR')
+      assert.equal(e.cause, reason)
+      return true
+    })
+  }
+  assert.equal((await stack.list()).length, before, 'no safety snapshot')
+  assert.deepEqual((await stack.check()).unfinishedRollbacks, [])
   assert.equal(read(dir, 'conf/app.toml'), 'mode = "broken"\n')
+  await assert.rejects(stack.resume('latest'), (e) => e.code === 'NOT_FOUND')
+})
+
+test('an onEvent callback whose promise rejects does not take the process down', async (t) => {
+  const { dir, stack } = await setup(t)
+  const snap = await stack.snapshot()
+  deployBad(dir)
+  const warnings = []
+  const onWarning = (w) => warnings.push(w)
+  process.on('warning', onWarning)
+  t.after(() => process.off('warning', onWarning))
+  const record = await stack.rollback(snap.id, {
+    onEvent: async (e) => {
+      throw new Error(`monitor failed on ${e.kind}`)
+    },
+  })
+  assert.equal(record.status, 'succeeded', record.error)
+  assert.deepEqual((await stack.check()).unfinishedRollbacks, [])
+  await new Promise((r) => setImmediate(r))
+  assert.ok(warnings.some((w) => /monitor failed/.test(w.message)), warnings.map((w) => w.message).join('\n'))
 })
 
 test('a second rollback while one runs is LOCKED', async (t) => {
