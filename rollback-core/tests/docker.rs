@@ -376,3 +376,223 @@ async fn unknown_container_and_foreign_snapshot_give_clear_errors() {
     let e = Stack::new(cfg, &Registry::with_default_drivers()).unwrap_err();
     assert!(e.to_string().contains("label") && e.to_string().contains("key=value"), "{e}");
 }
+
+/// Removes images a test built, even when it fails.
+struct ImageCleanup(Vec<String>);
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        for i in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+        }
+    }
+}
+
+fn events() -> (rollback_core::EventCallback, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let ev = seen.clone();
+    let cb: rollback_core::EventCallback = std::sync::Arc::new(move |e: &rollback_core::Event| {
+        ev.lock().unwrap().push(format!("{e:?}"));
+    });
+    (cb, seen)
+}
+
+#[tokio::test]
+async fn limits_capabilities_healthcheck_hostname_and_ports_are_compared_and_put_back() {
+    let id = uid();
+    let _c = Cleanup { containers: vec![id.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &id,
+        "-p",
+        &publish,
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--cap-add",
+        "NET_ADMIN",
+        "--hostname",
+        "web-1",
+        "--stop-signal",
+        "SIGQUIT",
+        "--expose",
+        "9000",
+        OK,
+    ]);
+    wait_healthy(&id);
+    let s = stack(dir.path(), &component("web", &id));
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // The bad deploy: same image, env and ports, but smaller limits, no capability, another
+    // hostname and stop signal, no extra port, and a healthcheck that always fails.
+    docker(&["rm", "-f", &id]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &id,
+        "-p",
+        &publish,
+        "--memory",
+        "16m",
+        "--cpus",
+        "0.25",
+        "--health-cmd",
+        "/bin/busybox false",
+        "--health-interval",
+        "1s",
+        OK,
+    ]);
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(!v.ok, "verify must see the drift");
+    let text = v.components["web"].differences.join("\n");
+    for field in ["Memory", "NanoCpus", "CapAdd", "Healthcheck", "StopSignal", "Hostname", "ExposedPorts"] {
+        assert!(text.contains(field), "{field} not named: {text}");
+    }
+
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let i = inspect(&id);
+    assert_eq!(i["HostConfig"]["Memory"], 64 * 1024 * 1024);
+    assert_eq!(i["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(i["HostConfig"]["CapAdd"], serde_json::json!(["CAP_NET_ADMIN"]));
+    assert_eq!(i["Config"]["Hostname"], "web-1");
+    assert_eq!(i["Config"]["StopSignal"], "SIGQUIT");
+    assert!(i["Config"]["ExposedPorts"]["9000/tcp"].is_object(), "{}", i["Config"]["ExposedPorts"]);
+    assert_eq!(i["Config"]["Healthcheck"]["Test"][1], "/bin/busybox", "the image's healthcheck is back");
+    wait_healthy(&id);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+}
+
+#[tokio::test]
+async fn a_stopped_container_is_started_and_anonymous_volumes_are_kept() {
+    let id = uid();
+    let img = format!("{id}-img:vol");
+    let _i = ImageCleanup(vec![img.clone()]);
+    let _c = Cleanup { containers: vec![id.clone(), format!("{id}-base")], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    // An image declaring a VOLUME (as a database image declares its data directory).
+    docker(&["create", "--name", &format!("{id}-base"), OK]);
+    docker(&["commit", "--change", "VOLUME /data", &format!("{id}-base"), &img]);
+    docker(&["run", "-d", "--name", &id, "-v", "/cache", &img]);
+    wait_healthy(&id);
+    docker(&["exec", &id, "sh", "-c", "echo kept > /data/f && echo kept > /cache/f"]);
+    let vols = |c: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = inspect(c)["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["Destination"].as_str().unwrap().to_string(), m["Name"].as_str().unwrap().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = vols(&id);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let first_id = inspect(&id)["Id"].clone();
+    let s = stack(dir.path(), &component("web", &id));
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    // Merely stopped: started again, the very same container.
+    docker(&["stop", "-t", "0", &id]);
+    let (cb, seen) = events();
+    let r = s.rollback(&snap.id, RollbackOptions { on_event: Some(cb), ..opts() }).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let i = inspect(&id);
+    assert_eq!(i["Id"], first_id, "a stopped container must be started, not recreated: {:?}", seen.lock().unwrap());
+    assert_eq!(i["State"]["Running"], true);
+    assert_eq!(docker(&["exec", &id, "cat", "/data/f", "/cache/f"]), "kept\nkept");
+
+    // A change only a recreate puts back: the anonymous volumes go to the new container.
+    docker(&["update", "--restart", "always", &id]);
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let i = inspect(&id);
+    assert_ne!(i["Id"], first_id, "the restart policy needs a recreate");
+    assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "no");
+    assert_eq!(vols(&id), before, "the same volumes at the same places");
+    assert_eq!(docker(&["exec", &id, "cat", "/data/f", "/cache/f"]), "kept\nkept");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    let dangling = docker(&["volume", "ls", "-q", "--filter", "dangling=true"]);
+    for (_, v) in &before {
+        assert!(!dangling.contains(v.as_str()), "volume {v} left dangling");
+    }
+    // The test's volumes go with the container.
+    let _ = Command::new("docker").args(["rm", "-f", "-v", &id]).output();
+}
+
+#[tokio::test]
+async fn a_restart_loop_without_healthcheck_is_compensated() {
+    let id = uid();
+    let _c = Cleanup { containers: vec![id.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    // The snapshot holds a container that crashes a moment after each start, and has no
+    // Docker healthcheck.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &id,
+        "--no-healthcheck",
+        "--restart",
+        "always",
+        "-p",
+        &publish,
+        OK,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 3",
+    ]);
+    let s = stack(dir.path(), &component("web", &id));
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    docker(&["rm", "-f", &id]);
+    docker(&["run", "-d", "--name", &id, "--no-healthcheck", "--restart", "always", "-p", &publish, OK]);
+    assert_eq!(wait_get(port).as_deref(), Some("ok"));
+    let good_id = inspect(&id)["Id"].clone();
+
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    let err = r.steps.iter().find_map(|s| s.error.clone()).unwrap_or_default();
+    assert!(err.contains("restart") && err.contains("put back"), "{}", r.to_json());
+    let i = inspect(&id);
+    assert_eq!(i["Id"], good_id, "the working container is back");
+    assert_eq!(i["State"]["Running"], true);
+    assert_eq!(wait_get(port).as_deref(), Some("ok"));
+}
+
+#[tokio::test]
+async fn a_dependent_that_is_gone_does_not_block_a_restore() {
+    let id = uid();
+    let (db, web) = (format!("{id}-db"), format!("{id}-web"));
+    let _c = Cleanup { containers: vec![db.clone(), web.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    docker(&["run", "-d", "--name", &db, "-e", "V=1", OK]);
+    docker(&["run", "-d", "--name", &web, OK]);
+    let body = format!("{}{}depends_on = [\"db\"]\n", component("db", &db), component("web", &web));
+    let s = stack(dir.path(), &body);
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    docker(&["rm", "-f", &db]);
+    docker(&["run", "-d", "--name", &db, "-e", "V=2", OK]);
+    // The dependent is gone (removed by hand, or by the bad deploy).
+    docker(&["rm", "-f", &web]);
+
+    let (cb, seen) = events();
+    let scope = Scope::Component { components: vec!["db".into()] };
+    let r = s.rollback(&snap.id, RollbackOptions { scope, on_event: Some(cb), ..opts() }).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let env = inspect(&db)["Config"]["Env"].to_string();
+    assert!(env.contains("V=1"), "{env}");
+    let seen = seen.lock().unwrap().join("\n");
+    assert!(seen.contains(&web) && seen.contains("does not exist"), "a note says the dependent is gone: {seen}");
+    assert!(!docker_ok(&["inspect", &web]), "a gone dependent is not recreated by a start");
+}

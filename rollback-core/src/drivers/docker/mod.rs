@@ -1,56 +1,33 @@
 #![doc = include_str!("docs.md")]
 
+mod compare;
+mod config;
+mod lifecycle;
+mod restore;
 mod spec;
+mod verify;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkConnectRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
-    RenameContainerOptions, StartContainerOptions, StopContainerOptions, TagImageOptions,
+    InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions,
+    TagImageOptions,
 };
 use bollard::Docker;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::{ComponentConfig, DurationValue};
-use crate::driver::{Capability, Captured, Context, Drift, Driver, DynDriver};
+use crate::driver::{Capability, Captured, Context, Drift, Driver};
 use crate::error::{Error, ErrorKind, Result};
-use crate::registry::DriverEnv;
 use crate::secret::Redactor;
 use crate::snapshot::Part;
 
-/// Keys of a `docker` component.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerConfig {
-    /// One container, by name.
-    #[serde(default)]
-    pub container: Option<String>,
-    /// Every container carrying this label (`key=value`), e.g. a compose project.
-    #[serde(default)]
-    pub label: Option<String>,
-    /// Engine address: `unix:///var/run/docker.sock` (default), `tcp://host:2375`.
-    #[serde(default)]
-    pub host: Option<String>,
-    /// How long `docker stop` waits after SIGTERM before SIGKILL (default 10 s, Docker's).
-    #[serde(default)]
-    pub stop_grace: Option<DurationValue>,
-    /// How long a recreated container may take to become healthy (default 60 s).
-    #[serde(default)]
-    pub health_timeout: Option<DurationValue>,
-}
-
-/// How the containers of a component are found.
-#[derive(Debug, Clone)]
-enum Selector {
-    Name(String),
-    Label(String),
-}
+pub(crate) use config::factory;
+pub use config::DockerConfig;
+use config::Selector;
 
 /// The `docker` driver.
 #[derive(Debug)]
@@ -59,30 +36,9 @@ pub struct DockerDriver {
     host: Option<String>,
     stop_grace: Duration,
     health_timeout: Duration,
-}
-
-pub(crate) fn factory(c: &ComponentConfig, _env: &DriverEnv) -> Result<DynDriver> {
-    let cfg: DockerConfig = c.options.parse()?;
-    let selector = match (cfg.container, cfg.label) {
-        (Some(n), None) if !n.trim().is_empty() => Selector::Name(n.trim_start_matches('/').to_string()),
-        (None, Some(l)) if l.contains('=') && !l.starts_with('=') => Selector::Label(l),
-        (None, Some(_)) => return Err(c.options.error("label", "must be `key=value`")),
-        (Some(_), Some(_)) => return Err(c.options.error("label", "give either `container` or `label`, not both")),
-        _ => return Err(c.options.error("container", "a `docker` component needs `container` (name) or `label`")),
-    };
-    if let Some(h) = &cfg.host {
-        if !(h.starts_with("unix://") || h.starts_with("tcp://") || h.starts_with("http://")) {
-            return Err(c
-                .options
-                .error("host", "must be unix:///path/to/docker.sock, tcp://host:port or http://host:port"));
-        }
-    }
-    Ok(Arc::new(DockerDriver {
-        selector,
-        host: cfg.host,
-        stop_grace: cfg.stop_grace.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
-        health_timeout: cfg.health_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
-    }))
+    min_uptime: Duration,
+    /// The containers the last `stop` stopped: `start` starts these and no others.
+    stopped: Mutex<Option<BTreeSet<String>>>,
 }
 
 fn not_found_err(e: &DockerError) -> bool {
@@ -214,27 +170,6 @@ impl DockerDriver {
         }
     }
 
-    fn grace_secs(&self) -> i32 {
-        self.stop_grace.as_secs().min(i32::MAX as u64) as i32
-    }
-
-    async fn stop_one(&self, d: &Docker, ctx: &Context, name: &str) -> Result<()> {
-        ctx.progress(format!("stopping container `{name}` (grace {}s)", self.grace_secs()));
-        match d.stop_container(name, Some(StopContainerOptions { t: Some(self.grace_secs()), signal: None })).await {
-            Ok(()) => Ok(()),
-            Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            Err(e) => Err(docker_err(format!("cannot stop container `{name}`"), e, &Redactor::default())),
-        }
-    }
-
-    async fn start_one(&self, d: &Docker, name: &str) -> Result<()> {
-        match d.start_container(name, None::<StartContainerOptions>).await {
-            Ok(()) => Ok(()),
-            Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            Err(e) => Err(docker_err(format!("cannot start container `{name}`"), e, &Redactor::default())),
-        }
-    }
-
     async fn remove(&self, d: &Docker, name: &str) -> Result<()> {
         match d.remove_container(name, Some(RemoveContainerOptions { force: true, v: false, link: false })).await {
             Ok(()) => Ok(()),
@@ -247,65 +182,6 @@ impl DockerDriver {
         d.rename_container(from, RenameContainerOptions { name: to.to_string() })
             .await
             .map_err(|e| docker_err(format!("cannot rename container `{from}` to `{to}`"), e, &Redactor::default()))
-    }
-
-    /// Waits until `name` is running and, when it has a Docker healthcheck, healthy.
-    async fn wait_healthy(&self, d: &Docker, ctx: &Context, name: &str) -> Result<()> {
-        let started = Instant::now();
-        let mut last_report = Instant::now();
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let i = self.inspect(d, name).await?.ok_or_else(|| {
-                Error::not_found(format!("container `{name}` disappeared while waiting for it to be healthy"))
-            })?;
-            let state = &i["State"];
-            let status = state["Status"].as_str().unwrap_or("");
-            let health = state["Health"]["Status"].as_str();
-            match (status, health) {
-                ("running", None) | ("running", Some("healthy")) => return Ok(()),
-                ("exited" | "dead", _) => {
-                    return Err(Error::unexpected(format!(
-                        "container `{name}` exited (code {}) instead of becoming healthy",
-                        state["ExitCode"]
-                    )))
-                }
-                (_, Some("unhealthy")) => {
-                    let log = state["Health"]["Log"]
-                        .as_array()
-                        .and_then(|l| l.last())
-                        .map(|l| {
-                            format!(
-                                " (last check: exit {}, {})",
-                                l["ExitCode"],
-                                l["Output"].as_str().unwrap_or("").trim()
-                            )
-                        })
-                        .unwrap_or_default();
-                    return Err(Error::unexpected(format!("container `{name}` is unhealthy{log}")));
-                }
-                _ => {}
-            }
-            if started.elapsed() > self.health_timeout {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "container `{name}` was not healthy within {}s (status {status}, health {})",
-                        self.health_timeout.as_secs(),
-                        health.unwrap_or("none")
-                    ),
-                ));
-            }
-            if last_report.elapsed() > Duration::from_secs(2) {
-                ctx.progress(format!(
-                    "waiting for `{name}` to be healthy ({}s, health {})",
-                    started.elapsed().as_secs(),
-                    health.unwrap_or(status)
-                ));
-                last_report = Instant::now();
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
-        }
     }
 
     async fn capture_one(
@@ -337,6 +213,11 @@ impl DockerDriver {
         let doc = json!({ "container": inspect, "image": image });
         let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| Error::unexpected("inspect").with_source(e))?;
         let art = ctx.store.put_bytes(format!("inspect/{name}.json"), &bytes)?;
+        // `container:<id>` names a container a restore may replace: kept by name.
+        let network_container = match inspect["HostConfig"]["NetworkMode"].as_str() {
+            Some(m) if m.starts_with("container:") => self.network_mode(d, &inspect).await?,
+            _ => String::new(),
+        };
         let summary = spec::summary(&inspect, &ctx.redactor);
         let mut state = json!({
             "name": name,
@@ -346,6 +227,9 @@ impl DockerDriver {
             "running": inspect["State"]["Running"],
             "artifact": art.name,
         });
+        if let Some(target) = network_container.strip_prefix("container:") {
+            state["network_container"] = Value::String(target.to_string());
+        }
         if let (Value::Object(s), Value::Object(m)) = (&mut state, summary) {
             s.extend(m);
         }
@@ -375,117 +259,22 @@ impl DockerDriver {
         Ok((doc["container"].take(), doc["image"].take()))
     }
 
-    /// Recreates one container from its captured inspect, with the safe swap.
-    async fn restore_one(&self, d: &Docker, ctx: &Context, part: &Part, c: &Value) -> Result<()> {
-        let name = c["name"].as_str().unwrap_or_default().to_string();
-        if c["absent"] == true {
-            if self.inspect(d, &name).await?.is_some() {
-                ctx.progress(format!("removing container `{name}` (absent in the snapshot)"));
-                self.stop_one(d, ctx, &name).await?;
-                self.remove(d, &name).await?;
-            }
-            return Ok(());
-        }
-        let (snap, image) = Self::load_inspect(ctx, part, c)?;
-        let scrub = spec::env_redactor(&snap);
-        let image_id = snap["Image"].as_str().unwrap_or_default().to_string();
-        let aside = aside_name(&name, &ctx.snapshot_id);
-        let current = self.inspect(d, &name).await?;
+    /// The network mode of a container with a `container:<id>` target given by the
+    /// target's name (`container:<id>` kept when the target no longer exists).
+    async fn network_mode(&self, d: &Docker, i: &Value) -> Result<String> {
+        let mode = i["HostConfig"]["NetworkMode"].as_str().unwrap_or("").to_string();
+        let Some(target) = mode.strip_prefix("container:") else { return Ok(mode) };
+        Ok(match self.inspect(d, target).await? {
+            Some(t) => format!("container:{}", t["Name"].as_str().unwrap_or(target).trim_start_matches('/')),
+            None => mode,
+        })
+    }
 
-        if let Some(cur) = &current {
-            if spec::same(cur, &snap).is_empty() && cur["State"]["Running"].as_bool() == Some(true) {
-                // Already what the snapshot holds (a second run, or a resumed one).
-                self.remove(d, &aside).await?;
-                ctx.progress(format!("container `{name}` already runs the snapshot's image and config"));
-                return Ok(());
-            }
-        }
-        if self.inspect_image(d, &image_id).await?.is_none() {
-            return Err(Error::not_found(format!(
-                "image {} of container `{name}` is gone (was the tag {} removed?); nothing was changed",
-                short_id(&image_id),
-                c["protect_tag"].as_str().unwrap_or("?")
-            )));
-        }
-        let (body, extra_networks) = spec::create_body(&snap, &image, &image_id)?;
-        let body: ContainerCreateBody = serde_json::from_value(body).map_err(|e| {
-            Error::new(ErrorKind::Corrupt, format!("captured config of `{name}` is invalid")).with_source(e)
-        })?;
-
-        // A crash between "rename aside" and "delete old" leaves the old one aside: it is
-        // the one to put back on failure.
-        let old = if current.is_some() {
-            self.remove(d, &aside).await?;
-            self.stop_one(d, ctx, &name).await?;
-            self.rename(d, &name, &aside).await?;
-            true
-        } else {
-            self.inspect(d, &aside).await?.is_some()
-        };
-
-        let attempt = async {
-            ctx.progress(format!("creating container `{name}` on image {}", short_id(&image_id)));
-            d.create_container(
-                Some(CreateContainerOptions { name: Some(name.clone()), platform: String::new() }),
-                body,
-            )
-            .await
-            .map_err(|e| docker_err(format!("cannot create container `{name}`"), e, &scrub))?;
-            for (net, ep) in &extra_networks {
-                let ep: EndpointSettings = serde_json::from_value(ep.clone()).unwrap_or_default();
-                d.connect_network(
-                    net,
-                    NetworkConnectRequest { container: Some(name.clone()), endpoint_config: Some(ep) },
-                )
-                .await
-                .map_err(|e| docker_err(format!("cannot connect `{name}` to network `{net}`"), e, &scrub))?;
-            }
-            if snap["State"]["Running"].as_bool() != Some(false) {
-                self.start_one(d, &name).await.map_err(|e| e.redacted(&scrub))?;
-                self.wait_healthy(d, ctx, &name).await?;
-            }
-            Ok::<(), Error>(())
-        }
-        .await;
-
-        match attempt {
-            Ok(()) => {
-                if old {
-                    self.remove(d, &aside).await?;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Health check output and engine messages may quote env values.
-                let e = Error::new(e.kind(), scrub.redact(e.message()));
-                ctx.progress(format!("restore of `{name}` failed; putting the previous container back"));
-                let _ = self.stop_one(d, ctx, &name).await;
-                let _ = self.remove(d, &name).await;
-                if !old {
-                    return Err(Error::new(
-                        e.kind(),
-                        format!(
-                            "{}; the new container was removed (there was no previous one to put back)",
-                            e.message()
-                        ),
-                    ));
-                }
-                let back = async {
-                    self.rename(d, &aside, &name).await?;
-                    self.start_one(d, &name).await
-                }
-                .await;
-                match back {
-                    Ok(()) => Err(Error::new(
-                        e.kind(),
-                        format!("{}; the previous container `{name}` was put back and started", e.message()),
-                    )),
-                    Err(b) => Err(Error::unexpected(format!(
-                        "{}; putting the previous container back also failed: {b} (it may be named `{aside}`)",
-                        e.message()
-                    ))),
-                }
-            }
+    /// The network mode the snapshot wants, its `container:` target by the name captured.
+    fn captured_network_mode(snap: &Value, c: &Value) -> String {
+        match c["network_container"].as_str() {
+            Some(t) => format!("container:{t}"),
+            None => snap["HostConfig"]["NetworkMode"].as_str().unwrap_or("").to_string(),
         }
     }
 }
@@ -553,7 +342,8 @@ impl Driver for DockerDriver {
             })
             .unwrap_or_default();
         format!(
-            "recreate container(s) {} from the captured config (stop grace {}s), wait healthy, remove the replaced one; put it back on failure",
+            "container(s) {}: start one that is only stopped; recreate one that differs from the captured config \
+             (stop grace {}s, anonymous volumes kept), wait until up, remove the replaced one; put it back on failure",
             list.join(", "),
             self.grace_secs()
         )
@@ -606,101 +396,6 @@ impl DockerDriver {
             Selector::Label(l) => json!({ "label": l }),
         };
         Ok(Captured { state: json!({ "selector": selector, "containers": containers }), artifacts })
-    }
-
-    async fn preflight_all(&self, ctx: &Context, part: &Part) -> Result<()> {
-        let d = self.connect().await?;
-        for c in Self::captured(part)? {
-            if c["absent"] == true {
-                continue;
-            }
-            let name = c["name"].as_str().unwrap_or("");
-            let _ = Self::load_inspect(ctx, part, &c)?;
-            let id = c["image_id"].as_str().unwrap_or("");
-            if self.inspect_image(&d, id).await?.is_none() {
-                return Err(Error::not_found(format!(
-                    "image {} of container `{name}` is no longer on the engine (tag {} removed?)",
-                    short_id(id),
-                    c["protect_tag"].as_str().unwrap_or("?")
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn restore_all(&self, ctx: &Context, part: &Part) -> Result<()> {
-        let d = self.connect().await?;
-        let captured = Self::captured(part)?;
-        for c in &captured {
-            self.restore_one(&d, ctx, part, c).await?;
-        }
-        if let Selector::Label(l) = &self.selector {
-            // Containers the bad deploy added to the project are not in the snapshot.
-            let want: Vec<&str> = captured.iter().filter_map(|c| c["name"].as_str()).collect();
-            for n in self.label_names(&d, l).await? {
-                if !want.contains(&n.as_str()) {
-                    ctx.progress(format!("removing container `{n}` (label `{l}`, not in the snapshot)"));
-                    self.stop_one(&d, ctx, &n).await?;
-                    self.remove(&d, &n).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn verify_all(&self, ctx: &Context, part: &Part) -> Result<Drift> {
-        let d = self.connect().await?;
-        let captured = Self::captured(part)?;
-        let mut diffs = Vec::new();
-        for c in &captured {
-            let name = c["name"].as_str().unwrap_or("");
-            if c["absent"] == true {
-                if self.inspect(&d, name).await?.is_some() {
-                    diffs.push(format!("container `{name}` exists, the snapshot has none"));
-                }
-                continue;
-            }
-            let (snap, _) = Self::load_inspect(ctx, part, c)?;
-            match self.inspect(&d, name).await? {
-                None => diffs.push(format!("container `{name}` does not exist")),
-                Some(cur) => {
-                    if cur["State"]["Running"].as_bool() != snap["State"]["Running"].as_bool() {
-                        diffs.push(format!(
-                            "container `{name}` is {}, snapshot has it {}",
-                            cur["State"]["Status"].as_str().unwrap_or("?"),
-                            snap["State"]["Status"].as_str().unwrap_or("?")
-                        ));
-                    }
-                    diffs.extend(spec::same(&cur, &snap).into_iter().map(|d| format!("container `{name}`: {d}")));
-                }
-            }
-        }
-        if let Selector::Label(l) = &self.selector {
-            let want: Vec<&str> = captured.iter().filter_map(|c| c["name"].as_str()).collect();
-            for n in self.label_names(&d, l).await? {
-                if !want.contains(&n.as_str()) {
-                    diffs.push(format!("container `{n}` carries `{l}` but is not in the snapshot"));
-                }
-            }
-        }
-        Ok(Drift::from_differences(diffs))
-    }
-
-    async fn stop_all(&self, ctx: &Context) -> Result<()> {
-        let d = self.connect().await?;
-        for n in self.select(&d).await? {
-            self.stop_one(&d, ctx, &n).await?;
-        }
-        Ok(())
-    }
-
-    async fn start_all(&self, ctx: &Context) -> Result<()> {
-        let d = self.connect().await?;
-        for n in self.select(&d).await? {
-            self.start_one(&d, &n).await?;
-            self.wait_healthy(&d, ctx, &n).await?;
-        }
-        Ok(())
     }
 
     async fn release_all(&self, part: &Part) -> Result<()> {

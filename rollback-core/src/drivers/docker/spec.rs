@@ -1,4 +1,4 @@
-//! From a captured inspect to a create request, and comparisons of two inspects.
+//! From a captured inspect to a create request.
 //!
 //! Works on the engine's JSON (as bollard serializes it) rather than typed structs,
 //! so that fields bollard and the engine know but this code does not are carried over
@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::error::Result;
 use crate::secret::Redactor;
 
-fn env_pairs(v: &Value) -> BTreeMap<String, String> {
+pub(crate) fn env_pairs(v: &Value) -> BTreeMap<String, String> {
     v.as_array()
         .map(|a| {
             a.iter()
@@ -64,7 +64,7 @@ pub(crate) fn summary(i: &Value, redactor: &Redactor) -> Value {
     })
 }
 
-fn mount_line(m: &Value) -> String {
+pub(crate) fn mount_line(m: &Value) -> String {
     let src = m["Name"].as_str().filter(|s| !s.is_empty()).or(m["Source"].as_str()).unwrap_or("");
     format!(
         "{}:{}:{}{}",
@@ -75,99 +75,58 @@ fn mount_line(m: &Value) -> String {
     )
 }
 
+/// Anonymous volumes are named by the engine with 64 hex digits.
+pub(crate) fn is_anonymous_volume(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Mounts each carried volume where the captured container had an anonymous one: in
+/// its `--mount` entry when it was declared that way, else as a bind of the volume
+/// by name (which takes the place of the image's or `-v`'s anonymous one).
+fn carry(host: &mut Map<String, Value>, carried: &[Carried]) {
+    for c in carried {
+        let in_mounts = host.get_mut("Mounts").and_then(|m| m.as_array_mut()).and_then(|m| {
+            m.iter_mut().find(|x| x["Target"].as_str() == Some(c.destination.as_str()) && x["Type"] == "volume")
+        });
+        if let Some(m) = in_mounts {
+            m["Source"] = Value::String(c.volume.clone());
+            continue;
+        }
+        let bind = format!("{}:{}{}", c.volume, c.destination, if c.read_only { ":ro" } else { "" });
+        match host.get_mut("Binds").and_then(|b| b.as_array_mut()) {
+            Some(b) => b.push(Value::String(bind)),
+            None => {
+                host.insert("Binds".into(), json!([bind]));
+            }
+        }
+    }
+}
+
 fn sorted_strings(v: &Value) -> BTreeSet<String> {
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
-/// What differs between the current container and the captured one, named without
-/// values (env values may be secrets).
-pub(crate) fn same(cur: &Value, snap: &Value) -> Vec<String> {
-    let mut d = Vec::new();
-    let (a, b) = (cur["Image"].as_str().unwrap_or(""), snap["Image"].as_str().unwrap_or(""));
-    if a != b {
-        d.push(format!("image {} differs from the snapshot's {}", super::short_id(a), super::short_id(b)));
-    }
-    let (ce, se) = (env_pairs(&cur["Config"]["Env"]), env_pairs(&snap["Config"]["Env"]));
-    for k in ce.keys().chain(se.keys()).collect::<BTreeSet<_>>() {
-        match (ce.get(k), se.get(k)) {
-            (Some(x), Some(y)) if x != y => d.push(format!("env {k} differs")),
-            (Some(_), None) => d.push(format!("env {k} was added")),
-            (None, Some(_)) => d.push(format!("env {k} is missing")),
-            _ => {}
-        }
-    }
-    for key in ["Cmd", "Entrypoint", "Labels", "WorkingDir", "User"] {
-        if cur["Config"][key] != snap["Config"][key] {
-            d.push(format!("{} differs", key.to_lowercase()));
-        }
-    }
-    if norm_ports(&cur["HostConfig"]["PortBindings"]) != norm_ports(&snap["HostConfig"]["PortBindings"]) {
-        d.push("published ports differ".into());
-    }
-    let mounts = |v: &Value| -> BTreeSet<String> {
-        v.as_array()
-            .map(|m| {
-                // Anonymous volumes get a new name on every create: compare their mount point only.
-                m.iter()
-                    .map(|x| {
-                        if x["Type"] == "volume" && x["Name"].as_str().is_some_and(|n| n.len() == 64) {
-                            format!("volume:<anonymous>:{}", x["Destination"].as_str().unwrap_or(""))
-                        } else {
-                            mount_line(x)
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    if mounts(&cur["Mounts"]) != mounts(&snap["Mounts"]) {
-        d.push("mounts differ".into());
-    }
-    let nets = |v: &Value| -> BTreeSet<String> {
-        v["NetworkSettings"]["Networks"].as_object().map(|n| n.keys().cloned().collect()).unwrap_or_default()
-    };
-    if nets(cur) != nets(snap) {
-        d.push(format!(
-            "networks differ ({} vs snapshot {})",
-            nets(cur).into_iter().collect::<Vec<_>>().join(","),
-            nets(snap).into_iter().collect::<Vec<_>>().join(",")
-        ));
-    }
-    if cur["HostConfig"]["RestartPolicy"]["Name"] != snap["HostConfig"]["RestartPolicy"]["Name"] {
-        d.push("restart policy differs".into());
-    }
-    d
-}
-
-fn norm_ports(v: &Value) -> BTreeMap<String, BTreeSet<String>> {
-    v.as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, b)| {
-                    let binds = b
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|x| {
-                                    format!(
-                                        "{}:{}",
-                                        x["HostIp"].as_str().unwrap_or(""),
-                                        x["HostPort"].as_str().unwrap_or("")
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    (k.clone(), binds)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// An anonymous volume of the replaced container that the new one mounts at the same place.
+#[derive(Debug, Clone)]
+pub(crate) struct Carried {
+    pub(crate) volume: String,
+    pub(crate) destination: String,
+    pub(crate) read_only: bool,
 }
 
 /// The create request recreating `snap` on `image_id`, and the networks to connect
 /// after create (engines before API 1.44 take one network at create).
-pub(crate) fn create_body(snap: &Value, image: &Value, image_id: &str) -> Result<(Value, Vec<(String, Value)>)> {
+///
+/// `network_mode` replaces a captured `container:<id>`: the id is of a container that a
+/// restore may have replaced, so it is given by name. `carried` are anonymous volumes
+/// mounted by name so their data stays with the container.
+pub(crate) fn create_body(
+    snap: &Value,
+    image: &Value,
+    image_id: &str,
+    network_mode: &str,
+    carried: &[Carried],
+) -> Result<(Value, Vec<(String, Value)>)> {
     let mut cfg = snap["Config"].as_object().cloned().unwrap_or_default();
     let img = &image["Config"];
     let id = snap["Id"].as_str().unwrap_or("");
@@ -221,7 +180,7 @@ pub(crate) fn create_body(snap: &Value, image: &Value, image_id: &str) -> Result
             cfg.remove("Cmd");
         }
     }
-    let network_mode = snap["HostConfig"]["NetworkMode"].as_str().unwrap_or("").to_string();
+    let network_mode = network_mode.to_string();
     if cfg.get("Hostname").and_then(|h| h.as_str()) == Some(short.as_str()) || network_mode.starts_with("container:") {
         cfg.remove("Hostname");
         cfg.remove("Domainname");
@@ -232,6 +191,8 @@ pub(crate) fn create_body(snap: &Value, image: &Value, image_id: &str) -> Result
     if let Some(h) = host.as_object_mut() {
         // Links are given per network endpoint below.
         h.remove("Links");
+        h.insert("NetworkMode".into(), Value::String(network_mode.clone()));
+        carry(h, carried);
     }
 
     // Networks: drop endpoint details the engine assigns, and aliases that were the old
