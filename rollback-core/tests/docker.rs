@@ -596,3 +596,85 @@ async fn a_dependent_that_is_gone_does_not_block_a_restore() {
     assert!(seen.contains(&web) && seen.contains("does not exist"), "a note says the dependent is gone: {seen}");
     assert!(!docker_ok(&["inspect", &web]), "a gone dependent is not recreated by a start");
 }
+
+#[tokio::test]
+async fn a_sidecar_sharing_the_apps_network_is_restored_after_it() {
+    let id = uid();
+    // The sidecar's name sorts before the app's: the order must come from the network mode.
+    let (side, app) = (format!("{id}-a-side"), format!("{id}-b-app"));
+    let _c = Cleanup { containers: vec![side.clone(), app.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let label = format!("rbt.project={id}");
+    docker(&["run", "-d", "--name", &app, "--label", &label, OK]);
+    let shared = format!("container:{app}");
+    let sleep = ["/bin/busybox", "sleep", "3600"];
+    let mut run = vec!["run", "-d", "--name", &side, "--label", &label, "--network", &shared, "--no-healthcheck", OK];
+    run.extend(sleep);
+    docker(&run);
+    wait_healthy(&app);
+    let body = format!(
+        "[[component]]\nname = \"proj\"\ndriver = \"docker\"\nlabel = \"{label}\"\nstop_grace = \"0s\"\nmin_uptime = \"1s\"\n"
+    );
+    let s = stack(dir.path(), &body);
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+
+    // The bad deploy replaces the app; the sidecar still points at the old app's id.
+    docker(&["rm", "-f", &app]);
+    docker(&["run", "-d", "--name", &app, "--label", &label, V2]);
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    let app_id = inspect(&app)["Id"].as_str().unwrap().to_string();
+    assert_eq!(inspect(&side)["HostConfig"]["NetworkMode"], format!("container:{app_id}"));
+    // The sidecar reaches the restored app on its loopback.
+    let t = Instant::now();
+    let mut body = String::new();
+    while t.elapsed() < Duration::from_secs(15) && body != "ok" {
+        let out = Command::new("docker")
+            .args(["exec", &side, "/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
+            .output()
+            .unwrap();
+        body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if body != "ok" {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(body, "ok");
+}
+
+#[tokio::test]
+async fn starting_a_project_leaves_a_finished_job_finished() {
+    let id = uid();
+    let (db, web, job) = (format!("{id}-db"), format!("{id}-web"), format!("{id}-job"));
+    let _c = Cleanup { containers: vec![db.clone(), web.clone(), job.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let label = format!("rbt.project={id}");
+    docker(&["run", "-d", "--name", &db, "-e", "V=1", OK]);
+    docker(&["run", "-d", "--name", &web, "--label", &label, OK]);
+    // A one-shot job of the project (a migration): it runs once and exits 0.
+    docker(&["run", "-d", "--name", &job, "--label", &label, "--no-healthcheck", OK, "/bin/busybox", "echo", "ran"]);
+    let t = Instant::now();
+    while docker(&["inspect", "-f", "{{.State.Status}}", &job]) != "exited" {
+        assert!(t.elapsed() < Duration::from_secs(15), "the job did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_healthy(&web);
+    let body = format!(
+        "{}[[component]]\nname = \"proj\"\ndriver = \"docker\"\nlabel = \"{label}\"\nstop_grace = \"0s\"\ndepends_on = [\"db\"]\n",
+        component("db", &db)
+    );
+    let s = stack(dir.path(), &body);
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    docker(&["rm", "-f", &db]);
+    docker(&["run", "-d", "--name", &db, "-e", "V=2", OK]);
+
+    // Restoring db stops the project first and starts it after.
+    let scope = Scope::Component { components: vec!["db".into()] };
+    let r = s.rollback(&snap.id, RollbackOptions { scope, ..opts() }).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(r.steps.iter().any(|st| st.component == "proj" && st.action == "stop"), "{}", r.to_json());
+    assert_eq!(docker(&["logs", &job]), "ran", "the job ran again");
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Status}}", &job]), "exited");
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &web]), "true");
+}

@@ -21,8 +21,10 @@ const IGNORED: &[(&str, &str)] = &[
     // Compared key by key below, naming keys, never values.
     ("Config", "Env"),
     ("Config", "Labels"),
-    // The engine's default is the container's own short id: compared after normalising.
+    // The engine's default is the container's own short id, or the hostname of the
+    // container whose network it shares: compared after normalising.
     ("Config", "Hostname"),
+    ("Config", "Domainname"),
     // Compared after normalising (binding order, anonymous volumes carried by name).
     ("HostConfig", "PortBindings"),
     ("HostConfig", "Binds"),
@@ -131,13 +133,16 @@ fn section(d: &mut Vec<String>, name: &str, cur: &Value, snap: &Value) {
     }
 }
 
+/// Hostname and domain name as set by the user: empty for the engine's defaults.
 fn hostname(i: &Value) -> String {
     let h = i["Config"]["Hostname"].as_str().unwrap_or("");
-    if h == short_id(i["Id"].as_str().unwrap_or("")) {
-        String::new()
-    } else {
-        h.to_string()
+    let domain = i["Config"]["Domainname"].as_str().unwrap_or("");
+    // Sharing another container's network means sharing its hostname: that one's to set.
+    if i["HostConfig"]["NetworkMode"].as_str().is_some_and(|m| m.starts_with("container:")) {
+        return String::new();
     }
+    let h = if h == short_id(i["Id"].as_str().unwrap_or("")) { "" } else { h };
+    format!("{h}.{domain}")
 }
 
 /// `Binds` without the anonymous volumes a restore carries over by name (they are
@@ -268,7 +273,7 @@ pub(crate) fn differences(cur: &Value, snap: &Value, cur_net: &str, snap_net: &s
         }
     }
     if hostname(cur) != hostname(snap) {
-        d.push("Config.Hostname differs".into());
+        d.push("Config.Hostname or Config.Domainname differs".into());
     }
     section(&mut d, "Config", &cur["Config"], &snap["Config"]);
     section(&mut d, "HostConfig", &cur["HostConfig"], &snap["HostConfig"]);
