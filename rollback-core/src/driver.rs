@@ -24,6 +24,11 @@ pub struct Capability {
     pub perturb: bool,
     /// Restores are safe to run again after a crash (required for `resume`).
     pub idempotent_restore: bool,
+    /// Holds data other services write (a database, a cache). The executor stops
+    /// the components that depend on it before its safety snapshot, and the record
+    /// says so when nothing did.
+    #[serde(default)]
+    pub shared_data: bool,
 }
 
 /// Everything a driver call may use besides its own config.

@@ -376,7 +376,7 @@ impl<'a> Executor<'a> {
                 .components
                 .iter()
                 .any(|c| c.depends_on.contains(name) && j.stopped.contains(&c.name));
-            if self.stack.driver(name)?.capability().discard_report && !writers_stopped {
+            if self.stack.driver(name)?.capability().shared_data && !writers_stopped {
                 j.notes.push(format!(
                     "writers to `{name}` were not stopped before its safety snapshot: a write made after the safety \
                      snapshot and before the restore is not kept. Declare the service that writes to it as a \

@@ -663,7 +663,7 @@ phase = 2
 depends_on = ["db"]
 capture = ["true"]
 restore = ["true"]
-stop = ["sh", "-c", "sleep 0.3; rm -f writer.stopped; kill $(cat writer.pid); while [ ! -e writer.stopped ]; do sleep 0.01; done"]
+stop = ["sh", "-c", "sleep 0.3; rm -f writer.stopped; kill $(cat writer.pid) || exit 1; for i in $(seq 1000); do [ -e writer.stopped ] && exit 0; sleep 0.01; done; echo 'writer did not stop' >&2; exit 1"]
 start = ["sh", "-c", "python3 writer.py >/dev/null 2>&1 & echo $! > writer.pid"]
 "#;
     let s = stack(&d, toml);
@@ -722,4 +722,39 @@ async fn a_hung_capture_times_out_and_frees_the_lock() {
     assert!(busy.to_string().contains("a snapshot is being taken"), "{busy}");
     // Once the capture has timed out, the lock is free again.
     assert!(s.gc(Some(1), None).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_rollback_cancelled_before_it_starts_changes_nothing() {
+    let (_t, d) = tmp();
+    let repo = three(&d);
+    let s = stack(&d, THREE);
+    let snap = common::snap(&s).await;
+    bad_deploy(&d, &repo);
+    let token = rollback_core::CancelToken::new();
+    token.cancel();
+    let before = s.list().unwrap().len();
+    let e = s.rollback(&snap.id, RollbackOptions { cancel: token.clone(), ..opts(Scope::Complete) }).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    let e = s.drill(RollbackOptions { cancel: token, ..opts(Scope::Complete) }).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    assert_eq!(s.list().unwrap().len(), before, "no safety snapshot");
+    assert!(s.check().await.unwrap().unfinished_rollbacks.is_empty(), "nothing for a later resume to carry out");
+    assert!(s.history().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_record_says_when_nothing_stopped_a_databases_writers() {
+    let (_t, d) = tmp();
+    let repo = three(&d);
+    let py = "import sqlite3; c = sqlite3.connect('t.db'); c.execute('create table t(x)'); c.commit()";
+    assert!(std::process::Command::new("python3").args(["-c", py]).current_dir(&d).status().unwrap().success());
+    let s = stack(&d, &format!("{THREE}\n[[component]]\nname = \"db\"\ndriver = \"sqlite\"\npath = \"t.db\"\n"));
+    let snap = common::snap(&s).await;
+    bad_deploy(&d, &repo);
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let notes: Vec<_> = r.notes.iter().filter(|n| n.contains("were not stopped")).collect();
+    assert_eq!(notes.len(), 1, "only the database, not code or files: {:?}", r.notes);
+    assert!(notes[0].contains("`db`"), "{notes:?}");
 }

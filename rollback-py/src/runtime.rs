@@ -105,6 +105,17 @@ where
 /// in the middle of a step.
 struct CancelOnDrop(Option<rb::CancelToken>);
 
+/// Aborts a task when dropped (the awaiting future was cancelled).
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
@@ -127,10 +138,15 @@ where
     O: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     pyo3_async_runtimes::generic::future_into_py::<PyRuntime, _, O>(py, async move {
+        let with_token = cancel.is_some();
         let mut guard = CancelOnDrop(cancel);
         // Spawned, not awaited in place: when asyncio cancels, this future is dropped
         // but the rollback task runs on to the step boundary the token asks for.
-        let r = rt().spawn(fut).await;
+        let task = rt().spawn(fut);
+        // A call with no step boundaries (a snapshot, a verify) is ended when asyncio
+        // cancels it: it must not go on holding the store lock for a caller that gave up.
+        let _abort = AbortOnDrop((!with_token).then(|| task.abort_handle()));
+        let r = task.await;
         guard.0 = None;
         let r = r.unwrap_or_else(|e| Err(rb::Error::unexpected("the rollback task failed").with_source(e)));
         match r {

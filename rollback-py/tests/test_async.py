@@ -147,3 +147,29 @@ def test_a_forked_child_gets_its_own_runtime(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(stack.list()) == 2
+
+
+def test_a_cancelled_snapshot_async_stops_and_frees_the_lock(tmp_path):
+    stack = slow_stack(tmp_path, seconds=20)
+
+    async def main():
+        task = asyncio.ensure_future(stack.snapshot_async(label="given up"))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+    # Within moments, not 20 s: the lock is free (gc takes it exclusively) and no
+    # snapshot was written.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            stack.gc(keep=1)
+            break
+        except rollback.LockedError:
+            assert time.monotonic() < deadline, "the cancelled snapshot still holds the lock"
+            time.sleep(0.05)
+    assert stack.list() == []

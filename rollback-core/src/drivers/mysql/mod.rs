@@ -926,7 +926,13 @@ impl Driver for MysqlDriver {
     }
 
     fn capability(&self) -> Capability {
-        Capability { discard_report: true, perturb: true, idempotent_restore: true, ..Default::default() }
+        Capability {
+            shared_data: true,
+            discard_report: true,
+            perturb: true,
+            idempotent_restore: true,
+            ..Default::default()
+        }
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {

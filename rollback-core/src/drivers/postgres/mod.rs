@@ -167,7 +167,13 @@ impl Driver for PostgresDriver {
     }
 
     fn capability(&self) -> Capability {
-        Capability { discard_report: true, perturb: true, idempotent_restore: true, ..Capability::default() }
+        Capability {
+            shared_data: true,
+            discard_report: true,
+            perturb: true,
+            idempotent_restore: true,
+            ..Capability::default()
+        }
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {

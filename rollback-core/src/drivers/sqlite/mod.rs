@@ -447,7 +447,7 @@ impl Driver for SqliteDriver {
     }
 
     fn capability(&self) -> Capability {
-        Capability { discard_report: true, idempotent_restore: true, ..Capability::default() }
+        Capability { shared_data: true, discard_report: true, idempotent_restore: true, ..Capability::default() }
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
