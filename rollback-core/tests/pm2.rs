@@ -289,3 +289,55 @@ async fn a_safety_capture_of_a_stopped_app_undoes_a_start() {
     assert!(driver.verify(&ctx, &part).await.unwrap().ok);
     assert!(!app.pm2(&["jlist"]).contains(&app.name), "the app started after the capture was deleted");
 }
+
+/// Kills a pm2 daemon a test may have started by mistake under `home`.
+struct StrayDaemon(PathBuf);
+
+impl Drop for StrayDaemon {
+    fn drop(&mut self) {
+        if self.0.join("pm2.pid").exists() {
+            let _ = Command::new(pm2_bin()).arg("kill").env("PM2_HOME", &self.0).output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pm2_home_without_a_daemon_is_refused_and_no_daemon_started() {
+    let app = App::new("fork", 1);
+    wait_get(app.port, "v1");
+    let s = app.stack("");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    // The same app, with a PM2_HOME where no daemon runs (a typo, another user's home).
+    let wrong = app.root.join("wrong-pm2-home");
+    let _guard = StrayDaemon(wrong.clone());
+    let text = format!(
+        "[store]\npath = \"{}\"\n[[component]]\nname = \"api\"\ndriver = \"pm2\"\napp = \"{}\"\nreleases = \"releases\"\n\
+         pm2_home = \"{}\"\npm2_bin = \"{}\"\n",
+        app.root.join("store").display(),
+        app.name,
+        wrong.display(),
+        pm2_bin()
+    );
+    let cfg = StackConfig::from_toml_str(&text, None, &app.root, &|_| None).unwrap();
+    let w = Stack::new(cfg, &Registry::with_default_drivers()).unwrap();
+
+    let report = w.check().await.unwrap();
+    let c = &report.components["api"];
+    assert!(!c.ok, "check passes with no daemon: {}", c.detail);
+    assert!(c.detail.contains(&wrong.display().to_string()), "the path is named: {}", c.detail);
+
+    let driver = w.driver("api").unwrap();
+    let ctx = Context::new("api", w.store().clone(), &app.root);
+    let part = &snap.parts[0];
+    let e = driver.preflight(&ctx, part).await.unwrap_err();
+    assert!(e.to_string().contains(&wrong.display().to_string()), "{e}");
+
+    assert!(
+        !wrong.join("pm2.pid").exists() && !wrong.join("rpc.sock").exists(),
+        "a pm2 daemon was started under {}",
+        wrong.display()
+    );
+    // The right home still passes.
+    assert!(s.check().await.unwrap().components["api"].ok);
+}

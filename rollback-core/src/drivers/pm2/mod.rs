@@ -151,12 +151,48 @@ impl Pm2Driver {
         self.releases.as_ref().map(|r| r.join(&self.link))
     }
 
+    /// The `PM2_HOME` pm2 will use, resolved as pm2 does: the configured one, else the
+    /// environment's, else `~/.pm2`.
+    fn effective_home(&self) -> Option<PathBuf> {
+        self.pm2_home
+            .clone()
+            .or_else(|| std::env::var_os("PM2_HOME").filter(|h| !h.is_empty()).map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pm2")))
+    }
+
     fn pm2_home_desc(&self) -> String {
-        self.pm2_home.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the default PM2_HOME".into())
+        self.effective_home().map(|p| p.display().to_string()).unwrap_or_else(|| "the default PM2_HOME".into())
+    }
+
+    /// Fails unless a pm2 daemon listens in the `PM2_HOME`, without starting one.
+    ///
+    /// Every pm2 command starts a daemon when none answers, so a wrong `pm2_home` would
+    /// otherwise leave a stray daemon behind and read as "the app is not running" (or,
+    /// for `check`, as a healthy empty list). Connecting to the daemon's RPC socket is
+    /// the one test that starts nothing and cannot be fooled by a stale `pm2.pid`.
+    async fn ensure_daemon(&self) -> Result<()> {
+        let Some(home) = self.effective_home() else {
+            return Err(Error::config("no `pm2_home` is configured and neither PM2_HOME nor HOME is set"));
+        };
+        let sock = home.join("rpc.sock");
+        tokio::net::UnixStream::connect(&sock).await.map(drop).map_err(|e| {
+            Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "no pm2 daemon runs for PM2_HOME {} (nothing answers on {}); check `pm2_home`, \
+                     or start the daemon there (`pm2 resurrect`): the driver never starts one",
+                    home.display(),
+                    sock.display()
+                ),
+            )
+            .with_source(e)
+        })
     }
 
     /// Runs pm2; stdout on success, an error with the (redacted) tail of its output otherwise.
+    /// Refuses to run when no daemon answers (pm2 would start one).
     async fn pm2(&self, ctx: &Context, args: &[&str]) -> Result<String> {
+        self.ensure_daemon().await?;
         let mut cmd = tokio::process::Command::new(&self.pm2_bin);
         cmd.args(args).kill_on_drop(true).stdin(std::process::Stdio::null());
         // Set before every call: without it pm2 starts a second daemon under ~/.pm2.
@@ -370,7 +406,13 @@ impl Pm2Driver {
     }
 
     async fn capture_inner(&self, ctx: &Context) -> Result<Captured> {
-        let procs = self.procs(ctx).await?;
+        let procs = match self.procs(ctx).await {
+            // No daemon, nothing runs: what a safety snapshot records as it is.
+            Err(e) if ctx.safety && e.kind() == ErrorKind::Unreachable && self.ensure_daemon().await.is_err() => {
+                Vec::new()
+            }
+            r => r?,
+        };
         // A safety snapshot records "not running" so that undoing a rollback that
         // started the app deletes it again.
         if procs.is_empty() && !ctx.safety {
@@ -410,7 +452,8 @@ impl Pm2Driver {
     async fn restore_inner(&self, ctx: &Context, part: &Part) -> Result<()> {
         let want = self.want(part)?;
         if want.count == 0 {
-            if !self.procs(ctx).await?.is_empty() {
+            // No daemon: the app runs nowhere, as the snapshot wants.
+            if self.ensure_daemon().await.is_ok() && !self.procs(ctx).await?.is_empty() {
                 ctx.progress(format!("pm2 delete {} (not running in the snapshot)", self.app));
                 self.pm2(ctx, &["delete", &self.app]).await?;
             }
