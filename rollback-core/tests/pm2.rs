@@ -114,6 +114,21 @@ impl App {
         Stack::new(cfg, &Registry::with_default_drivers()).unwrap()
     }
 
+    /// Writes the ecosystem file with other settings, as a deploy would.
+    fn write_ecosystem(&self, mode: &str, instances: u32, extra_env: &str) {
+        std::fs::write(
+            self.root.join("ecosystem.config.js"),
+            format!(
+                "module.exports = {{ apps: [{{ name: '{}', cwd: '{}', script: 'server.js', exec_mode: '{mode}', \
+                 instances: {instances}, env: {{ PORT: {}, API_KEY: 'eco-secret-value', NODE_ENV: 'production'{extra_env} }} }}] }};\n",
+                self.name,
+                self.root.join("releases/current").display(),
+                self.port
+            ),
+        )
+        .unwrap();
+    }
+
     fn link(&self) -> PathBuf {
         std::fs::read_link(self.root.join("releases/current")).unwrap()
     }
@@ -340,4 +355,36 @@ async fn a_pm2_home_without_a_daemon_is_refused_and_no_daemon_started() {
     );
     // The right home still passes.
     assert!(s.check().await.unwrap().components["api"].ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writing_the_ecosystem_file_back_keeps_its_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let app = App::new("fork", 1);
+    wait_get(app.port, "v1");
+    let eco = app.root.join("ecosystem.config.js");
+    std::fs::set_permissions(&eco, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Another owner than the one running the rollback, where the test may give one (root).
+    let owner = if std::fs::metadata(&eco).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&eco, Some(65534), Some(65534)).unwrap();
+        Some(65534)
+    } else {
+        None
+    };
+    let s = app.stack("");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    // The deploy edits the file in place (its mode and owner stay).
+    app.write_ecosystem("fork", 1, ", DB_PASSWORD: 'deploy-db-password'");
+    app.deploy("v2");
+    wait_get(app.port, "v2");
+
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let meta = std::fs::metadata(&eco).unwrap();
+    assert!(!std::fs::read_to_string(&eco).unwrap().contains("DB_PASSWORD"), "the file was written back");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "the ecosystem file's mode");
+    if let Some(uid) = owner {
+        assert_eq!((meta.uid(), meta.gid()), (uid, uid), "the ecosystem file's owner");
+    }
 }

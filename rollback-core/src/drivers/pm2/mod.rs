@@ -391,18 +391,38 @@ impl Pm2Driver {
         }
     }
 
+    /// Writes the ecosystem file back with the mode and owner it has now: it may hold
+    /// passwords, and a file written aside and renamed over it would get the umask's
+    /// mode (0644) and the rollback user as owner.
     async fn write_ecosystem(&self, bytes: Vec<u8>) -> Result<()> {
         let Some(p) = self.ecosystem.clone() else { return Ok(()) };
         blocking(move || {
+            use std::io::Write;
+            use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+            let meta = std::fs::metadata(&p)?;
+            let mode = meta.permissions().mode() & 0o7777;
             let tmp = p.with_extension(format!("rollback-{:08x}", rand::random::<u32>()));
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &p).map_err(|e| {
+            let written = (|| -> std::io::Result<()> {
+                // Created with the final mode (0600 stays 0600 from the first byte), then
+                // set again because the umask narrows what `mode` asks for.
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+                f.write_all(&bytes)?;
+                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+                if (meta.uid(), meta.gid()) != (f.metadata()?.uid(), f.metadata()?.gid()) {
+                    std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+                }
+                f.sync_all()?;
+                std::fs::rename(&tmp, &p)
+            })();
+            written.map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
                 Error::from(e)
             })
         })
         .await
-        .map_err(|e| Error::new(e.kind(), "cannot write the ecosystem file back".to_string()))
+        .map_err(|e| {
+            Error::new(e.kind(), "cannot write the ecosystem file back (with its mode and owner)").with_source(e)
+        })
     }
 
     async fn capture_inner(&self, ctx: &Context) -> Result<Captured> {
