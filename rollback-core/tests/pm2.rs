@@ -21,6 +21,36 @@ fn pm2_bin() -> String {
     bin
 }
 
+/// Environment variables a test sets in this process to play the operator who runs the
+/// rollback start with this (App::pm2 keeps them out of the apps).
+const OPERATOR_PREFIX: &str = "RBT_OPERATOR_";
+
+/// Polls `f` until it holds or `within` has passed.
+fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not happen within {within:?}");
+}
+
+/// Every file under `dir`, read as text (lossy), joined: to look for leaked secrets.
+fn all_text(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    out
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -71,7 +101,7 @@ impl App {
             root.join("ecosystem.config.js"),
             format!(
                 "module.exports = {{ apps: [{{ name: '{name}', cwd: '{}', script: 'server.js', exec_mode: '{mode}', \
-                 instances: {instances}, env: {{ PORT: {port}, API_KEY: 'eco-secret-value' }} }}] }};\n",
+                 instances: {instances}, env: {{ PORT: {port}, API_KEY: 'eco-secret-value', NODE_ENV: 'production' }} }}] }};\n",
                 root.join("releases/current").display()
             ),
         )
@@ -83,12 +113,16 @@ impl App {
     }
 
     fn pm2(&self, args: &[&str]) -> String {
-        let out = Command::new(pm2_bin())
-            .args(args)
-            .current_dir(&self.root)
-            .env("PM2_HOME", &self.home)
-            .output()
-            .expect("pm2 must run (node installed?)");
+        let mut cmd = Command::new(pm2_bin());
+        cmd.args(args).current_dir(&self.root).env("PM2_HOME", &self.home);
+        // pm2 copies the caller's environment into the app: keep what one test puts in
+        // this process's environment (playing the operator's) out of the other tests' apps.
+        for (k, _) in std::env::vars() {
+            if k.starts_with(OPERATOR_PREFIX) || k == "NODE_ENV" {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().expect("pm2 must run (node installed?)");
         assert!(out.status.success(), "pm2 {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).to_string()
     }
@@ -112,6 +146,30 @@ impl App {
         );
         let cfg = StackConfig::from_toml_str(&text, None, &self.root, &|_| None).unwrap();
         Stack::new(cfg, &Registry::with_default_drivers()).unwrap()
+    }
+
+    /// The app's processes as `pm2 jlist` shows them.
+    fn procs(&self) -> Vec<serde_json::Value> {
+        let out = self.pm2(&["jlist"]);
+        let list: serde_json::Value =
+            out.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()).expect("jlist prints a JSON array");
+        list.as_array().unwrap().iter().filter(|p| p["name"] == self.name.as_str()).cloned().collect()
+    }
+
+    /// Each process's environment as pm2 holds it, without the keys pm2 writes in at a
+    /// start (a new `unique_id`, `PM2_HOME`, one named after the app) and drops at a reload
+    /// from an ecosystem file.
+    fn envs(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        self.procs()
+            .iter()
+            .map(|p| {
+                let mut e = p["pm2_env"]["env"].as_object().cloned().unwrap_or_default();
+                for k in ["unique_id", "PM2_HOME", self.name.as_str()] {
+                    e.remove(k);
+                }
+                e
+            })
+            .collect()
     }
 
     /// Writes the ecosystem file with other settings, as a deploy would.
@@ -387,4 +445,144 @@ async fn writing_the_ecosystem_file_back_keeps_its_mode_and_owner() {
     if let Some(uid) = owner {
         assert_eq!((meta.uid(), meta.gid()), (uid, uid), "the ecosystem file's owner");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_ecosystem_the_operators_environment_stays_out_of_the_app() {
+    let app = App::new("fork", 1);
+    wait_get(app.port, "v1");
+    // No `ecosystem`: restores work from the pm2 list alone.
+    let text = format!(
+        "[store]\npath = \"{}\"\n[[component]]\nname = \"api\"\ndriver = \"pm2\"\napp = \"{}\"\nreleases = \"releases\"\n\
+         pm2_home = \"{}\"\npm2_bin = \"{}\"\n",
+        app.root.join("store").display(),
+        app.name,
+        app.home.display(),
+        pm2_bin()
+    );
+    let cfg = StackConfig::from_toml_str(&text, None, &app.root, &|_| None).unwrap();
+    let s = Stack::new(cfg, &Registry::with_default_drivers()).unwrap();
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    let before = app.envs();
+    assert_eq!(before[0]["NODE_ENV"], "production");
+    app.deploy("v2");
+    wait_get(app.port, "v2");
+
+    // Whoever runs the rollback has their own secrets and NODE_ENV in their environment.
+    let key = format!("{OPERATOR_PREFIX}TOKEN_{:08x}", rand::random::<u32>());
+    let secret = format!("operator-secret-{:08x}", rand::random::<u32>());
+    let old_node_env = std::env::var_os("NODE_ENV");
+    std::env::set_var(&key, &secret);
+    std::env::set_var("NODE_ENV", "operator-node-env");
+    let r = s.rollback(&snap.id, opts()).await;
+    std::env::remove_var(&key);
+    match old_node_env {
+        Some(v) => std::env::set_var("NODE_ENV", v),
+        None => std::env::remove_var("NODE_ENV"),
+    }
+    let r = r.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    wait_get(app.port, "v1");
+
+    let after = app.envs();
+    for env in &after {
+        assert!(!env.contains_key(&key), "the operator's variable reached the app");
+        assert_eq!(env["NODE_ENV"], "production", "the app's NODE_ENV");
+        assert_eq!(env, &before[0], "the app's environment is the snapshot's");
+    }
+    for p in app.procs() {
+        let pid = p["pid"].as_i64().unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(!String::from_utf8_lossy(&environ).contains(&secret), "the operator's secret is in the process");
+    }
+    assert!(!all_text(&app.root.join("store")).contains(&secret), "the operator's secret is in the store");
+    assert!(!r.to_json().contains(&secret), "the operator's secret is in the record");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_keys_added_by_the_deploy_are_gone_after_the_rollback() {
+    let app = App::new("cluster", 2);
+    wait_get(app.port, "v1");
+    let s = app.stack("");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    let before = app.envs();
+    assert_eq!(before.len(), 2);
+    assert!(
+        !all_text(&app.root.join("store/snapshots")).contains("eco-secret-value"),
+        "the app's environment stays out of the manifest"
+    );
+
+    // The deploy adds a key and changes another.
+    app.write_ecosystem("cluster", 2, ", FEATURE_FLAG: 'added-by-deploy', API_KEY: 'deploy-api-key'");
+    app.deploy("v2");
+    wait_get(app.port, "v2");
+    assert_eq!(app.envs()[0]["FEATURE_FLAG"], "added-by-deploy");
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    let text = v.components["api"].differences.join("\n");
+    assert!(text.contains("FEATURE_FLAG") && text.contains("API_KEY"), "verify names the keys: {text}");
+    assert!(!text.contains("deploy-api-key") && !text.contains("eco-secret-value"), "but no values: {text}");
+
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    wait_get(app.port, "v1");
+    let after = app.envs();
+    assert_eq!(after.len(), 2);
+    for env in &after {
+        assert_eq!(env, &before[0], "the app's environment is exactly the snapshot's");
+    }
+    assert!(!r.to_json().contains("eco-secret-value"), "the app's secrets stay out of the record");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instance_count_is_restored() {
+    let app = App::new("cluster", 2);
+    wait_get(app.port, "v1");
+    let s = app.stack("online_timeout = \"20s\"\n");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert_eq!(snap.parts[0].state["instances"], 2, "{}", snap.parts[0].state);
+
+    app.deploy("v2");
+    app.pm2(&["scale", &app.name, "3"]);
+    wait_until(Duration::from_secs(20), "scaling to 3", || app.procs().len() == 3);
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(v.components["api"].differences.join("\n").contains("3 processes"), "{:?}", v.components["api"]);
+
+    let t = Instant::now();
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(t.elapsed() < Duration::from_secs(20), "the rollback waited out online_timeout: {:?}", t.elapsed());
+    wait_get(app.port, "v1");
+    let procs = app.procs();
+    assert_eq!(procs.len(), 2);
+    assert!(procs.iter().all(|p| p["pm2_env"]["exec_mode"] == "cluster_mode"));
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_mode_is_restored_and_verified() {
+    let app = App::new("fork", 1);
+    wait_get(app.port, "v1");
+    let s = app.stack("");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    assert_eq!(snap.parts[0].state["exec_mode"], "fork_mode", "{}", snap.parts[0].state);
+
+    // The deploy moves the app to cluster mode (pm2 needs a new start for that).
+    app.write_ecosystem("cluster", 1, "");
+    app.pm2(&["delete", &app.name]);
+    app.deploy("v2");
+    wait_get(app.port, "v2");
+    assert_eq!(app.procs()[0]["pm2_env"]["exec_mode"], "cluster_mode");
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    let text = v.components["api"].differences.join("\n");
+    assert!(!v.ok && text.contains("cluster_mode"), "verify sees the exec mode: {text}");
+
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    wait_get(app.port, "v1");
+    let procs = app.procs();
+    assert_eq!(procs.len(), 1);
+    assert_eq!(procs[0]["pm2_env"]["exec_mode"], "fork_mode");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::blocking;
 use crate::config::{ComponentConfig, DurationValue};
@@ -87,7 +87,150 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
     }))
 }
 
-/// One pm2 process of the app, as `pm2 jlist` shows it (never its env: it holds secrets).
+/// An app's environment as pm2 holds it (`pm2_env.env`), without the keys pm2 makes
+/// up at every start. Its `Debug` shows the keys only: the values are secrets.
+#[derive(Clone, PartialEq, Default)]
+struct Env(Map<String, Value>);
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// Keys pm2 writes into `pm2_env.env` itself when it starts an app: `unique_id` (a new
+/// UUID each time), `PM2_HOME` and one named after the app (its module settings). A
+/// reload from an ecosystem file drops them again, so they come and go with how the
+/// app was last started and say nothing about it.
+const PM2_OWN_ENV_KEYS: &[&str] = &["unique_id", "PM2_HOME"];
+
+impl Env {
+    fn of(pm2_env: &Value) -> Env {
+        let mut e = pm2_env["env"].as_object().cloned().unwrap_or_default();
+        for k in PM2_OWN_ENV_KEYS {
+            e.remove(*k);
+        }
+        if let Some(name) = pm2_env["name"].as_str() {
+            e.remove(name);
+        }
+        Env(e)
+    }
+}
+
+/// `added A, B; removed C; changed D`: which keys differ, never their values.
+fn key_differences(have: &Map<String, Value>, want: &Map<String, Value>) -> Option<String> {
+    let pick = |f: &dyn Fn(&String) -> bool| -> Vec<&str> {
+        have.keys().chain(want.keys()).filter(|k| f(k)).map(String::as_str).collect()
+    };
+    let mut added = pick(&|k| have.contains_key(k) && !want.contains_key(k));
+    let mut removed = pick(&|k| !have.contains_key(k) && want.contains_key(k));
+    let mut changed = pick(&|k| matches!((have.get(k), want.get(k)), (Some(a), Some(b)) if a != b));
+    let mut parts = Vec::new();
+    for (what, keys) in [("added", &mut added), ("removed", &mut removed), ("changed", &mut changed)] {
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            parts.push(format!("{what} {}", keys.join(", ")));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// pm2 options kept under the same name in `pm2_env` and in an app declaration: what a
+/// `pm2 start` needs, besides name, script, cwd, log paths, exec mode, instances and env,
+/// to bring the app back as it ran.
+const CARRIED_OPTIONS: &[&str] = &[
+    "args",
+    "node_args",
+    "exec_interpreter",
+    "namespace",
+    "max_memory_restart",
+    "kill_timeout",
+    "kill_retry_time",
+    "listen_timeout",
+    "wait_ready",
+    "shutdown_with_message",
+    "autorestart",
+    "autostart",
+    "max_restarts",
+    "min_uptime",
+    "restart_delay",
+    "exp_backoff_restart_delay",
+    "cron_restart",
+    "stop_exit_codes",
+    "watch",
+    "ignore_watch",
+    "watch_delay",
+    "merge_logs",
+    "log_date_format",
+    "log_type",
+    "time",
+    "disable_logs",
+    "instance_var",
+    "increment_var",
+    "source_map_support",
+    "treekill",
+    "vizion",
+    "automation",
+    "pmx",
+    "windowsHide",
+    "uid",
+    "gid",
+];
+
+/// The app's declaration for `pm2 start`, built from what pm2 runs (`pm2_env` of its
+/// first process) and the number of processes. Holds the environment: an artifact,
+/// never the manifest.
+fn definition(raw: &[Value]) -> Option<Value> {
+    let first = raw.first()?;
+    let e = &first["pm2_env"];
+    let mut d = Map::new();
+    d.insert("name".into(), e["name"].clone());
+    d.insert("script".into(), e["pm_exec_path"].clone());
+    d.insert("cwd".into(), e["pm_cwd"].clone());
+    d.insert("exec_mode".into(), e["exec_mode"].clone());
+    d.insert("instances".into(), json!(raw.len()));
+    d.insert("env".into(), Value::Object(Env::of(e).0));
+    for k in CARRIED_OPTIONS {
+        if let Some(v) = e.get(*k).filter(|v| !v.is_null()) {
+            d.insert((*k).into(), v.clone());
+        }
+    }
+    // pm2 appends `-<pm id>` to log and pid paths per process; the declaration holds the
+    // path it was given, so that restarts (new ids) compare equal.
+    let id = e["pm_id"].as_i64().unwrap_or(-1);
+    for (from, to, ext) in [
+        ("pm_out_log_path", "out_file", "log"),
+        ("pm_err_log_path", "error_file", "log"),
+        ("pm_pid_path", "pid_file", "pid"),
+    ] {
+        if let Some(p) = e[from].as_str() {
+            let suffix = format!("-{id}.{ext}");
+            let p = p.strip_suffix(&suffix).map(|b| format!("{b}.{ext}")).unwrap_or_else(|| p.to_string());
+            d.insert(to.into(), json!(p));
+        }
+    }
+    Some(Value::Object(d))
+}
+
+/// Options of the running app that differ from the snapshot's declaration, besides
+/// what [`Pm2Driver::process_drift`] names (environment, instances, exec mode).
+fn settings_drift(raw: &[Value], want: &Want) -> Option<String> {
+    let (Some(Value::Object(have)), Some(Value::Object(w))) = (definition(raw), want.definition.as_ref()) else {
+        return None;
+    };
+    let strip = |m: &Map<String, Value>| {
+        let mut m = m.clone();
+        for k in ["env", "instances", "exec_mode"] {
+            m.remove(k);
+        }
+        m
+    };
+    key_differences(&strip(&have), &strip(w)).map(|d| format!("the app's pm2 options differ from the snapshot's: {d}"))
+}
+
+/// One pm2 process of the app, as `pm2 jlist` shows it (its env only for comparison:
+/// it holds secrets and stays out of [`Proc::summary`]).
 #[derive(Debug, Clone, PartialEq)]
 struct Proc {
     pm_id: i64,
@@ -101,6 +244,7 @@ struct Proc {
     restarts: i64,
     /// The process's real working directory (`/proc/<pid>/cwd`): the release it runs.
     real_cwd: Option<PathBuf>,
+    env: Env,
 }
 
 impl Proc {
@@ -119,6 +263,7 @@ impl Proc {
             uptime_ms: e["pm_uptime"].as_i64().unwrap_or(0),
             restarts: e["restart_time"].as_i64().unwrap_or(0),
             real_cwd,
+            env: Env::of(e),
         }
     }
 
@@ -144,6 +289,27 @@ struct Want {
     count: usize,
     version: Option<String>,
     release_dir: Option<PathBuf>,
+    exec_mode: Option<String>,
+    /// The app's declaration with its environment (snapshots taken before the driver
+    /// stored it have none: their restores reload the app as it is).
+    definition: Option<Value>,
+}
+
+impl Want {
+    fn env(&self) -> Option<&Map<String, Value>> {
+        self.definition.as_ref().and_then(|d| d["env"].as_object())
+    }
+
+    /// What runs now, as a [`Want`], for putting it back when a restore fails.
+    fn of_running(raw: &[Value], procs: &[Proc]) -> Want {
+        Want {
+            count: procs.len(),
+            version: procs.iter().find_map(|p| p.version.clone()),
+            release_dir: None,
+            exec_mode: procs.first().map(|p| p.exec_mode.clone()),
+            definition: definition(raw),
+        }
+    }
 }
 
 impl Pm2Driver {
@@ -230,6 +396,12 @@ impl Pm2Driver {
 
     /// The app's processes from `pm2 jlist`.
     async fn procs(&self, ctx: &Context) -> Result<Vec<Proc>> {
+        Ok(self.raw_procs(ctx).await?.iter().map(Proc::from_json).collect())
+    }
+
+    /// The app's entries of `pm2 jlist` as pm2 prints them, by pm id (they hold the
+    /// environment: keep them out of anything reported).
+    async fn raw_procs(&self, ctx: &Context) -> Result<Vec<Value>> {
         let out = self.pm2(ctx, &["jlist"]).await?;
         // A daemon being spawned prints lines before the JSON array.
         let list = out
@@ -239,14 +411,14 @@ impl Pm2Driver {
             .ok_or_else(|| {
                 Error::unexpected(format!("`pm2 jlist` printed no process list (PM2_HOME {})", self.pm2_home_desc()))
             })?;
-        let mut procs: Vec<Proc> = list
+        let mut procs: Vec<Value> = list
             .as_array()
             .into_iter()
             .flatten()
             .filter(|p| p["name"].as_str() == Some(self.app.as_str()))
-            .map(Proc::from_json)
+            .cloned()
             .collect();
-        procs.sort_by_key(|p| p.pm_id);
+        procs.sort_by_key(|p| p["pm_id"].as_i64().unwrap_or(-1));
         Ok(procs)
     }
 
@@ -268,17 +440,25 @@ impl Pm2Driver {
         std::fs::canonicalize(&p).unwrap_or(p)
     }
 
-    fn want(&self, part: &Part) -> Result<Want> {
+    fn want(&self, ctx: &Context, part: &Part) -> Result<Want> {
         let procs = part.state.get("processes").and_then(|p| p.as_array()).ok_or_else(|| {
             Error::new(
                 ErrorKind::Corrupt,
                 format!("the snapshot part is not a pm2 capture (driver `{}`, no `processes`)", part.driver),
             )
         })?;
+        let definition = match part.artifact("app") {
+            Some(a) => Some(serde_json::from_slice::<Value>(&ctx.store.read_artifact(a)?).map_err(|e| {
+                Error::new(ErrorKind::Corrupt, "the snapshot's pm2 app declaration cannot be parsed").with_source(e)
+            })?),
+            None => None,
+        };
         Ok(Want {
             count: procs.len(),
             version: procs.iter().find_map(|p| p["version"].as_str().map(String::from)),
             release_dir: part.state["release_dir"].as_str().map(PathBuf::from),
+            exec_mode: procs.iter().find_map(|p| p["exec_mode"].as_str().map(String::from)),
+            definition,
         })
     }
 
@@ -308,6 +488,12 @@ impl Pm2Driver {
                     d.push(format!("process {} has been online for less than {}ms", p.pm_id, s.as_millis()));
                 }
             }
+            if let Some(m) = want.exec_mode.as_ref().filter(|m| **m != p.exec_mode) {
+                d.push(format!("process {} runs in {}, the snapshot has {m}", p.pm_id, p.exec_mode));
+            }
+            if let Some(diff) = want.env().and_then(|w| key_differences(&p.env.0, w)) {
+                d.push(format!("process {}'s environment differs from the snapshot's: {diff}", p.pm_id));
+            }
             if want.version.is_some() && p.version != want.version {
                 d.push(format!(
                     "process {} runs version {}, the snapshot has {}",
@@ -330,27 +516,71 @@ impl Pm2Driver {
         d
     }
 
-    /// `startOrReload` with the ecosystem file (cluster mode reloads without dropping
-    /// requests), or `reload` of the app when there is none.
-    async fn reload(&self, ctx: &Context) -> Result<()> {
-        match &self.ecosystem {
-            Some(eco) => {
-                let eco = eco.to_string_lossy().to_string();
-                ctx.progress(format!("pm2 startOrReload {eco} --only {}", self.app));
-                self.pm2(ctx, &["startOrReload", &eco, "--only", &self.app, "--update-env"]).await?;
+    /// Brings the app to what `want` declares: `pm2 startOrReload` of the snapshot's
+    /// declaration when pm2 runs the app with the same instance count and exec mode (a
+    /// reload: in cluster mode no request is dropped), else `pm2 delete` + `pm2 start`
+    /// of it, the one way pm2 changes either.
+    ///
+    /// Never `--update-env` and never the ecosystem file: pm2 would copy the
+    /// environment of whoever runs the rollback into the app, or leave keys a deploy
+    /// added. A reload from a declaration replaces `pm2_env.env` with its `env`; a
+    /// start keeps only the declared `env` through `filter_env`.
+    async fn apply(&self, ctx: &Context, want: &Want) -> Result<()> {
+        let procs = self.procs(ctx).await?;
+        let Some(def) = &want.definition else {
+            // A snapshot without a declaration (older driver): reload the app as pm2 has it.
+            if procs.is_empty() {
+                return Err(Error::not_found(format!(
+                    "app `{}` is not in the pm2 list and the snapshot holds no declaration to start it from \
+                     (taken by an older version of this driver)",
+                    self.app
+                )));
             }
-            None => {
-                if self.procs(ctx).await?.is_empty() {
-                    return Err(Error::not_found(format!(
-                        "app `{}` is not in the pm2 list and no `ecosystem` is configured to start it",
-                        self.app
-                    )));
-                }
-                ctx.progress(format!("pm2 reload {}", self.app));
-                self.pm2(ctx, &["reload", &self.app, "--update-env"]).await?;
-            }
+            ctx.progress(format!("pm2 reload {}", self.app));
+            return self.pm2(ctx, &["reload", &self.app]).await.map(drop);
+        };
+        let same_shape = !procs.is_empty()
+            && procs.len() == want.count
+            && procs.iter().all(|p| want.exec_mode.as_ref().is_none_or(|m| *m == p.exec_mode));
+        if !procs.is_empty() && !same_shape {
+            ctx.progress(format!(
+                "pm2 delete {}: {} processes in {}, the snapshot has {} in {}, which a reload cannot change \
+                 (requests are refused until it is started again)",
+                self.app,
+                procs.len(),
+                procs[0].exec_mode,
+                want.count,
+                want.exec_mode.as_deref().unwrap_or("?")
+            ));
+            self.pm2(ctx, &["delete", &self.app]).await?;
         }
-        Ok(())
+        // `filter_env: [""]` keeps every variable of the pm2 command's own environment
+        // out of a started app (each name contains ""): it gets exactly the declared `env`.
+        let mut app = def.clone();
+        app["filter_env"] = json!([""]);
+        let file = ctx.store.tmp_dir().join(format!("pm2-{:08x}.json", rand::random::<u32>()));
+        let body = serde_json::to_vec(&json!({ "apps": [app] }))
+            .map_err(|e| Error::unexpected("cannot encode the pm2 app declaration").with_source(e))?;
+        let f = file.clone();
+        // The declaration holds the app's secrets: 0600, in the store's private tmp/.
+        blocking(move || {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut w = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&f)?;
+            w.write_all(&body)?;
+            Ok(())
+        })
+        .await?;
+        let verb = if same_shape { "startOrReload" } else { "start" };
+        ctx.progress(format!(
+            "pm2 {verb} {} ({} processes, {}) with the snapshot's environment",
+            self.app,
+            want.count,
+            want.exec_mode.as_deref().unwrap_or("?")
+        ));
+        let r = self.pm2(ctx, &[verb, &file.to_string_lossy(), "--only", &self.app]).await;
+        let _ = std::fs::remove_file(&file);
+        r.map(drop)
     }
 
     async fn wait_online(&self, ctx: &Context, want: &Want, timeout: Duration) -> Result<()> {
@@ -426,13 +656,14 @@ impl Pm2Driver {
     }
 
     async fn capture_inner(&self, ctx: &Context) -> Result<Captured> {
-        let procs = match self.procs(ctx).await {
+        let raw = match self.raw_procs(ctx).await {
             // No daemon, nothing runs: what a safety snapshot records as it is.
             Err(e) if ctx.safety && e.kind() == ErrorKind::Unreachable && self.ensure_daemon().await.is_err() => {
                 Vec::new()
             }
             r => r?,
         };
+        let procs: Vec<Proc> = raw.iter().map(Proc::from_json).collect();
         // A safety snapshot records "not running" so that undoing a rollback that
         // started the app deletes it again.
         if procs.is_empty() && !ctx.safety {
@@ -460,6 +691,13 @@ impl Pm2Driver {
             state["release"] = json!(dir.file_name().map(|n| n.to_string_lossy().to_string()));
         }
         let mut artifacts = Vec::new();
+        if let Some(def) = definition(&raw) {
+            state["exec_mode"] = def["exec_mode"].clone();
+            state["instances"] = def["instances"].clone();
+            let bytes = serde_json::to_vec(&def)
+                .map_err(|e| Error::unexpected("cannot encode the pm2 app declaration").with_source(e))?;
+            artifacts.push(ctx.store.put_bytes("app", &bytes)?);
+        }
         if let Some(bytes) = self.ecosystem_content()? {
             let a = ctx.store.put_bytes("ecosystem", &bytes)?;
             state["ecosystem"] = json!(self.ecosystem);
@@ -470,7 +708,7 @@ impl Pm2Driver {
     }
 
     async fn restore_inner(&self, ctx: &Context, part: &Part) -> Result<()> {
-        let want = self.want(part)?;
+        let want = self.want(ctx, part)?;
         if want.count == 0 {
             // No daemon: the app runs nowhere, as the snapshot wants.
             if self.ensure_daemon().await.is_ok() && !self.procs(ctx).await?.is_empty() {
@@ -491,10 +729,16 @@ impl Pm2Driver {
         };
         let old_target = self.read_target().ok().flatten();
         let old_eco = self.ecosystem_content().ok().flatten();
+        let old_raw = self.raw_procs(ctx).await?;
+        let old_procs: Vec<Proc> = old_raw.iter().map(Proc::from_json).collect();
 
         let link_same = target.is_none() || old_target == target;
         let eco_same = eco_bytes.is_none() || old_eco == eco_bytes;
-        if link_same && eco_same && self.process_drift(&self.procs(ctx).await?, &want, None).is_empty() {
+        if link_same
+            && eco_same
+            && self.process_drift(&old_procs, &want, None).is_empty()
+            && settings_drift(&old_raw, &want).is_none()
+        {
             ctx.progress(format!("app `{}` already runs the snapshot's release", self.app));
             return Ok(());
         }
@@ -512,7 +756,7 @@ impl Pm2Driver {
             }
         }
         let attempt = async {
-            self.reload(ctx).await?;
+            self.apply(ctx, &want).await?;
             self.wait_online(ctx, &want, self.online_timeout).await
         }
         .await;
@@ -536,15 +780,22 @@ impl Pm2Driver {
                 Err(b) => notes.push(format!("putting the ecosystem file back failed: {b}")),
             }
         }
-        match self.reload(ctx).await {
-            Ok(()) => notes.push(format!("app `{}` was reloaded", self.app)),
-            Err(b) => notes.push(format!("reloading app `{}` failed: {b}", self.app)),
+        if old_procs.is_empty() {
+            match self.pm2(ctx, &["delete", &self.app]).await {
+                Ok(_) => notes.push(format!("app `{}` was deleted again", self.app)),
+                Err(b) => notes.push(format!("deleting app `{}` again failed: {b}", self.app)),
+            }
+        } else {
+            match self.apply(ctx, &Want::of_running(&old_raw, &old_procs)).await {
+                Ok(()) => notes.push(format!("app `{}` was reloaded", self.app)),
+                Err(b) => notes.push(format!("reloading app `{}` failed: {b}", self.app)),
+            }
         }
         Err(Error::new(e.kind(), format!("{}; {}", e.message(), notes.join(", "))))
     }
 
     async fn verify_inner(&self, ctx: &Context, part: &Part) -> Result<Drift> {
-        let want = self.want(part)?;
+        let want = self.want(ctx, part)?;
         let mut d = Vec::new();
         if let Some(t) = part.state["target"].as_str() {
             match self.read_target() {
@@ -554,7 +805,9 @@ impl Pm2Driver {
                 Err(e) => d.push(e.to_string()),
             }
         }
-        d.extend(self.process_drift(&self.procs(ctx).await?, &want, None));
+        let raw = self.raw_procs(ctx).await?;
+        d.extend(self.process_drift(&raw.iter().map(Proc::from_json).collect::<Vec<_>>(), &want, None));
+        d.extend(settings_drift(&raw, &want));
         if let (Some(a), Some(_)) = (part.artifact("ecosystem"), &self.ecosystem) {
             let cur = self.ecosystem_content()?.unwrap_or_default();
             let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&cur));
@@ -582,7 +835,7 @@ impl Driver for Pm2Driver {
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
         let r = async {
-            self.want(part)?;
+            self.want(ctx, part)?;
             if let Some(dir) = part.state["release_dir"].as_str() {
                 if !Path::new(dir).is_dir() {
                     return Err(Error::not_found(format!("release directory {dir} is gone")));
@@ -617,9 +870,19 @@ impl Driver for Pm2Driver {
     fn describe_restore(&self, part: &Part) -> String {
         let release =
             part.state["release"].as_str().map(|r| format!("point the release link at {r}, ")).unwrap_or_default();
+        let instances = part.state["instances"]
+            .as_u64()
+            .map(|n| {
+                format!(
+                    " ({n} instance{}, {})",
+                    if n == 1 { "" } else { "s" },
+                    part.state["exec_mode"].as_str().unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "{release}pm2 {} `{}`, wait until every process is online{}",
-            if self.ecosystem.is_some() { "startOrReload" } else { "reload" },
+            "{release}pm2 reload `{}`{instances} with the snapshot's environment (delete + start when its instances, \
+             exec mode, environment or options differ), wait until every process is online{}",
             self.app,
             part.state["processes"][0]["version"].as_str().map(|v| format!(" with version {v}")).unwrap_or_default()
         )
