@@ -586,3 +586,37 @@ async fn exec_mode_is_restored_and_verified() {
     assert_eq!(procs[0]["pm2_env"]["exec_mode"], "fork_mode");
     assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restored_app_survives_a_pm2_resurrect() {
+    let app = App::new("cluster", 2);
+    wait_get(app.port, "v1");
+    let s = app.stack("");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    let before = app.envs();
+
+    // The deploy changes the env and the instance count, and saves its process list.
+    app.write_ecosystem("cluster", 3, ", FEATURE_FLAG: 'added-by-deploy'");
+    app.deploy("v2");
+    app.pm2(&["scale", &app.name, "3"]);
+    wait_until(Duration::from_secs(20), "scaling to 3", || app.procs().len() == 3);
+    app.pm2(&["save"]);
+
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    wait_get(app.port, "v1");
+
+    // A reboot: the daemon goes away and comes back from its dump.
+    app.pm2(&["kill"]);
+    app.pm2(&["resurrect"]);
+    wait_until(Duration::from_secs(20), "the app coming back online", || {
+        let p = app.procs();
+        !p.is_empty() && p.iter().all(|p| p["pm2_env"]["status"] == "online")
+    });
+    wait_get(app.port, "v1");
+    assert_eq!(app.procs().len(), 2, "the snapshot's instance count comes back");
+    for env in app.envs() {
+        assert!(!env.contains_key("FEATURE_FLAG"), "the deploy's environment came back");
+        assert_eq!(env, before[0]);
+    }
+}

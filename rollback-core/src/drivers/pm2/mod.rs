@@ -707,7 +707,25 @@ impl Pm2Driver {
         Ok(Captured { state, artifacts })
     }
 
+    /// `pm2 save --force`: the daemon's dump (what `pm2 resurrect` starts after a
+    /// reboot) gets the restored process list; without it a reboot brings back the
+    /// deploy's. `--force` saves an empty list too (pm2 otherwise keeps the old dump).
+    /// It saves every app of the daemon as it runs now, not only this one.
+    async fn persist(&self, ctx: &Context) -> Result<()> {
+        if self.ensure_daemon().await.is_err() {
+            // No daemon: the restore left nothing running, and nothing was started.
+            return Ok(());
+        }
+        ctx.progress("pm2 save --force".to_string());
+        self.pm2(ctx, &["save", "--force"]).await.map(drop)
+    }
+
     async fn restore_inner(&self, ctx: &Context, part: &Part) -> Result<()> {
+        self.restore_unsaved(ctx, part).await?;
+        self.persist(ctx).await
+    }
+
+    async fn restore_unsaved(&self, ctx: &Context, part: &Part) -> Result<()> {
         let want = self.want(ctx, part)?;
         if want.count == 0 {
             // No daemon: the app runs nowhere, as the snapshot wants.
