@@ -22,7 +22,7 @@ use crate::snapshot::Part;
 pub struct Pm2Config {
     /// The pm2 app name (`name` in the ecosystem file).
     pub app: String,
-    /// The ecosystem file restores run `pm2 startOrReload` with.
+    /// The ecosystem file: captured and written back by a restore (which does not run it).
     #[serde(default)]
     pub ecosystem: Option<String>,
     /// A releases root holding release dirs and a `current` link (optional).
