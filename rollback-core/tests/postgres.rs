@@ -606,3 +606,52 @@ async fn a_snapshot_with_uncompressed_data_still_restores() {
     let c = db.client().await;
     assert_eq!(contents(&c, TABLES).await, before);
 }
+
+/// A `schemas` scope whose types, functions and sequences are used outside it: the
+/// restore's DROP SCHEMA … CASCADE would take the outside column, view and default
+/// with it, and the safety snapshot (the scope only) could not bring them back. The
+/// preflight refuses, naming each outside object, what it depends on and the fix.
+#[tokio::test]
+async fn schemas_scope_refuses_when_outside_objects_use_its_types_functions_or_sequences() {
+    let db = TestDb::new("scopedeps").await;
+    let c = db.client().await;
+    c.batch_execute(
+        r#"CREATE SCHEMA app; CREATE SCHEMA other;
+           CREATE TYPE app.side AS ENUM ('buy', 'sell');
+           CREATE FUNCTION app.fee(p numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS $$ SELECT p * 0.001 $$;
+           CREATE SEQUENCE app.ids;
+           CREATE TABLE app.orders (id int PRIMARY KEY DEFAULT nextval('app.ids'), side app.side);
+           INSERT INTO app.orders (side) VALUES ('buy'), ('sell');
+           CREATE TABLE other.fills (id int DEFAULT nextval('app.ids'), side app.side, note text);
+           INSERT INTO other.fills (side, note) VALUES ('sell', 'kept');
+           CREATE VIEW other.fees AS SELECT app.fee(100) AS fee;"#,
+    )
+    .await
+    .unwrap();
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "schemas = [\"app\"]");
+    let snap = snap(&s).await;
+    c.batch_execute("INSERT INTO app.orders (side) VALUES ('buy')").await.unwrap();
+    let fills_before = contents(&c, &["other.fills"]).await;
+
+    let e = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{msg}");
+    assert_eq!(e.component(), Some("db"));
+    for needle in [
+        "column side of table other.fills",
+        "type app.side",
+        "default value for column id of table other.fills",
+        "sequence app.ids",
+        "view other.fees",
+        "function app.fee(numeric)",
+        "`schemas`",
+        "other",
+    ] {
+        assert!(msg.contains(needle), "`{needle}` not in: {msg}");
+    }
+    // Nothing changed: the outside objects, and the scope's newer row, are all there.
+    assert_eq!(contents(&c, &["other.fills"]).await, fills_before);
+    assert!(c.query_opt("SELECT 1 FROM pg_views WHERE viewname = 'fees'", &[]).await.unwrap().is_some());
+    assert_eq!(contents(&c, &["app.orders"]).await.len(), 3);
+}

@@ -196,36 +196,79 @@ pub(super) fn digest_lines(lines: &[String]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Objects outside the scope that a restore's DROP ... CASCADE would silently remove.
-pub(super) async fn outside_dependents(client: &Client, scope: &Scope, rels: &[Rel]) -> Result<Vec<String>> {
+/// An object outside the scope that a restore's `DROP … CASCADE` would remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OutsideDependent {
+    /// As PostgreSQL names it: `column side of table other.fills`.
+    pub(super) object: String,
+    /// The scoped objects it depends on: `type app.side`.
+    pub(super) depends_on: String,
+    /// The schema it lives in, when it has one (what to add to `schemas`).
+    pub(super) schema: Option<String>,
+}
+
+/// What a restore drops, found the way `DROP … CASCADE` finds it: the scoped schemas
+/// (or listed tables), then everything that is part of them — objects in the schemas,
+/// and what hangs off an object in scope by an auto, internal or extension dependency
+/// (columns, defaults, indexes, constraints, triggers, rules, row and array types,
+/// owned sequences, extension members; a table's TOAST table in `pg_toast`). Publication memberships are never part of the
+/// scope: the scoped dump does not hold publications. Anything else that depends on
+/// an object in scope — a column of a scoped enum type, a view over a scoped function,
+/// a `DEFAULT nextval` on a scoped sequence, a foreign key into a listed table — would
+/// be dropped with it although the snapshot does not hold it.
+const OUTSIDE_DEPENDENTS: &str = "
+WITH RECURSIVE inside(classid, objid) AS (
+    SELECT 'pg_namespace'::regclass::oid, n.oid FROM pg_namespace n WHERE n.nspname = ANY($2)
+    UNION
+    SELECT 'pg_class'::regclass::oid, r FROM unnest($1::oid[]) AS r
+    UNION
+    SELECT d.classid, d.objid
+      FROM inside x JOIN pg_depend d ON d.refclassid = x.classid AND d.refobjid = x.objid
+     WHERE d.objsubid = 0
+       AND (x.classid = 'pg_namespace'::regclass OR d.deptype IN ('a', 'i', 'e'))
+       AND d.classid NOT IN ('pg_publication_rel'::regclass, 'pg_publication_namespace'::regclass)
+       AND (cardinality($2::text[]) = 0
+            OR coalesce((pg_identify_object(d.classid, d.objid, 0)).schema = ANY($2 || 'pg_toast'::text), true))
+), outside AS (
+    SELECT d.classid, d.objid, d.objsubid,
+           pg_describe_object(d.refclassid, d.refobjid, 0) AS depends_on
+      FROM inside x JOIN pg_depend d ON d.refclassid = x.classid AND d.refobjid = x.objid
+     WHERE d.deptype IN ('n', 'a', 'i', 'e')
+       AND NOT EXISTS (SELECT 1 FROM inside y WHERE y.classid = d.classid AND y.objid = d.objid)
+)
+SELECT pg_describe_object(o.classid, o.objid, o.objsubid),
+       string_agg(DISTINCT o.depends_on, ', '),
+       coalesce((pg_identify_object(o.classid, o.objid, o.objsubid)).schema,
+                (SELECT c.relnamespace::regnamespace::text FROM pg_class c
+                  WHERE c.oid = CASE o.classid
+                      WHEN 'pg_attrdef'::regclass THEN (SELECT adrelid FROM pg_attrdef WHERE oid = o.objid)
+                      WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = o.objid)
+                      WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = o.objid)
+                      WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = o.objid)
+                  END))
+  FROM outside o
+ GROUP BY o.classid, o.objid, o.objsubid
+ ORDER BY 1";
+
+/// Objects outside the scope that a restore's `DROP … CASCADE` would silently remove.
+pub(super) async fn outside_dependents(client: &Client, scope: &Scope, rels: &[Rel]) -> Result<Vec<OutsideDependent>> {
     let (oids, schemas): (Vec<u32>, Vec<String>) = match scope {
         Scope::Database => return Ok(Vec::new()),
-        Scope::Schemas { schemas } => (rels.iter().map(|r| r.oid).collect(), schemas.clone()),
+        Scope::Schemas { schemas } => (Vec::new(), schemas.clone()),
         Scope::Tables { .. } => (rels.iter().map(|r| r.oid).collect(), Vec::new()),
     };
     let rows = client
-        .query(
-            "SELECT DISTINCT pg_describe_object(d.classid, d.objid, 0)
-               FROM pg_depend d
-               LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
-               LEFT JOIN pg_constraint c ON d.classid = 'pg_constraint'::regclass AND c.oid = d.objid
-               LEFT JOIN pg_class k ON d.classid = 'pg_class'::regclass AND k.oid = d.objid
-               LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
-               LEFT JOIN pg_namespace pn ON pn.oid = p.pronamespace
-              WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY($1) AND d.deptype = 'n'
-                AND CASE
-                      WHEN r.oid IS NOT NULL THEN r.ev_class <> ALL($1)
-                      WHEN c.oid IS NOT NULL AND c.conrelid <> 0 THEN c.conrelid <> ALL($1)
-                      WHEN k.oid IS NOT NULL THEN k.oid <> ALL($1) AND k.relkind NOT IN ('i', 'I')
-                      WHEN p.oid IS NOT NULL THEN pn.nspname <> ALL($2)
-                      ELSE false
-                    END
-              ORDER BY 1",
-            &[&oids, &schemas],
-        )
+        .query(OUTSIDE_DEPENDENTS, &[&oids, &schemas])
         .await
         .map_err(|e| pg_error(&e, "cannot read dependencies from the catalog"))?;
-    Ok(rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect())
+    Ok(rows
+        .iter()
+        .map(|r| OutsideDependent {
+            object: r.get::<_, Option<String>>(0).unwrap_or_default(),
+            depends_on: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            schema: r.get(2),
+        })
+        .collect())
 }
 
 /// Hashes the rows of a binary COPY stream as they arrive: each row's hash goes into

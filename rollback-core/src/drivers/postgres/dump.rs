@@ -379,13 +379,25 @@ async fn refuse_outside_dependents(client: &Client, scope: &Scope, rels: &[Rel])
     if deps.is_empty() {
         return Ok(());
     }
+    let list: Vec<String> = deps.iter().map(|d| format!("{} (depends on {})", d.object, d.depends_on)).collect();
+    let schemas: BTreeSet<&str> = deps.iter().filter_map(|d| d.schema.as_deref()).collect();
+    let widen = match scope {
+        Scope::Tables { .. } => "list them in `tables`".to_string(),
+        _ if schemas.is_empty() => "widen `schemas`".to_string(),
+        _ => format!(
+            "add schema(s) {} to `schemas`",
+            schemas.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+        ),
+    };
     Err(Error::new(
         ErrorKind::Unsupported,
         format!(
-            "objects outside the component's scope ({}) depend on it and a restore would drop them: {}; \
-             widen `schemas`/`tables` to include them",
+            "objects outside the component's scope ({}) depend on objects in it, and the restore's DROP … CASCADE \
+             would remove them although the snapshot does not hold them: {}. Nothing was changed. To roll back \
+             this scope, {widen} (or leave `schemas` and `tables` unset for the whole database) and take a new \
+             snapshot, or remove those dependencies first",
             scope.describe(),
-            deps.join(", ")
+            list.join("; ")
         ),
     ))
 }
