@@ -655,3 +655,57 @@ async fn schemas_scope_refuses_when_outside_objects_use_its_types_functions_or_s
     assert!(c.query_opt("SELECT 1 FROM pg_views WHERE viewname = 'fees'", &[]).await.unwrap().is_some());
     assert_eq!(contents(&c, &["app.orders"]).await.len(), 3);
 }
+
+/// A database with a publication rolls back (the restore re-creates it with its
+/// tables instead of failing on "already exists"), and an extension created in a
+/// scoped schema comes back with the scope.
+#[tokio::test]
+async fn publications_and_extensions_in_a_scoped_schema_round_trip() {
+    let db = TestDb::new("pubext").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');
+         CREATE TABLE u (id int PRIMARY KEY);
+         CREATE PUBLICATION pub FOR TABLE t;
+         CREATE SCHEMA app; CREATE EXTENSION citext SCHEMA app;
+         CREATE TABLE app.users (name app.citext PRIMARY KEY); INSERT INTO app.users VALUES ('Alice');",
+    )
+    .await
+    .unwrap();
+    let publications = "SELECT p.pubname || ':' || coalesce(string_agg(r.prrelid::regclass::text, ',' ORDER BY 1), '')
+                          FROM pg_publication p LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid GROUP BY p.pubname";
+    let (_t, dir) = tmp();
+    let whole = pg_stack(&dir.join("a"), &db.url(), "");
+    let scoped = pg_stack(&dir.join("b"), &db.url(), "schemas = [\"app\"]");
+    let s1 = snap(&whole).await;
+    let s2 = snap(&scoped).await;
+
+    c.batch_execute(
+        "INSERT INTO t VALUES (2, 'b'); ALTER PUBLICATION pub ADD TABLE u; INSERT INTO app.users VALUES ('Bob');",
+    )
+    .await
+    .unwrap();
+    let r = whole.rollback(&s1.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let c = db.client().await;
+    let p: Vec<String> = c.query(publications, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(p, ["pub:t"], "the snapshot's publication, with the snapshot's tables");
+    assert_eq!(contents(&c, &["t", "app.users"]).await, ["t: (1,a)", "app.users: (Alice)"]);
+
+    c.batch_execute("INSERT INTO app.users VALUES ('Carol'); DROP PUBLICATION pub;").await.unwrap();
+    let r = scoped.rollback(&s2.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let c = db.client().await;
+    assert_eq!(contents(&c, &["app.users"]).await, ["app.users: (Alice)"]);
+    let ext: String = c
+        .query_one("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'citext'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ext, "app");
+    // citext compares without case: the type is the extension's, not a stand-in.
+    let n: i64 =
+        c.query_one("SELECT count(*) FROM app.users WHERE name OPERATOR(app.=) 'ALICE'", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    assert!(scoped.verify(&s2.id, &[]).await.unwrap().ok);
+}

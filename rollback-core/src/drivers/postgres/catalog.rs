@@ -122,6 +122,28 @@ pub(super) async fn existing_schemas(client: &Client) -> Result<Vec<String>> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Extensions created in one of `schemas`.
+pub(super) async fn extensions_in(client: &Client, schemas: &[String]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT e.extname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+              WHERE n.nspname = ANY($1) ORDER BY 1",
+            &[&schemas],
+        )
+        .await
+        .map_err(|e| pg_error(&e, "cannot list extensions"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The database's publications.
+pub(super) async fn publications(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query("SELECT pubname::text FROM pg_publication ORDER BY 1", &[])
+        .await
+        .map_err(|e| pg_error(&e, "cannot list publications"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 const SCHEMA_LINES: &str = "
 SELECT 'rel|' || n.nspname || '.' || c.relname || '|' || c.relkind::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)

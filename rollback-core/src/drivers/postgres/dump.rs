@@ -111,7 +111,10 @@ async fn pg_dump_major(bin: &str) -> Result<i32> {
         .ok_or_else(|| Error::unexpected(format!("cannot read the version of `{bin}` from `{}`", s.trim())))
 }
 
-async fn run_pg_dump(d: &PostgresDriver, section: &str, snapshot: &str) -> Result<Vec<u8>> {
+/// `extensions`: those created in a scoped schema. `pg_dump --schema` leaves every
+/// extension out, so without `--extension` the restore's DROP SCHEMA … CASCADE would
+/// take such an extension and the re-created tables would miss its types.
+async fn run_pg_dump(d: &PostgresDriver, section: &str, snapshot: &str, extensions: &[String]) -> Result<Vec<u8>> {
     let mut cmd = tokio::process::Command::new(&d.pg_dump);
     cmd.args(["--schema-only", "--no-password", "--section", section, "--snapshot", snapshot]);
     match &d.scope {
@@ -119,6 +122,9 @@ async fn run_pg_dump(d: &PostgresDriver, section: &str, snapshot: &str) -> Resul
         Scope::Schemas { schemas } => {
             for s in schemas {
                 cmd.arg("--schema").arg(dump_pattern(&[s]));
+            }
+            for e in extensions {
+                cmd.arg("--extension").arg(dump_pattern(&[e]));
             }
         }
         Scope::Tables { tables } => {
@@ -291,10 +297,14 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
     let schemas = catalog::existing_schemas(&client).await?;
     check_listed(&d.scope, &rels, &schemas)?;
     let lines = catalog::schema_lines(&client, &d.scope, &rels).await?;
+    let extensions = match &d.scope {
+        Scope::Schemas { schemas } => catalog::extensions_in(&client, schemas).await?,
+        _ => Vec::new(),
+    };
 
     // The schema comes from pg_dump (it knows every object kind), reading the same snapshot.
-    let pre = run_pg_dump(d, "pre-data", &snapshot);
-    let post = run_pg_dump(d, "post-data", &snapshot);
+    let pre = run_pg_dump(d, "pre-data", &snapshot, &extensions);
+    let post = run_pg_dump(d, "post-data", &snapshot, &extensions);
 
     let mut sequences = Vec::new();
     for r in rels.iter().filter(|r| r.kind == 'S') {
@@ -468,6 +478,11 @@ async fn restore_in_tx(
     let mut drop = String::new();
     match &st.scope {
         Scope::Database => {
+            // Publications belong to the database, not to a schema: the dump re-creates
+            // them (with their tables), which fails on the ones still there.
+            for p in catalog::publications(client).await? {
+                drop.push_str(&format!("DROP PUBLICATION {};\n", ident(&p)));
+            }
             for s in catalog::existing_schemas(client).await? {
                 drop.push_str(&format!("DROP SCHEMA {} CASCADE;\n", ident(&s)));
             }
