@@ -709,3 +709,127 @@ async fn publications_and_extensions_in_a_scoped_schema_round_trip() {
     assert_eq!(n, 1);
     assert!(scoped.verify(&s2.id, &[]).await.unwrap().ok);
 }
+
+/// What `ALTER DATABASE`, `GRANT … ON DATABASE` and `COMMENT ON DATABASE` set: the
+/// owner, the grants (grantee, privilege, grant option), the connection limit, the
+/// comment and the settings (per database and per role in the database).
+async fn database_properties(admin: &Client, db: &str) -> Vec<String> {
+    let mut out: Vec<String> = admin
+        .query(
+            "SELECT 'owner ' || pg_get_userbyid(d.datdba) || ' limit ' || d.datconnlimit || ' allowconn '
+                    || d.datallowconn || ' comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '-')
+               FROM pg_database d WHERE d.datname = $1
+             UNION ALL
+             SELECT 'grant ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
+                    || ' ' || a.privilege_type || ' ' || a.is_grantable
+               FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+              WHERE d.datname = $1
+             UNION ALL
+             SELECT 'setting ' || coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '*') || ' ' || c
+               FROM pg_database d JOIN pg_db_role_setting s ON s.setdatabase = d.oid, unnest(s.setconfig) c
+              WHERE d.datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A fast restore keeps the database's grants, settings, connection limit, comment and
+/// owner; the copies it keeps on the server take no connections, and the replaced
+/// database kept as `__rb_old` only its owner's (and superusers').
+#[tokio::test]
+async fn fast_restore_keeps_database_grants_settings_and_locks_its_copies() {
+    let tag = format!("rbt_fastacl_{}_{:06x}", std::process::id(), rand_u32() & 0xff_ffff);
+    let (owner, reader) = (format!("{tag}_o"), format!("{tag}_u"));
+    let roles = TestRoles(vec![reader.clone(), owner.clone()]);
+    let db = TestDb::new("fastacl").await;
+    let admin = connect("postgres").await;
+    let d = &db.name;
+    admin
+        .batch_execute(&format!(
+            r#"CREATE ROLE "{owner}"; CREATE ROLE "{reader}" LOGIN;
+               ALTER DATABASE "{d}" OWNER TO "{owner}";
+               REVOKE CONNECT, TEMPORARY ON DATABASE "{d}" FROM PUBLIC;
+               GRANT CONNECT ON DATABASE "{d}" TO "{reader}" WITH GRANT OPTION;
+               ALTER DATABASE "{d}" SET work_mem = '7MB';
+               ALTER DATABASE "{d}" SET search_path = app, "$user", public;
+               ALTER DATABASE "{d}" SET application_name = 'it''s a \ name';
+               ALTER ROLE "{reader}" IN DATABASE "{d}" SET statement_timeout = '5s';
+               ALTER DATABASE "{d}" CONNECTION LIMIT 42;
+               COMMENT ON DATABASE "{d}" IS 'trading: it''s production';"#
+        ))
+        .await
+        .unwrap();
+    db.client().await.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1);").await.unwrap();
+    let props = database_properties(&admin, d).await;
+    assert!(props.iter().any(|p| p.contains("statement_timeout=5s")), "{props:?}");
+
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "strategy = \"fast\"");
+    let snap = snap(&s).await;
+    db.client().await.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(database_properties(&admin, d).await, props, "the restored database's own properties");
+    assert_eq!(contents(&db.client().await, &["t"]).await, ["t: (1)"]);
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok, "verify still reads the kept copy");
+
+    // Every `__rb_*` database: no connection for a role that may connect to the live one.
+    let copies: Vec<(String, bool)> = admin
+        .query("SELECT datname::text, datallowconn FROM pg_database WHERE starts_with(datname, $1 || '__rb_')", &[&d])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(copies.len() >= 4, "snapshot copy, safety copy and its spare, the replaced database: {copies:?}");
+    for (copy, allowconn) in &copies {
+        let may: bool =
+            admin.query_one("SELECT has_database_privilege($1, $2, 'CONNECT')", &[&reader, copy]).await.unwrap().get(0);
+        assert!(!may, "{reader} may connect to {copy}");
+        assert_eq!(*allowconn, copy.ends_with("__rb_old"), "{copy}: only the replaced database is readable");
+    }
+    let as_reader = tokio_postgres::connect(
+        &base_url().replacen("postgres@", &format!("{reader}@"), 1).to_string().add_db(&format!("{d}__rb_old")),
+        NoTls,
+    )
+    .await;
+    assert!(as_reader.is_err(), "{reader} connected to the replaced database");
+    drop(db);
+    drop(roles);
+}
+
+/// Roles a test made, dropped at its end (declared before the test's database, which
+/// a role may own, so that the database goes first).
+struct TestRoles(Vec<String>);
+
+impl Drop for TestRoles {
+    fn drop(&mut self) {
+        let roles = std::mem::take(&mut self.0);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let c = connect("postgres").await;
+                for r in roles {
+                    let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS \"{}\"", r.replace('"', "\"\""))).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+trait AddDb {
+    fn add_db(&self, db: &str) -> String;
+}
+
+impl AddDb for String {
+    fn add_db(&self, db: &str) -> String {
+        format!("{}/{db}", self.trim_end_matches('/'))
+    }
+}

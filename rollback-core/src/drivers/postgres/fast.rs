@@ -112,12 +112,26 @@ async fn terminate(client: &Client, db: &str, version: i32) -> Result<i64> {
         .get(0))
 }
 
+/// What can end the swap's transaction: a statement of its own, or a helper's error.
+enum Swap {
+    Pg(tokio_postgres::Error),
+    Other(Error),
+}
+
+impl From<tokio_postgres::Error> for Swap {
+    fn from(e: tokio_postgres::Error) -> Swap {
+        Swap::Pg(e)
+    }
+}
+
 fn in_use(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::OBJECT_IN_USE)
 }
 
 /// `CREATE DATABASE new TEMPLATE src`, ending sessions on `src` first; new sessions that
-/// race in are ended again, a few times.
+/// race in are ended again, a few times. The copy takes no connections and grants
+/// nothing to PUBLIC (see [`lock_down`]); a restore gives the swapped-in copy the live
+/// database's properties.
 async fn copy_database(client: &Client, version: i32, new: &str, src: &str, owner: Option<&str>) -> Result<()> {
     let mut sql = format!("CREATE DATABASE {} TEMPLATE {}", ident(new), ident(src));
     if version >= 150000 {
@@ -126,13 +140,15 @@ async fn copy_database(client: &Client, version: i32, new: &str, src: &str, owne
     if let Some(o) = owner {
         sql.push_str(&format!(" OWNER {}", ident(o)));
     }
+    // Closed from its creation: no session can start on it before the REVOKE below.
+    sql.push_str(" ALLOW_CONNECTIONS false");
     for attempt in 1..=ATTEMPTS {
         let ended = terminate(client, src, version).await?;
         if ended > 0 {
             tracing::info!(database = src, sessions = ended, "ended sessions before copying");
         }
         match client.batch_execute(&sql).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return lock_down(client, new).await,
             Err(e) if in_use(&e) && attempt < ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
             }
@@ -140,6 +156,156 @@ async fn copy_database(client: &Client, version: i32, new: &str, src: &str, owne
         }
     }
     unreachable!("the loop returns")
+}
+
+/// A kept copy is a full copy of production: it takes no connections at all (a
+/// template needs none: `template0` is one), and grants nothing to PUBLIC in case
+/// connections are ever allowed again (verify allows them for the instant it connects).
+/// `CREATE DATABASE` gives a copy the default ACL (anyone may connect), not the
+/// template's. Applied again to copies made by earlier builds.
+async fn lock_down(client: &Client, db: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} WITH ALLOW_CONNECTIONS false; REVOKE ALL ON DATABASE {0} FROM PUBLIC",
+            ident(db)
+        ))
+        .await
+        .map_err(|e| pg_error(&e, &format!("cannot close the copy `{db}` to connections")))
+}
+
+/// The grantees in `db`'s ACL (the default one when it has none), as SQL names
+/// (`PUBLIC` or a quoted role), with whether each is the owner.
+async fn grantees(client: &Client, db: &str) -> Result<Vec<(String, bool)>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                    a.grantee = d.datdba
+               FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+              WHERE d.datname = $1",
+            &[&db],
+        )
+        .await
+        .map_err(|e| pg_error(&e, &format!("cannot read the grants on database `{db}`")))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// GUCs whose stored value is already a quoted list, so it is written as is (the
+/// list `pg_dump` keeps for the same reason); any other value is a string literal.
+const LIST_GUCS: &[&str] = &[
+    "local_preload_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+];
+
+/// An escape-string literal: correct whatever `standard_conforming_strings` says.
+fn literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `ALTER … SET name TO value` from a `pg_db_role_setting` entry `name=value`.
+fn setting_sql(target: &str, entry: &str) -> Option<String> {
+    let (name, value) = entry.split_once('=')?;
+    let name_sql = name.split('.').map(ident).collect::<Vec<_>>().join(".");
+    let value_sql =
+        if LIST_GUCS.contains(&name.to_ascii_lowercase().as_str()) { value.to_string() } else { literal(value) };
+    Some(format!("{target} SET {name_sql} TO {value_sql};\n"))
+}
+
+/// Gives `to` the properties of database `from` that live outside its files, so a
+/// copy swapped in is what clients and operators knew: owner, ACL (`GRANT … ON
+/// DATABASE`), connection limit, whether it takes connections or is a template,
+/// comment, and settings (`ALTER DATABASE … SET`, `ALTER ROLE … IN DATABASE … SET`).
+/// Runs in the swap's transaction, so all of it lands with the swap or none does.
+/// Grants are replayed by the restoring role, so one made by a grantee holding the
+/// grant option is recorded as granted by the owner.
+async fn carry_properties(client: &Client, from: &str, to: &str) -> Result<()> {
+    let err = |e: tokio_postgres::Error| pg_error(&e, &format!("cannot give the copy the properties of `{from}`"));
+    let row = client
+        .query_one(
+            "SELECT oid, quote_ident(pg_get_userbyid(datdba)), datconnlimit, datallowconn, datistemplate,
+                    shobj_description(oid, 'pg_database')
+               FROM pg_database WHERE datname = $1",
+            &[&from],
+        )
+        .await
+        .map_err(err)?;
+    let (oid, owner, limit, allow, template, comment): (u32, String, i32, bool, bool, Option<String>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    let t = ident(to);
+    // The owner first: it rewrites the owner's entries in the ACL read next.
+    client.batch_execute(&format!("ALTER DATABASE {t} OWNER TO {owner}")).await.map_err(err)?;
+    let mut sql = format!(
+        "ALTER DATABASE {t} WITH CONNECTION LIMIT {limit} ALLOW_CONNECTIONS {allow} IS_TEMPLATE {template};\n\
+         COMMENT ON DATABASE {t} IS {};\n",
+        comment.as_deref().map(literal).unwrap_or_else(|| "NULL".into())
+    );
+    let now: Vec<String> = grantees(client, to).await?.into_iter().map(|(g, _)| g).collect();
+    if !now.is_empty() {
+        sql.push_str(&format!("REVOKE ALL ON DATABASE {t} FROM {} CASCADE;\n", now.join(", ")));
+    }
+    let grants = client
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                    a.privilege_type, a.is_grantable
+               FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+              WHERE d.datname = $1",
+            &[&from],
+        )
+        .await
+        .map_err(err)?;
+    for g in &grants {
+        let (grantee, privilege, grantable): (String, String, bool) = (g.get(0), g.get(1), g.get(2));
+        sql.push_str(&format!(
+            "GRANT {privilege} ON DATABASE {t} TO {grantee}{};\n",
+            if grantable { " WITH GRANT OPTION" } else { "" }
+        ));
+    }
+    let settings = client
+        .query(
+            "SELECT quote_ident(pg_get_userbyid(nullif(s.setrole, 0))), c
+               FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(err)?;
+    for r in &settings {
+        let (role, entry): (Option<String>, String) = (r.get(0), r.get(1));
+        let target = match role {
+            Some(role) => format!("ALTER ROLE {role} IN DATABASE {t}"),
+            None => format!("ALTER DATABASE {t}"),
+        };
+        sql.extend(setting_sql(&target, &entry));
+    }
+    client.batch_execute(&sql).await.map_err(err)
+}
+
+/// The replaced database, kept as `<db>__rb_old`, stays readable for its owner and
+/// superusers only: the grants that let roles reach production do not reach it.
+async fn close_replaced(client: &Client, db: &str) -> Result<()> {
+    let others: Vec<String> =
+        grantees(client, db).await?.into_iter().filter(|(_, owner)| !owner).map(|(g, _)| g).collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    client
+        .batch_execute(&format!("REVOKE ALL ON DATABASE {} FROM {} CASCADE", ident(db), others.join(", ")))
+        .await
+        .map_err(|e| pg_error(&e, &format!("cannot close the replaced database `{db}` to other roles")))
+}
+
+/// A connection to a kept copy, which takes none: allowed for the instant it takes to
+/// connect (a session outlives the flag), and closed again whatever happened.
+async fn connect_copy(d: &PostgresDriver, client: &Client, db: &str) -> Result<Client> {
+    client
+        .batch_execute(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", ident(db)))
+        .await
+        .map_err(|e| pg_error(&e, &format!("cannot open the copy `{db}` to read it")))?;
+    let c = d.target.with_db(db).connect().await;
+    lock_down(client, db).await?;
+    c
 }
 
 async fn drop_database(client: &Client, db: &str, version: i32) -> Result<()> {
@@ -241,6 +407,8 @@ pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &
         Some(r) if exists(&client, r).await? => Some(r.clone()),
         _ => None,
     };
+    // Copies made by earlier builds took connections from anyone.
+    lock_down(&client, &st.copy_db).await?;
     match ready {
         // First restore of this snapshot: its spare copy is renamed in, no copying.
         Some(r) => {
@@ -248,12 +416,6 @@ pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &
                 .batch_execute(&format!("ALTER DATABASE {} RENAME TO {}", ident(&r), ident(&new)))
                 .await
                 .map_err(|e| pg_error(&e, &format!("cannot take the spare copy `{r}`")))?;
-            if let Some(o) = &owner {
-                client
-                    .batch_execute(&format!("ALTER DATABASE {} OWNER TO {}", ident(&new), ident(o)))
-                    .await
-                    .map_err(|e| pg_error(&e, "cannot give the copy the database's owner"))?;
-            }
         }
         // Later restores copy the kept snapshot again; it stays a template.
         None => {
@@ -267,6 +429,17 @@ pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &
         let r = async {
             client.batch_execute("BEGIN").await?;
             if db_exists {
+                carry_properties(&client, db, &new).await.map_err(Swap::Other)?;
+            } else {
+                // Nothing to take them from: PostgreSQL's defaults for a new database.
+                client
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {0} WITH ALLOW_CONNECTIONS true; GRANT CONNECT, TEMPORARY ON DATABASE {0} TO PUBLIC",
+                        ident(&new)
+                    ))
+                    .await?;
+            }
+            if db_exists {
                 let wait = if version >= 140000 { ", 5000" } else { "" };
                 client
                     .query_one(
@@ -278,21 +451,27 @@ pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &
                     )
                     .await?;
                 client.batch_execute(&format!("ALTER DATABASE {} RENAME TO {}", ident(db), ident(&old))).await?;
+                close_replaced(&client, &old).await.map_err(Swap::Other)?;
             }
             client.batch_execute(&format!("ALTER DATABASE {} RENAME TO {}", ident(&new), ident(db))).await?;
-            client.batch_execute("COMMIT").await
+            client.batch_execute("COMMIT").await?;
+            Ok::<(), Swap>(())
         }
         .await;
         match r {
             Ok(()) => break,
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                if in_use(&e) && attempt < ATTEMPTS {
+                if matches!(&e, Swap::Pg(e) if in_use(e)) && attempt < ATTEMPTS {
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                     continue;
                 }
                 let _ = drop_database(&client, &new, version).await;
-                return Err(pg_error(&e, &format!("cannot swap the copy in for `{db}` (nothing changed)")));
+                let what = format!("cannot swap the copy in for `{db}` (nothing changed)");
+                return Err(match e {
+                    Swap::Pg(e) => pg_error(&e, &what),
+                    Swap::Other(e) => Error::new(e.kind(), format!("{what}: {}", e.message())),
+                });
             }
         }
     }
@@ -306,8 +485,10 @@ pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &
 }
 
 /// Schema lines and per-table row hashes of a whole database, read in one snapshot.
-async fn read_database(t: &Target) -> Result<(Vec<String>, BTreeMap<String, RowHasher>)> {
-    let client = t.connect().await?;
+async fn read_database(
+    client: impl std::future::Future<Output = Result<Client>>,
+) -> Result<(Vec<String>, BTreeMap<String, RowHasher>)> {
+    let client = client.await?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
@@ -326,9 +507,9 @@ async fn compare(d: &PostgresDriver, part: &Part) -> Result<(Vec<String>, Vec<(S
     let st = state(part)?;
     let (client, _) = maintenance(d).await?;
     require_copy(&client, &st).await?;
+    let copy = connect_copy(d, &client, &st.copy_db).await?;
     drop(client);
-    let copy_target = d.target.with_db(&st.copy_db);
-    let (now, then) = tokio::join!(read_database(&d.target), read_database(&copy_target));
+    let (now, then) = tokio::join!(read_database(d.target.connect()), read_database(async { Ok(copy) }));
     let ((lines_now, tables_now), (lines_then, tables_then)) = (now?, then?);
     let mut diffs = Vec::new();
     let mut discards = Vec::new();
