@@ -833,3 +833,50 @@ impl AddDb for String {
         format!("{}/{db}", self.trim_end_matches('/'))
     }
 }
+
+/// `resume` runs a restore again when the process died after the fast swap committed
+/// but before the journal recorded the step. That second run must leave the database
+/// equal to the snapshot (with its properties), not swap the replaced one back.
+#[tokio::test]
+async fn fast_restore_run_again_after_its_swap_committed_leaves_the_snapshot() {
+    let db = TestDb::new("fastagain").await;
+    let c = db.client().await;
+    fixture(&c).await;
+    let d = &db.name;
+    let admin = connect("postgres").await;
+    admin
+        .batch_execute(&format!(
+            r#"REVOKE CONNECT ON DATABASE "{d}" FROM PUBLIC; ALTER DATABASE "{d}" SET work_mem = '3MB';"#
+        ))
+        .await
+        .unwrap();
+    let before = contents(&c, TABLES).await;
+    drop(c);
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "strategy = \"fast\"");
+    let snap = snap(&s).await;
+    db.client().await.batch_execute("DELETE FROM fills; INSERT INTO y VALUES ('after')").await.unwrap();
+    let props = database_properties(&admin, d).await;
+
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    // The journal did not advance: resume runs the same restore step again.
+    let driver = s.driver("db").unwrap();
+    let mut ctx = rollback_core::Context::new("db", s.store().clone(), &dir);
+    ctx.snapshot_id = snap.id.clone();
+    driver.restore(&ctx, &snap.parts[0]).await.unwrap();
+
+    let c = db.client().await;
+    assert_eq!(contents(&c, TABLES).await, before, "the snapshot, not the replaced database");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert_eq!(database_properties(&admin, d).await, props);
+    let leftovers: i64 = admin
+        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1 || '__rb_new'", &[d])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0);
+    // And once more, from a clean state: still the snapshot.
+    driver.restore(&ctx, &snap.parts[0]).await.unwrap();
+    assert_eq!(contents(&db.client().await, TABLES).await, before);
+}
