@@ -36,6 +36,8 @@ pub mod secret;
 pub mod snapshot;
 pub mod stack;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use config::{ComponentConfig, DriverOptions, Rto, StackConfig};
 pub use decision::{assess, Assessment, DataImpact, Decision, Severity, Symptoms, Thresholds};

@@ -1,0 +1,22 @@
+//! The behaviour suite: every built-in driver against the driver contract
+//! (`rollback_core::testkit`), each on the real thing: repositories, directories,
+//! and the PostgreSQL, MariaDB and Redis servers named by `ROLLBACK_<DRIVER>_*`
+//! (default: this machine's, which `scripts/services.sh` starts). A missing server
+//! fails its driver's trials; nothing is skipped.
+//!
+//! One file per driver: its fixture, its `KNOWN_FAILURES` (trials that fail because
+//! of a driver bug not fixed yet, each with the reason), and one test per trial.
+
+mod command;
+mod files;
+mod git;
+mod mysql;
+mod postgres;
+mod redis;
+mod releases;
+mod sqlite;
+
+/// A setting from the environment, or this machine's default.
+fn setting(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_string())
+}
