@@ -17,10 +17,15 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # A build without drivers must stay clean too (`--all-features` would hide broken cfgs).
 cargo clippy -p rollback-core --no-default-features -- -D warnings
+cargo clippy -p rollback-core --all-targets --features testkit -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$CARGO_TARGET_DIR/cargo-test.log"
 test "${PIPESTATUS[0]}" = 0
+
+# Every driver against the driver contract, on the real services; never skipped.
+echo "== behaviour suite"
+cargo test -p rollback-core --features testkit --test behavior
 
 # The bindings first: the runbook examples use them.
 for s in scripts/test-python.sh scripts/test-node.sh scripts/test-*.sh; do

@@ -54,7 +54,8 @@ fn tree_digest_blocking(root: &Path) -> Result<String> {
         return Ok("absent".into());
     }
     while let Some(rel) = stack.pop() {
-        let path = root.join(&rel);
+        // `root.join("")` adds a trailing slash, which fails when the root is a file.
+        let path = if rel.as_os_str().is_empty() { root.to_path_buf() } else { root.join(&rel) };
         let meta = std::fs::symlink_metadata(&path)?;
         let ft = meta.file_type();
         h.update(rel.as_os_str().as_bytes());

@@ -14,6 +14,7 @@ mod mysql;
 mod postgres;
 mod redis;
 mod releases;
+mod selftest;
 mod sqlite;
 
 /// A setting from the environment, or this machine's default.
