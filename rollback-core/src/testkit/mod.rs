@@ -215,7 +215,7 @@ pub async fn run_trials(fixture: &dyn Fixture, which: &[Trial]) -> BehaviorRepor
 /// `known` lists trials that fail because of a bug not fixed yet, each with why:
 /// they must keep failing (a fixed one must leave the list).
 ///
-/// ```ignore
+/// ```text
 /// const KNOWN_FAILURES: &[(Trial, &str)] = &[];
 /// rollback_core::behavior_tests!(MyFixture, KNOWN_FAILURES);
 /// ```

@@ -36,7 +36,8 @@ pub enum Trial {
     /// Verify is equal right after a snapshot, and names a difference after a mutation.
     VerifyDetectsMutation,
     /// The plan's discards are empty right after a snapshot and count the mutation's
-    /// changes after it (with `Capability::discard_report`).
+    /// changes after it (none when [`super::Fixture::mutation_discards`] is false),
+    /// with `Capability::discard_report`.
     DiscardsNameMutation,
     /// A rollback whose health gate fails ends `compensated` only if the component is
     /// then equal to the safety snapshot (oracle: the digest after the mutation);
