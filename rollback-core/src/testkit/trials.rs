@@ -182,20 +182,39 @@ async fn set_up_and_run(f: &dyn Fixture, trial: Trial, name: &str, dir: &Path) -
         return Ok(Some(why));
     }
     let env = Env { f, name: name.to_string(), dir: dir.to_path_buf(), cfg, stack };
+    let result = run_trial(&env, trial).await;
+    release_all(&env).await;
+    result.map(|()| None)
+}
+
+/// Frees what every snapshot of the trial pinned outside the store (tags, database
+/// copies): the fixture's cleanup cannot know their names, and the trial's store goes
+/// with its directory.
+async fn release_all(e: &Env<'_>) {
+    let (Ok(snaps), Ok(driver)) = (e.stack.list(), e.stack.driver(&e.name)) else { return };
+    for s in snaps {
+        for p in s.parts.iter().filter(|p| p.component == e.name) {
+            if let Err(err) = driver.release(&e.context(&s), p).await {
+                tracing::warn!(component = %e.name, snapshot = %s.id, error = %err, "testkit: cannot release");
+            }
+        }
+    }
+}
+
+async fn run_trial(env: &Env<'_>, trial: Trial) -> Checked {
     match trial {
-        Trial::RoundTrip => round_trip(&env).await,
-        Trial::RollbackTwice => rollback_twice(&env).await,
-        Trial::RollbackAfterAnother => rollback_after_another(&env).await,
-        Trial::IdempotentRestore => idempotent_restore(&env).await,
-        Trial::ReadOnlyOperations => read_only_operations(&env).await,
-        Trial::VerifyDetectsMutation => verify_detects_mutation(&env).await,
-        Trial::DiscardsNameMutation => discards_name_mutation(&env).await,
-        Trial::CompensationTruth => compensation_truth(&env).await,
-        Trial::PerturbThenRollback => perturb_then_rollback(&env).await,
-        Trial::Drill => drill(&env).await,
-        Trial::GcReleases => gc_releases(&env).await,
-    }?;
-    Ok(None)
+        Trial::RoundTrip => round_trip(env).await,
+        Trial::RollbackTwice => rollback_twice(env).await,
+        Trial::RollbackAfterAnother => rollback_after_another(env).await,
+        Trial::IdempotentRestore => idempotent_restore(env).await,
+        Trial::ReadOnlyOperations => read_only_operations(env).await,
+        Trial::VerifyDetectsMutation => verify_detects_mutation(env).await,
+        Trial::DiscardsNameMutation => discards_name_mutation(env).await,
+        Trial::CompensationTruth => compensation_truth(env).await,
+        Trial::PerturbThenRollback => perturb_then_rollback(env).await,
+        Trial::Drill => drill(env).await,
+        Trial::GcReleases => gc_releases(env).await,
+    }
 }
 
 fn stack_of(f: &dyn Fixture, dir: &Path, cfg: ComponentConfig) -> Checked<Stack> {
