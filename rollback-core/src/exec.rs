@@ -215,7 +215,7 @@ impl<'a> Executor<'a> {
     async fn adopt_children(&self, rollback_id: &str) -> Result<()> {
         let log = self.stack.store().root().join("journals").join(format!("{rollback_id}.children"));
         let l2 = log.clone();
-        let ended = tokio::task::spawn_blocking(move || crate::drivers::process::end_recorded(&l2))
+        let ended = tokio::task::spawn_blocking(move || crate::process::end_recorded(&l2))
             .await
             .map_err(|e| Error::unexpected("cannot end earlier processes").with_source(e))?;
         if ended > 0 {
@@ -232,7 +232,7 @@ impl<'a> Executor<'a> {
     /// started on purpose must never be ended by a later `resume`).
     fn step_children_done(&self) {
         if let Some(log) = self.child_log.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
-            crate::drivers::process::clear_record(log);
+            crate::process::clear_record(log);
         }
     }
 

@@ -30,6 +30,7 @@ pub mod exec;
 pub mod failpoint;
 pub mod health;
 pub mod plan;
+pub(crate) mod process;
 pub mod record;
 pub mod registry;
 pub mod secret;

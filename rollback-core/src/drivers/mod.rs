@@ -18,7 +18,6 @@ pub mod mysql;
 pub mod pm2;
 #[cfg(feature = "driver-postgres")]
 pub mod postgres;
-pub(crate) mod process;
 #[cfg(feature = "driver-redis")]
 pub mod redis;
 #[cfg(feature = "driver-releases")]

@@ -12,8 +12,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::ComponentConfig;
 use crate::driver::{Capability, Captured, Context, Drift, Driver, DynDriver};
-use crate::drivers::process;
 use crate::error::{Error, ErrorKind, Result};
+use crate::process;
 use crate::registry::DriverEnv;
 use crate::snapshot::Part;
 use crate::store::{ArtifactRef, ArtifactWriter};

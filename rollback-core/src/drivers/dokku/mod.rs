@@ -143,14 +143,14 @@ impl DokkuDriver {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        crate::drivers::process::own_group(&mut cmd);
+        crate::process::own_group(&mut cmd);
         let spawn_error = |e: std::io::Error| {
             let kind =
                 if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::Unreachable } else { ErrorKind::Unexpected };
             Error::new(kind, format!("cannot run `{bin}` {} (set `dokku_bin`/`docker_bin`/`host`)", self.where_()))
         };
         let child = cmd.spawn().map_err(spawn_error)?;
-        let mut group = crate::drivers::process::GroupGuard::new(ctx, child.id());
+        let mut group = crate::process::GroupGuard::new(ctx, child.id());
         let out = tokio::time::timeout(Duration::from_secs(1800), child.wait_with_output())
             .await
             .map_err(|_| Error::new(ErrorKind::Timeout, format!("`{shown}` did not finish within 30 min")))?

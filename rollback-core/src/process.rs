@@ -18,6 +18,7 @@ use crate::driver::Context;
 ///
 /// A Ctrl-C at the operator's terminal then no longer reaches it halfway through a
 /// restore: the CLI turns it into a stop at the next step boundary.
+#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
 pub(crate) fn own_group(cmd: &mut tokio::process::Command) {
     cmd.process_group(0);
 }
@@ -25,10 +26,12 @@ pub(crate) fn own_group(cmd: &mut tokio::process::Command) {
 /// Ends a child's process group when dropped before [`GroupGuard::finished`]: the
 /// step timed out or was given up. A command that ran to its end keeps what it
 /// started on purpose (a daemon).
+#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
 pub(crate) struct GroupGuard {
     pgid: Option<u32>,
 }
 
+#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
 impl GroupGuard {
     /// Guards the group of `pid` (spawned with [`own_group`]) and records it beside
     /// the journal of the rollback running the step, if any.
@@ -47,6 +50,7 @@ impl GroupGuard {
     }
 }
 
+#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
@@ -58,6 +62,7 @@ impl Drop for GroupGuard {
 
 /// Appends `pid start-time` to the record, durably: it must be on disk before the
 /// process can outlive us.
+#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
 fn record(log: &Path, pid: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let start = start_time(pid).unwrap_or(0);
