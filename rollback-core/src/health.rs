@@ -378,19 +378,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            out.push(if i <= c.len() { T[((n >> shift) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
-}
-
 /// The end of a log holding at least `lines` lines (or the whole file), decoded
 /// leniently: logs may hold binary garbage and may be gigabytes long.
 async fn read_tail(p: &std::path::Path, lines: usize) -> std::io::Result<String> {
@@ -440,7 +427,7 @@ pub async fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
     let auth = match (&u.user, &u.password) {
         (Some(user), pass) => {
             let creds = format!("{user}:{}", pass.as_deref().unwrap_or(""));
-            format!("Authorization: Basic {}\r\n", base64(creds.as_bytes()))
+            format!("Authorization: Basic {}\r\n", crate::secret::base64(creds.as_bytes()))
         }
         _ => String::new(),
     };
@@ -542,9 +529,7 @@ mod tests {
         assert_eq!((u.user.as_deref(), u.password.as_deref()), (Some("ops"), Some("p@ss")));
         assert_eq!((u.authority, u.path), ("127.0.0.1:8080", "/health?x=1"));
         assert_eq!(redact_userinfo("http://ops:hunter2@h/x"), "http://ops:***@h/x");
-        assert_eq!(base64(b"ops:p@ss"), "b3BzOnBAc3M=");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
+        assert_eq!(crate::secret::base64(b"ops:p@ss"), "b3BzOnBAc3M=");
         assert_eq!(split_url("http://[::1]").unwrap().authority, "[::1]");
     }
 

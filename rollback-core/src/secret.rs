@@ -102,6 +102,21 @@ pub fn expand_env(value: &str, redactor: &Redactor, lookup: &dyn Fn(&str) -> Opt
     Ok(out)
 }
 
+/// Standard base64 with padding (HTTP Basic credentials, Dokku's `--encoded`
+/// values): one small function rather than a dependency.
+pub(crate) fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for c in input.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { T[((n >> shift) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
