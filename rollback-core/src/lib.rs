@@ -37,6 +37,9 @@ pub mod secret;
 pub mod snapshot;
 pub mod stack;
 pub mod store;
+
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
