@@ -620,3 +620,23 @@ async fn the_restored_app_survives_a_pm2_resurrect() {
         assert_eq!(env, before[0]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_stopped_and_started_by_name_still_verifies_equal() {
+    // `pm2 start <name>` of a stopped app (what a rollback of a database it depends on
+    // does) fills in options with their defaults: not a difference from the snapshot.
+    let app = App::new("fork", 1);
+    wait_get(app.port, "v1");
+    let s = app.stack("");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    app.pm2(&["stop", &app.name]);
+    app.pm2(&["start", &app.name]);
+    wait_get(app.port, "v1");
+    let v = s.verify(&snap.id, &[]).await.unwrap();
+    assert!(v.ok, "{:?}", v.components);
+    app.deploy("v2");
+    wait_get(app.port, "v2");
+    let r = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    wait_get(app.port, "v1");
+}

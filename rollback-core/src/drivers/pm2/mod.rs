@@ -178,6 +178,11 @@ const CARRIED_OPTIONS: &[&str] = &[
     "gid",
 ];
 
+/// Options pm2 fills in with these values when it (re)starts an app by name; seen
+/// here with pm2 6: absent after `pm2 start ecosystem.config.js`, present after a
+/// `pm2 stop` + `pm2 start <name>`.
+const PM2_DEFAULTS: &[(&str, bool)] = &[("watch", false), ("merge_logs", true)];
+
 /// The app's declaration for `pm2 start`, built from what pm2 runs (`pm2_env` of its
 /// first process) and the number of processes. Holds the environment: an artifact,
 /// never the manifest.
@@ -219,14 +224,23 @@ fn settings_drift(raw: &[Value], want: &Want) -> Option<String> {
     let (Some(Value::Object(have)), Some(Value::Object(w))) = (definition(raw), want.definition.as_ref()) else {
         return None;
     };
-    let strip = |m: &Map<String, Value>| {
+    let strip = |m: &Map<String, Value>, other: &Map<String, Value>| {
         let mut m = m.clone();
         for k in ["env", "instances", "exec_mode"] {
             m.remove(k);
         }
+        // pm2 writes some options with their default value on its own (`pm2 start
+        // <name>` of a stopped app adds `watch: false`, `merge_logs: true`): a default
+        // on one side and nothing on the other is the same setting.
+        for (k, default) in PM2_DEFAULTS {
+            if !other.contains_key(*k) && m.get(*k) == Some(&Value::Bool(*default)) {
+                m.remove(*k);
+            }
+        }
         m
     };
-    key_differences(&strip(&have), &strip(w)).map(|d| format!("the app's pm2 options differ from the snapshot's: {d}"))
+    key_differences(&strip(&have, w), &strip(w, &have))
+        .map(|d| format!("the app's pm2 options differ from the snapshot's: {d}"))
 }
 
 /// One pm2 process of the app, as `pm2 jlist` shows it (its env only for comparison:
