@@ -129,6 +129,11 @@ export declare class Stack {
    * `rollbackId` may be `latest`.
    */
   resume(rollbackId: string, options?: ResumeOptions | undefined | null): Promise<RollbackRecord>
+  /**
+   * Probes each component's health checks once (every component, or `components`):
+   * `{ component: [{ check, ok, detail }] }`, redacted.
+   */
+  health(options?: HealthOptions | undefined | null): Promise<Record<string, Array<HealthResult>>>
   /** Past records, oldest first. */
   history(): Promise<Array<RollbackRecord>>
   /** One record by id, prefix, `latest`, or path. */
@@ -249,6 +254,12 @@ export interface GcReport {
   freedFiles: number
   /** Bytes freed. */
   freedBytes: number
+}
+
+/** Options of `health`. */
+export interface HealthOptions {
+  /** Only these components (default: every component). */
+  components?: Array<string>
 }
 
 /** One health check's outcome. */

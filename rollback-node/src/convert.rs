@@ -122,6 +122,20 @@ pub struct VerifyOptions {
     pub throw_on_drift: Option<bool>,
 }
 
+/// Options of `health`.
+#[napi(object, object_to_js = false)]
+#[derive(Default)]
+pub struct HealthOptions {
+    /// Only these components (default: every component).
+    pub components: Option<Vec<String>>,
+}
+
+impl From<rb::HealthResult> for HealthResult {
+    fn from(r: rb::HealthResult) -> Self {
+        HealthResult { check: r.check, ok: r.ok, detail: r.detail }
+    }
+}
+
 /// Options of `resume`.
 #[napi(object, object_to_js = false)]
 #[derive(Default)]

@@ -297,6 +297,18 @@ impl Stack {
         Ok(RollbackRecord::from(&r))
     }
 
+    /// Probes each component's health checks once (every component, or `components`):
+    /// `{ component: [{ check, ok, detail }] }`, redacted.
+    #[napi]
+    pub async fn health(
+        &self,
+        options: Option<HealthOptions>,
+    ) -> Result<std::collections::HashMap<String, Vec<HealthResult>>> {
+        let components = options.unwrap_or_default().components.unwrap_or_default();
+        let h = self.inner.health(&components).await.map_err(to_napi)?;
+        Ok(h.into_iter().map(|(c, v)| (c, v.into_iter().map(HealthResult::from).collect())).collect())
+    }
+
     /// Past records, oldest first.
     #[napi]
     pub async fn history(&self) -> Result<Vec<RollbackRecord>> {

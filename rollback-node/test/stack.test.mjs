@@ -436,3 +436,28 @@ test('drill, check and gc', async (t) => {
   assert.equal(typeof gc.freedBytes, 'number')
   await rejectsWith(stack.gc({ keep: 0 }), 'CONFIG')
 })
+
+test('health probes each check once and carries no secret', async (t) => {
+  const dir = scratch(t)
+  process.env.RBNODE_HEALTH_TOKEN = 'tok-77aa19c0'
+  const stack = Stack.fromToml(
+    `[[component]]
+name = "svc"
+driver = "files"
+paths = ["."]
+health = [
+  { http = "http://ops:pw-3c9e1d@127.0.0.1:9/health", timeout = "200ms" },
+  { command = ["sh", "-c", "echo denied for $0 >&2; exit 1", "\${RBNODE_HEALTH_TOKEN}"], timeout = "1s" },
+  { command = ["true"] },
+]
+`,
+    dir,
+  )
+  const h = await stack.health()
+  assert.deepEqual(h.svc.map((r) => r.ok), [false, false, true])
+  const text = JSON.stringify(h)
+  assert.ok(!text.includes('pw-3c9e1d') && !text.includes('tok-77aa19c0'), text)
+  assert.match(text, /denied for \*\*\*/)
+  assert.match(h.svc[0].check, /ops:\*\*\*@/)
+  await rejectsWith(stack.health({ components: ['nope'] }), 'NOT_FOUND')
+})
