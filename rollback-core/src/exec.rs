@@ -156,6 +156,13 @@ impl Journal {
         }
     }
 
+    /// Writes the journal durably (aside, fsync, rename, fsync the directory).
+    pub(crate) fn save(&self, store: &crate::store::Store) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| Error::unexpected("cannot encode journal").with_source(e))?;
+        store.write_journal(&self.rollback_id, &bytes)
+    }
+
     pub(crate) fn rollback_id(&self) -> &str {
         &self.rollback_id
     }
@@ -280,9 +287,7 @@ impl<'a> Executor<'a> {
     }
 
     fn save(&self, j: &Journal) -> Result<()> {
-        let bytes =
-            serde_json::to_vec_pretty(j).map_err(|e| Error::unexpected("cannot encode journal").with_source(e))?;
-        self.stack.store().write_journal(&j.rollback_id, &bytes)
+        j.save(self.stack.store())
     }
 
     /// Preflight: artifacts present and checksummed, drivers' targets ready. Changes nothing.
@@ -692,12 +697,8 @@ impl<'a> Executor<'a> {
         Ok(if all_ok { Status::Compensated } else { Status::Failed })
     }
 
-    fn record_of(&self, j: &Journal, status: Status) -> Record {
-        record_of(j, status)
-    }
-
     fn finish_interrupted(&self, j: Journal) -> Result<Record> {
-        let r = self.record_of(&j, Status::Interrupted);
+        let r = record_of(&j, Status::Interrupted);
         self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, Status::Interrupted, e))?;
         self.emit(Event::new("finished", "interrupted; `rollback resume` finishes it"));
         Ok(r)
@@ -713,14 +714,14 @@ impl<'a> Executor<'a> {
                 "rollback {} ended {}, but its record could not be written ({e}); restored: {}; still stopped: {}",
                 j.rollback_id,
                 status.as_str(),
-                if restored.is_empty() { "none".to_string() } else { restored.join(", ") },
-                if j.stopped.is_empty() { "none".to_string() } else { j.stopped.join(", ") },
+                or_none(&restored),
+                or_none(&j.stopped),
             ),
         )
     }
 
     fn finish(&self, mut j: Journal, status: Status) -> Result<Record> {
-        let r = self.record_of(&j, status);
+        let r = record_of(&j, status);
         self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, status, e))?;
         j.stage = Stage::Finished { status };
         if let Err(e) = self.save(&j) {
@@ -736,41 +737,48 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// `a, b`, or `none`.
+fn or_none<S: AsRef<str>>(names: &[S]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// The record of a journal's rollback as it stands.
 pub(crate) fn record_of(j: &Journal, status: Status) -> Record {
-    {
-        let completion_time = Utc::now();
-        let duration_ms = (completion_time - j.start_time).num_milliseconds().max(0) as u64;
-        let data_loss =
-            j.discarded.iter().any(|d| !d.kept_in_safety_snapshot && d.changes > 0) && status != Status::Compensated;
-        let error = match &j.stage {
-            Stage::Compensating { error, .. } => Some(error.clone()),
-            _ => j.done.iter().find(|s| s.status == "failed").and_then(|s| s.error.clone()),
-        };
-        Record {
-            rollback_id: j.rollback_id.clone(),
-            snapshot_id: j.snapshot_id.clone(),
-            kind: j.kind.clone(),
-            level: j.plan.scope.level().into(),
-            phases: j.plan.phases.clone(),
-            components: j.plan.components.clone(),
-            trigger: j.trigger.clone(),
-            severity: j.severity.clone(),
-            start_time: j.start_time,
-            completion_time,
-            duration_ms,
-            rto_target_ms: j.rto_target_ms,
-            rto_met: duration_ms <= j.rto_target_ms,
-            status,
-            data_loss,
-            safety_snapshot_id: j.safety_snapshot_id.clone(),
-            steps: j.done.clone(),
-            verification: j.verification.clone(),
-            discarded: j.discarded.clone(),
-            error,
-            resumed: j.resumed,
-            notes: j.notes.clone(),
-        }
+    let completion_time = Utc::now();
+    let duration_ms = (completion_time - j.start_time).num_milliseconds().max(0) as u64;
+    let data_loss =
+        j.discarded.iter().any(|d| !d.kept_in_safety_snapshot && d.changes > 0) && status != Status::Compensated;
+    let error = match &j.stage {
+        Stage::Compensating { error, .. } => Some(error.clone()),
+        _ => j.done.iter().find(|s| s.status == "failed").and_then(|s| s.error.clone()),
+    };
+    Record {
+        rollback_id: j.rollback_id.clone(),
+        snapshot_id: j.snapshot_id.clone(),
+        kind: j.kind.clone(),
+        level: j.plan.scope.level().into(),
+        phases: j.plan.phases.clone(),
+        components: j.plan.components.clone(),
+        trigger: j.trigger.clone(),
+        severity: j.severity.clone(),
+        start_time: j.start_time,
+        completion_time,
+        duration_ms,
+        rto_target_ms: j.rto_target_ms,
+        rto_met: duration_ms <= j.rto_target_ms,
+        status,
+        data_loss,
+        safety_snapshot_id: j.safety_snapshot_id.clone(),
+        steps: j.done.clone(),
+        verification: j.verification.clone(),
+        discarded: j.discarded.clone(),
+        error,
+        resumed: j.resumed,
+        notes: j.notes.clone(),
     }
 }
 
@@ -806,22 +814,22 @@ pub(crate) fn unfinished_journals(stack: &Stack) -> Result<Vec<Journal>> {
         let name = e.file_name().to_string_lossy().to_string();
         if let Some(id) = name.strip_suffix(".json") {
             // A final record closes the rollback whatever its journal says: the
-            // journal may be the write that failed.
-            if final_record(stack, id).is_some() {
-                continue;
-            }
-            let j = load_journal(stack, id).map_err(|err| {
-                Error::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "the journal {} is unreadable ({err}); nothing that depends on knowing which rollbacks are \
-                         unfinished can run until it is repaired or moved out of the store",
-                        e.path().display()
-                    ),
-                )
-            })?;
-            if !j.is_finished() {
-                out.push(j);
+            // journal may be the write that failed. Read only when the journal
+            // alone does not settle it, since every rollback start comes here.
+            match load_journal(stack, id) {
+                Ok(j) if j.is_finished() => {}
+                Ok(_) | Err(_) if final_record(stack, id).is_some() => {}
+                Ok(j) => out.push(j),
+                Err(err) => {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "the journal {} is unreadable ({err}); nothing that depends on knowing which rollbacks \
+                             are unfinished can run until it is repaired or moved out of the store",
+                            e.path().display()
+                        ),
+                    ))
+                }
             }
         }
     }
@@ -842,8 +850,8 @@ pub(crate) fn abandon(stack: &Stack, mut j: Journal) -> Result<Record> {
     let position = j.position();
     j.notes.push(format!(
         "abandoned by the operator {position}; left as they were — restore started: {}; still stopped: {}",
-        if restored.is_empty() { "none".into() } else { restored.join(", ") },
-        if stopped.is_empty() { "none".into() } else { stopped.join(", ") },
+        or_none(&restored),
+        or_none(&stopped),
     ));
     if let Some(s) = &j.safety_snapshot_id {
         j.notes.push(format!("the state before it is the safety snapshot {s}"));
@@ -852,7 +860,6 @@ pub(crate) fn abandon(stack: &Stack, mut j: Journal) -> Result<Record> {
     r.error = Some(format!("abandoned {position}"));
     stack.store().write_record(&r)?;
     j.stage = Stage::Finished { status: Status::Failed };
-    let bytes = serde_json::to_vec_pretty(&j).map_err(|e| Error::unexpected("cannot encode journal").with_source(e))?;
-    stack.store().write_journal(&j.rollback_id, &bytes)?;
+    j.save(stack.store())?;
     Ok(r)
 }

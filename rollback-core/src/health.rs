@@ -191,7 +191,11 @@ impl HealthCheck {
     /// `timeout = "30s"` passes (a fixed cap per try would fail it every time, and the
     /// health gate would then undo a good restore).
     pub async fn probe(&self, base_dir: &std::path::Path) -> HealthResult {
-        let per_try = self.timeout.max(Duration::from_millis(100));
+        self.probe_within(base_dir, self.timeout).await
+    }
+
+    async fn probe_within(&self, base_dir: &std::path::Path, limit: Duration) -> HealthResult {
+        let per_try = limit.max(Duration::from_millis(100));
         let r = tokio::time::timeout(per_try, self.probe_inner(base_dir)).await;
         let (ok, detail) = match r {
             Ok(Ok(d)) => (true, d),
@@ -205,10 +209,9 @@ impl HealthCheck {
     pub async fn wait(&self, base_dir: &std::path::Path) -> HealthResult {
         let deadline = Instant::now() + self.timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-            let r = HealthCheck { timeout: left, ..self.clone() }.probe(base_dir).await;
+            let r = self.probe_within(base_dir, deadline.saturating_duration_since(Instant::now())).await;
             if r.ok || Instant::now() + self.interval > deadline {
-                return HealthResult { check: self.describe(), ..r };
+                return r;
             }
             tokio::time::sleep(self.interval).await;
         }

@@ -514,10 +514,7 @@ impl Stack {
         let rollback_id = new_id();
         let mut j = exec::Journal::new(rollback_id.clone(), "drill", &snap, plan.clone(), &opts, self, Utc::now());
         j.push_note(format!("drill perturbation of {} started; `rollback resume` puts it back", names.join(", ")));
-        self.inner.store.write_journal(
-            &rollback_id,
-            &serde_json::to_vec_pretty(&j).map_err(|e| Error::unexpected("cannot encode journal").with_source(e))?,
-        )?;
+        j.save(&self.inner.store)?;
         crate::failpoint::hit("drill-journaled");
         for n in &names {
             let d = self.driver(n)?;
