@@ -39,9 +39,7 @@ pub fn unique(prefix: &str) -> String {
 pub async fn tree_digest(root: &Path) -> Result<String> {
     let root = root.to_path_buf();
     // Walking a tree is blocking work; keep it off the async threads.
-    tokio::task::spawn_blocking(move || tree_digest_blocking(&root))
-        .await
-        .map_err(|e| Error::unexpected("tree digest task failed").with_source(e))?
+    crate::drivers::blocking(move || tree_digest_blocking(&root)).await
 }
 
 fn tree_digest_blocking(root: &Path) -> Result<String> {

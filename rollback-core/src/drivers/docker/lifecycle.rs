@@ -135,7 +135,7 @@ impl DockerDriver {
                     "container `{name}` is in a restart loop: it exited (code {}) and was restarted {} time(s) \
                      while waiting for it to be up",
                     state["ExitCode"],
-                    (restarts - count0).max(1)
+                    restarts.saturating_sub(count0).max(1)
                 )))
             } else {
                 match (status, health) {

@@ -136,19 +136,12 @@ impl DokkuDriver {
                 if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::Unreachable } else { ErrorKind::Unexpected };
             Error::new(kind, format!("cannot run `{bin}` {} (set `dokku_bin`/`docker_bin`/`host`)", self.where_()))
         };
-        let child = cmd.spawn().map_err(spawn_error)?;
+        let child = cmd.spawn().map_err(&spawn_error)?;
         let mut group = crate::process::GroupGuard::new(ctx, child.id());
         let out = tokio::time::timeout(Duration::from_secs(1800), child.wait_with_output())
             .await
             .map_err(|_| Error::new(ErrorKind::Timeout, format!("`{shown}` did not finish within 30 min")))?
-            .map_err(|e| {
-                let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                    ErrorKind::Unreachable
-                } else {
-                    ErrorKind::Unexpected
-                };
-                Error::new(kind, format!("cannot run `{bin}` {} (set `dokku_bin`/`docker_bin`/`host`)", self.where_()))
-            })?;
+            .map_err(&spawn_error)?;
         group.finished();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {

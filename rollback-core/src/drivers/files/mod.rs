@@ -230,6 +230,23 @@ fn artifact_name(idx: usize, rel: &RawPath) -> String {
 }
 
 /// The current entries of a root; a missing root has none.
+/// How many entries a tree holds (itself included), without reading any content:
+/// the plan counts what a restore removes, and must not hash a copied release to say so.
+fn count_entries(root: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        n += 1;
+        if meta.is_dir() {
+            if let Ok(rd) = fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    n
+}
+
 fn scan_now(root: &Path) -> Result<BTreeMap<RawPath, Entry>> {
     match scan(root, None) {
         Err(e) if e.kind() == ErrorKind::NotFound && fs::symlink_metadata(root).is_err() => Ok(BTreeMap::new()),
@@ -523,7 +540,7 @@ impl Driver for FilesDriver {
                 if let Some(l) = r.link.as_ref().filter(|l| link_drift(l).is_some()) {
                     let at = l.at.as_path();
                     if fs::symlink_metadata(at).map(|m| !m.file_type().is_symlink()).unwrap_or(false) {
-                        n += scan_now(at)?.len() as u64;
+                        n += count_entries(at);
                     }
                 }
                 if n > 0 {

@@ -575,16 +575,9 @@ impl Pm2Driver {
         let file = ctx.store.tmp_dir().join(format!("pm2-{:08x}.json", rand::random::<u32>()));
         let body = serde_json::to_vec(&json!({ "apps": [app] }))
             .map_err(|e| Error::unexpected("cannot encode the pm2 app declaration").with_source(e))?;
-        let f = file.clone();
+        let (tmp, f) = (ctx.store.tmp_dir(), file.clone());
         // The declaration holds the app's secrets: 0600, in the store's private tmp/.
-        blocking(move || {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut w = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&f)?;
-            w.write_all(&body)?;
-            Ok(())
-        })
-        .await?;
+        blocking(move || crate::store::replace_durable(&tmp, &f, &body)).await?;
         let verb = if same_shape { "startOrReload" } else { "start" };
         ctx.progress(format!(
             "pm2 {verb} {} ({} processes, {}) with the snapshot's environment",
