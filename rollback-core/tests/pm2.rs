@@ -192,6 +192,28 @@ impl App {
     }
 }
 
+/// A running process's environment, from `/proc` (what the app sees, whatever pm2 lists).
+/// A cluster worker starts with one variable, `pm2_env` (JSON), which pm2's process
+/// container spreads into `process.env` before the app's code runs: spread here too.
+fn process_env(pid: i64) -> std::collections::HashMap<String, String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut vars: std::collections::HashMap<String, String> = raw
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    if let Some(json) = vars.remove("pm2_env") {
+        let o: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+        for (k, v) in o {
+            let v = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+            vars.insert(k, v);
+        }
+    }
+    vars
+}
+
 fn get(port: u16) -> Option<String> {
     try_get(port).ok()
 }
@@ -530,6 +552,13 @@ async fn environment_keys_added_by_the_deploy_are_gone_after_the_rollback() {
     assert_eq!(after.len(), 2);
     for env in &after {
         assert_eq!(env, &before[0], "the app's environment is exactly the snapshot's");
+    }
+    // What the processes really run with, not only what pm2 lists: pm2 hands a started
+    // process every top-level key of its `pm2_env`, where a reload leaves the deploy's.
+    for p in app.procs() {
+        let vars = process_env(p["pid"].as_i64().unwrap());
+        assert!(!vars.contains_key("FEATURE_FLAG"), "the deploy's key is in the running process");
+        assert_eq!(vars.get("API_KEY").map(String::as_str), Some("eco-secret-value"), "the process's API_KEY");
     }
     assert!(!r.to_json().contains("eco-secret-value"), "the app's secrets stay out of the record");
     assert!(s.verify(&snap.id, &[]).await.unwrap().ok);

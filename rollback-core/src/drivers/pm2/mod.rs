@@ -259,6 +259,36 @@ struct Proc {
     /// The process's real working directory (`/proc/<pid>/cwd`): the release it runs.
     real_cwd: Option<PathBuf>,
     env: Env,
+    /// Names of the variables the process really runs with: pm2 hands a process every
+    /// top-level key of its `pm2_env`, where a reload leaves keys its `env` no longer lists.
+    process_env_keys: Vec<String>,
+}
+
+/// Top-level `pm2_env` keys pm2 sets itself that a process sees besides its `env`.
+const PM2_OWN_TOP_LEVEL_KEYS: &[&str] = &["NODE_APP_INSTANCE"];
+
+/// The names among `pm2_env`'s top-level keys that are environment variables: those its
+/// `env` lists, and any named like one (pm2's own options are lower case; a reload
+/// removes a variable from `env` but leaves it at the top level, and in the process).
+fn process_env_keys(pm2_env: &Value) -> Vec<String> {
+    let listed = pm2_env["env"].as_object();
+    let is_var_name = |k: &str| {
+        k.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    };
+    let own = |k: &str| {
+        PM2_OWN_ENV_KEYS.contains(&k) || PM2_OWN_TOP_LEVEL_KEYS.contains(&k) || pm2_env["name"].as_str() == Some(k)
+    };
+    pm2_env
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| *k != "env" && !own(k))
+                .filter(|k| is_var_name(k) || listed.is_some_and(|l| l.contains_key(*k)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Proc {
@@ -278,7 +308,13 @@ impl Proc {
             restarts: e["restart_time"].as_i64().unwrap_or(0),
             real_cwd,
             env: Env::of(e),
+            process_env_keys: process_env_keys(e),
         }
+    }
+
+    /// Variables the process runs with that `want_env` does not have.
+    fn stale_keys<'a>(&'a self, want_env: &Map<String, Value>) -> Vec<&'a str> {
+        self.process_env_keys.iter().filter(|k| !want_env.contains_key(*k)).map(String::as_str).collect()
     }
 
     fn summary(&self) -> Value {
@@ -508,6 +544,17 @@ impl Pm2Driver {
             if let Some(diff) = want.env().and_then(|w| key_differences(&p.env.0, w)) {
                 d.push(format!("process {}'s environment differs from the snapshot's: {diff}", p.pm_id));
             }
+            let stale: Vec<&str> = want
+                .env()
+                .map(|w| p.stale_keys(w).into_iter().filter(|k| !p.env.0.contains_key(*k)).collect())
+                .unwrap_or_default();
+            if !stale.is_empty() {
+                d.push(format!(
+                    "process {} runs with {}, which its pm2 environment no longer lists (a reload leaves them)",
+                    p.pm_id,
+                    stale.join(", ")
+                ));
+            }
             if want.version.is_some() && p.version != want.version {
                 d.push(format!(
                     "process {} runs version {}, the snapshot has {}",
@@ -556,6 +603,12 @@ impl Pm2Driver {
         let same_shape = !procs.is_empty()
             && procs.len() == want.count
             && procs.iter().all(|p| want.exec_mode.as_ref().is_none_or(|m| *m == p.exec_mode));
+        // A reload merges variables into the processes' environment and never removes one.
+        let want_env = def["env"].as_object().cloned().unwrap_or_default();
+        let mut stale: Vec<&str> = procs.iter().flat_map(|p| p.stale_keys(&want_env)).collect();
+        stale.sort_unstable();
+        stale.dedup();
+        let reload = same_shape && stale.is_empty();
         if !procs.is_empty() && !same_shape {
             ctx.progress(format!(
                 "pm2 delete {}: {} processes in {}, the snapshot has {} in {}, which a reload cannot change \
@@ -565,6 +618,14 @@ impl Pm2Driver {
                 procs[0].exec_mode,
                 want.count,
                 want.exec_mode.as_deref().unwrap_or("?")
+            ));
+            self.pm2(ctx, &["delete", &self.app]).await?;
+        } else if !reload && !procs.is_empty() {
+            ctx.progress(format!(
+                "pm2 delete {}: its processes run with {}, which the snapshot does not have and a reload \
+                 cannot remove (requests are refused until it is started again)",
+                self.app,
+                stale.join(", ")
             ));
             self.pm2(ctx, &["delete", &self.app]).await?;
         }
@@ -578,7 +639,7 @@ impl Pm2Driver {
         let (tmp, f) = (ctx.store.tmp_dir(), file.clone());
         // The declaration holds the app's secrets: 0600, in the store's private tmp/.
         blocking(move || crate::store::replace_durable(&tmp, &f, &body)).await?;
-        let verb = if same_shape { "startOrReload" } else { "start" };
+        let verb = if reload { "startOrReload" } else { "start" };
         ctx.progress(format!(
             "pm2 {verb} {} ({} processes, {}) with the snapshot's environment",
             self.app,
