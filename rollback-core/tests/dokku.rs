@@ -1,7 +1,7 @@
 //! The `dokku` driver against a STAND-IN: Dokku cannot run on this machine, so these
 //! tests write a fake `dokku` (and `docker`) shell script that implements the documented
 //! command formats and outputs (`ps:inspect`, `apps:report`/`ps:report --format json`,
-//! `config:export --format json`, `config:clear`/`config:set --encoded --no-restart`,
+//! `config:export --format json`, `config:set --encoded --no-restart`, `config:unset`,
 //! `git:from-image`, `ps:restart`) and logs every argv it receives. The tests assert
 //! the exact command sequence, and that config values (secrets) never reach the
 //! manifest, the logged argv in clear, or an error.
@@ -43,7 +43,16 @@ case "$cmd" in
   config:clear)
     [ "$1" = --no-restart ] || { echo "config:clear without --no-restart would restart" >&2; exit 1; }
     : > "$D/config" ;;
+  config:unset)
+    [ "$1" = --no-restart ] || { echo "config:unset without --no-restart would restart" >&2; exit 1; }
+    shift 2 # --no-restart app
+    for k in "$@"; do
+      grep -v "^$k	" "$D/config" > "$D/config.new" || true
+      mv "$D/config.new" "$D/config"
+    done ;;
   config:set)
+    # An ssh connection dropped (or the CLI killed) before Dokku changed anything.
+    [ -e "$D/fail-set" ] && { echo "Connection to dokku.example.com closed by remote host." >&2; exit 255; }
     encoded=0
     while [ "${1#--}" != "$1" ]; do [ "$1" = --encoded ] && encoded=1; shift; done
     shift # app
@@ -214,10 +223,10 @@ async fn capture_and_restore_run_the_documented_commands_in_order() {
     let ctx = Context::new("web", s.store().clone(), &f.root);
     driver.restore(&ctx, &snap.parts[0]).await.unwrap();
     let log = f.take_log();
+    // Only the changed value travels (MODE is unchanged), then the added key goes.
     let set = format!(
-        "dokku config:set --encoded --no-restart shop DATABASE_URL={} MODE={}",
-        b64(&format!("postgres://shop:{SECRET}@db/shop")),
-        b64("live")
+        "dokku config:set --encoded --no-restart shop DATABASE_URL={}",
+        b64(&format!("postgres://shop:{SECRET}@db/shop"))
     );
     assert_eq!(
         log,
@@ -225,14 +234,17 @@ async fn capture_and_restore_run_the_documented_commands_in_order() {
             "dokku config:export shop --format json".to_string(),
             "dokku ps:inspect shop".into(),
             "dokku apps:report shop --format json".into(),
-            "dokku config:clear --no-restart shop".into(),
             set,
+            "dokku config:unset --no-restart shop DEBUG".into(),
             format!("dokku git:from-image shop {DIGEST}"),
             "dokku ps:report shop --format json".into(),
         ]
     );
     assert!(!log.join("\n").contains(SECRET), "config values travel base64-encoded");
-    assert_eq!(f.read("config"), format!("DATABASE_URL\tpostgres://shop:{SECRET}@db/shop\nMODE\tlive\n"));
+    assert_eq!(
+        sorted_lines(&f.read("config")),
+        [format!("DATABASE_URL\tpostgres://shop:{SECRET}@db/shop"), "MODE\tlive".into()]
+    );
     assert_eq!(f.read("meta").trim(), DIGEST);
     assert!(driver.verify(&ctx, &snap.parts[0]).await.unwrap().ok);
 
@@ -295,7 +307,38 @@ async fn a_failed_redeploy_puts_the_config_back_and_leaks_no_secret() {
     );
     assert!(!msg.contains(SECRET) && !msg.contains(BAD_SECRET), "secret in error: {msg}");
     // The bad deploy's config is what the running containers use: put back.
-    assert_eq!(f.read("config"), format!("DATABASE_URL\tpostgres://shop:{BAD_SECRET}@db/shop\nDEBUG\t1\nMODE\tlive\n"));
+    assert_eq!(
+        sorted_lines(&f.read("config")),
+        [format!("DATABASE_URL\tpostgres://shop:{BAD_SECRET}@db/shop"), "DEBUG\t1".into(), "MODE\tlive".into()]
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_config_restore_never_leaves_the_app_without_config() {
+    let f = Fake::new(&format!("[\"{DIGEST}\"]\n"));
+    let s = f.stack();
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    f.bad_deploy();
+    let deployed = f.read("config");
+    // The connection drops as the config is being put back.
+    f.write("fail-set", "");
+    let driver = s.driver("web").unwrap();
+    let ctx = Context::new("web", s.store().clone(), &f.root);
+    let e = driver.restore(&ctx, &snap.parts[0]).await.unwrap_err();
+    assert!(!e.to_string().contains(SECRET) && !e.to_string().contains(BAD_SECRET), "{e}");
+    assert_eq!(f.read("config"), deployed, "the app keeps a whole config, never an empty one");
+    assert!(!f.read("argv.log").contains("config:clear"), "{}", f.read("argv.log"));
+
+    // Run again once the host answers: put back whole.
+    std::fs::remove_file(f.root.join("fail-set")).unwrap();
+    driver.restore(&ctx, &snap.parts[0]).await.unwrap();
+    assert!(driver.verify(&ctx, &snap.parts[0]).await.unwrap().ok);
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(String::from).collect();
+    v.sort();
+    v
 }
 
 #[tokio::test]

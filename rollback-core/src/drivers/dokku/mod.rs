@@ -204,18 +204,43 @@ impl DokkuDriver {
         Self::json_of(&out, &format!("dokku {kind}"))
     }
 
-    /// Replaces the app's config without restarting it (the redeploy or restart applies it).
-    async fn set_config(&self, ctx: &Context, cfg: &BTreeMap<String, String>, scrub: &Redactor) -> Result<()> {
-        self.dokku(ctx, &["config:clear", "--no-restart", &self.app], scrub).await?;
-        if cfg.is_empty() {
-            return Ok(());
+    /// Brings the app's config from `have` to `want` without restarting it (the redeploy
+    /// or restart applies it): `config:set` of the keys that differ or are missing, then
+    /// `config:unset` of the keys `want` does not have.
+    ///
+    /// Never `config:clear`: a kill or a dropped ssh connection after it would leave the
+    /// app with no config at all. Here each command is one change of Dokku's ENV file,
+    /// and whatever is interrupted leaves the app with every captured value, at worst
+    /// beside a key the deploy added; the restore run again finishes it. Only values
+    /// that change are passed: Dokku's commands take values as arguments only, so
+    /// unchanged secrets never appear in a process list or an ssh command line.
+    async fn set_config(
+        &self,
+        ctx: &Context,
+        have: &BTreeMap<String, String>,
+        want: &BTreeMap<String, String>,
+        scrub: &Redactor,
+    ) -> Result<()> {
+        let set: Vec<String> = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(*v))
+            // Base64 (`--encoded`) so values with spaces, quotes or newlines survive ssh
+            // and the shell untouched.
+            .map(|(k, v)| format!("{k}={}", b64(v)))
+            .collect();
+        if !set.is_empty() {
+            let mut args: Vec<String> =
+                vec!["config:set".into(), "--encoded".into(), "--no-restart".into(), self.app.clone()];
+            args.extend(set);
+            self.run(ctx, Tool::Dokku, &args, scrub).await?;
         }
-        // Base64 (`--encoded`) so values with spaces, quotes or newlines survive ssh and
-        // the shell untouched.
-        let mut args: Vec<String> =
-            vec!["config:set".into(), "--encoded".into(), "--no-restart".into(), self.app.clone()];
-        args.extend(cfg.iter().map(|(k, v)| format!("{k}={}", b64(v))));
-        self.run(ctx, Tool::Dokku, &args, scrub).await.map(|_| ())
+        let unset: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+        if !unset.is_empty() {
+            let mut args: Vec<String> = vec!["config:unset".into(), "--no-restart".into(), self.app.clone()];
+            args.extend(unset);
+            self.run(ctx, Tool::Dokku, &args, scrub).await?;
+        }
+        Ok(())
     }
 
     async fn wait_running(&self, ctx: &Context) -> Result<()> {
@@ -321,7 +346,7 @@ impl DokkuDriver {
         }
         if !config_same {
             ctx.progress(format!("restoring the config of `{}` ({} keys)", self.app, want.len()));
-            self.set_config(ctx, &want, &scrub).await?;
+            self.set_config(ctx, &have, &want, &scrub).await?;
         }
         let step = async {
             if !image_same {
@@ -336,7 +361,9 @@ impl DokkuDriver {
         let Err(e) = step else { return Ok(()) };
         let mut note = "Dokku keeps the previous containers when a deploy fails its checks".to_string();
         if !config_same {
-            note = match self.set_config(ctx, &have, &scrub).await {
+            // From what is there now: the set above may have been cut short.
+            let now = self.config(ctx).await.map(|(c, _)| c).unwrap_or_else(|_| want.clone());
+            note = match self.set_config(ctx, &now, &have, &scrub).await {
                 Ok(()) => format!("the previous config was put back; {note}"),
                 Err(b) => format!("putting the previous config back failed: {b}"),
             };
@@ -416,7 +443,7 @@ impl Driver for DokkuDriver {
 
     fn describe_restore(&self, part: &Part) -> String {
         format!(
-            "restore the config of `{}` (config:clear + config:set --no-restart), redeploy {} with git:from-image, wait until running",
+            "restore the config of `{}` (config:set and config:unset of the keys that differ, --no-restart), redeploy {} with git:from-image, wait until running",
             self.app,
             part.state["deploy_ref"].as_str().unwrap_or("?")
         )
