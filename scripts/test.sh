@@ -10,6 +10,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (rustup)" >&2; exit 1
 fi
 bash scripts/services.sh
+# The TLS-only servers (a PostgreSQL cluster, Redis, MariaDB, an https endpoint) the
+# TLS tests use; on their own ports, stopped whatever happens.
+export ROLLBACK_TLS_DIR="${ROLLBACK_TLS_DIR:-/tmp/rollback-tls-servers}"
+bash scripts/tls-servers.sh start "$ROLLBACK_TLS_DIR"
+trap 'bash scripts/tls-servers.sh stop "$ROLLBACK_TLS_DIR" || true' EXIT
 for s in scripts/setup-*.sh; do [ -e "$s" ] && bash "$s"; done
 
 echo "== cargo fmt / clippy"

@@ -37,6 +37,7 @@ pub mod secret;
 pub mod snapshot;
 pub mod stack;
 pub mod store;
+mod tls;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -91,3 +91,38 @@ pub fn tmp() -> (tempfile::TempDir, PathBuf) {
     let p = std::fs::canonicalize(t.path()).unwrap();
     (t, p)
 }
+
+/// The TLS-only servers of `scripts/tls-servers.sh` (PostgreSQL, Redis, MariaDB, an
+/// https endpoint, with a throwaway CA), started once per test binary if they do not
+/// run yet; `scripts/test.sh` stops them after the suites (`bash scripts/tls-servers.sh
+/// stop /tmp/rollback-tls-servers` after a bare `cargo test`). Returns the variables of
+/// their `env` file (ports, URLs, CA and client certificate paths).
+pub fn tls_servers() -> &'static std::collections::HashMap<String, String> {
+    static ENV: std::sync::OnceLock<std::collections::HashMap<String, String>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        // Short and fixed: the servers' unix sockets live there (paths are limited to
+        // about 100 bytes), and their ports are fixed, so there is one set per machine.
+        let dir = std::env::var_os("ROLLBACK_TLS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/tmp/rollback-tls-servers".into());
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/tls-servers.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("bash must run");
+        assert!(
+            out.status.success(),
+            "scripts/tls-servers.sh start {} failed:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.join("env")).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect()
+    })
+}

@@ -133,7 +133,17 @@ async fn run_pg_dump(d: &PostgresDriver, section: &str, snapshot: &str, extensio
             }
         }
     }
-    for k in ["PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGHOSTADDR", "PGPASSWORD", "PGDATABASE"] {
+    for k in [
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+        "PGHOSTADDR",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+    ] {
         cmd.env_remove(k);
     }
     cmd.envs(d.target.libpq_env()).kill_on_drop(true).stdin(std::process::Stdio::null());

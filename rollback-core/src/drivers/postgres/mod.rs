@@ -53,6 +53,9 @@ pub struct PostgresConfig {
     /// Connections copying tables in parallel during a dump capture (default 2).
     #[serde(default)]
     pub jobs: Option<usize>,
+    /// A file holding the password (its first line), when the url has none.
+    #[serde(default)]
+    pub password_file: Option<String>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -66,6 +69,9 @@ impl std::fmt::Debug for PostgresConfig {
     }
 }
 
+/// Supabase's transaction-mode pooler (Supavisor, and PgBouncer's usual port there).
+const TRANSACTION_POOLER_PORT: u16 = 6543;
+
 /// The `postgres` driver.
 #[derive(Debug)]
 pub struct PostgresDriver {
@@ -78,10 +84,17 @@ pub struct PostgresDriver {
 
 pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
     let cfg: PostgresConfig = c.options.parse()?;
-    let pg = tokio_postgres::Config::from_str(&cfg.url).map_err(|e| {
+    let (url, tls) = conn::split_tls(&cfg.url, &|k| std::env::var(k).ok())
+        .map_err(|m| c.options.error("url", env.redactor.redact(&m)))?;
+    let mut pg = tokio_postgres::Config::from_str(&url).map_err(|e| {
         // The parse error may quote the input: keep only what the redactor allows.
         c.options.error("url", env.redactor.redact(&format!("not a PostgreSQL URL: {}", conn::describe(&e))))
     })?;
+    if pg.get_password().is_none() {
+        if let Some(p) = password(&cfg, &pg, env).map_err(|m| c.options.error("password_file", m))? {
+            pg.password(p);
+        }
+    }
     if let Some(p) = pg.get_password() {
         env.redactor.add(&String::from_utf8_lossy(p));
     }
@@ -104,12 +117,40 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         ));
     }
     Ok(Arc::new(PostgresDriver {
-        target: Target::new(pg),
+        target: Target::new(pg, tls),
         strategy: cfg.strategy,
         scope,
         pg_dump: cfg.pg_dump.unwrap_or_else(|| "pg_dump".into()),
         jobs: cfg.jobs.unwrap_or(2).clamp(1, 16),
     }))
+}
+
+/// The password when the url has none, where libpq would look: the `password_file`
+/// key, else `PGPASSWORD`, else the password file (`PGPASSFILE` or `~/.pgpass`).
+fn password(
+    cfg: &PostgresConfig,
+    pg: &tokio_postgres::Config,
+    env: &DriverEnv,
+) -> std::result::Result<Option<String>, String> {
+    if let Some(f) = &cfg.password_file {
+        let path = env.base_dir.join(f);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let p = text.lines().next().unwrap_or("").to_string();
+        if p.is_empty() {
+            return Err(format!("{} is empty", path.display()));
+        }
+        return Ok(Some(p));
+    }
+    if let Some(p) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
+        return Ok(Some(p));
+    }
+    let file = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")));
+    let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else { return Ok(None) };
+    let t =
+        Target::new(pg.clone(), conn::PgTls { mode: conn::PgSslMode::Disable, rootcert: None, cert: None, key: None });
+    Ok(conn::pgpass_lookup(&text, &t.host(), t.port(), &t.db, pg.get_user().unwrap_or("postgres")))
 }
 
 /// What every snapshot of this driver records (never the password).
@@ -129,6 +170,18 @@ impl PostgresDriver {
 
     /// Connects and reads the server version: the preflight of every operation.
     async fn open(&self) -> Result<(tokio_postgres::Client, i32)> {
+        if self.target.port() == TRANSACTION_POOLER_PORT {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{} is on port {TRANSACTION_POOLER_PORT}, a transaction-mode connection pooler's \
+                     (Supabase's), which hands each transaction to another server session: a consistent \
+                     snapshot, a restore and their locks need one session. Use the direct connection \
+                     (db.<project>.supabase.co:5432) or the session pooler (port 5432)",
+                    self.target.desc
+                ),
+            ));
+        }
         let client = self.target.connect().await?;
         let v: String = client
             .query_one("SELECT current_setting('server_version_num')", &[])
@@ -137,6 +190,25 @@ impl PostgresDriver {
             .get(0);
         let v = v.parse::<i32>().map_err(|_| Error::unexpected(format!("odd server_version_num `{v}`")))?;
         Ok((client, v))
+    }
+
+    /// Whether this connection is encrypted and what was verified, as the server sees it.
+    async fn tls_status(&self, client: &tokio_postgres::Client) -> String {
+        let row = client
+            .query_opt("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .ok()
+            .flatten();
+        let mode = self.target.tls.mode.as_str();
+        match row.map(|r| (r.get::<_, bool>(0), r.get::<_, Option<String>>(1))) {
+            Some((true, version)) => format!(
+                "TLS {} (sslmode={mode}): {}",
+                version.unwrap_or_default(),
+                self.target.tls.verify().unwrap_or(crate::tls::Verify::None).describe()
+            ),
+            Some((false, _)) => format!("NOT encrypted (sslmode={mode})"),
+            None => format!("encryption unknown (sslmode={mode}; pg_stat_ssl is not readable)"),
+        }
     }
 
     fn common(&self, part: &Part) -> Result<Common> {
@@ -288,13 +360,14 @@ impl Driver for PostgresDriver {
             let (client, v) = self.open().await?;
             let rels = catalog::relations(&client, &self.scope).await?;
             Ok(format!(
-                "PostgreSQL {}.{} at {}: {} tables in scope ({}), strategy {:?}",
+                "PostgreSQL {}.{} at {}: {} tables in scope ({}), strategy {:?}; {}",
                 v / 10000,
                 v % 100,
                 self.target.desc,
                 rels.iter().filter(|r| r.has_data()).count(),
                 self.scope.describe(),
-                self.strategy
+                self.strategy,
+                self.tls_status(&client).await
             ))
         }
         .await;
