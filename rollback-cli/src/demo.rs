@@ -161,12 +161,14 @@ health = [{{ http = "{health_url}", status = 200, json = {{ status = "healthy" }
     say("2. deployed v1.1.0: code, config and release changed");
 
     // 3. Detect and assess.
+    let probe = rollback_core::HealthCheck::parse_list(serde_json::json!([{ "http": health_url, "timeout": "2s" }]))
+        .map_err(rollback_core::Error::config)?
+        .remove(0);
     let mut failures = 0;
     let probes = 20;
     for _ in 0..probes {
-        match rollback_core::health::http_get(&health_url).await {
-            Ok((200, _)) => {}
-            _ => failures += 1,
+        if !probe.probe(&root).await.ok {
+            failures += 1;
         }
     }
     let symptoms = Symptoms {
@@ -217,7 +219,7 @@ health = [{{ http = "{health_url}", status = 200, json = {{ status = "healthy" }
 
     // 6. Verify independently.
     let v = stack.verify(&snap.id, &[]).await?;
-    let healthy = matches!(rollback_core::health::http_get(&health_url).await, Ok((200, _)));
+    let healthy = probe.probe(&root).await.ok;
     say(&format!(
         "6. verify: {}; health endpoint: {}",
         if v.ok { "every component equals the snapshot" } else { "DRIFT" },

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::config::{duration_from_secs, parse_duration};
 
@@ -26,14 +26,24 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum HealthKind {
-    /// GET the URL; expect `status`, and optionally JSON fields equal to values.
+    /// GET the URL; expect `status`, and optionally JSON fields equal to values and
+    /// comparisons on the JSON body.
     Http {
-        /// `http://host:port/path`.
+        /// `http://host:port/path` or `https://…`.
         url: String,
         /// Expected status code.
         status: u16,
         /// Expected top-level JSON fields.
         json: Option<serde_json::Map<String, serde_json::Value>>,
+        /// Request headers (`apikey`, `Authorization`, …).
+        #[serde(default, skip_serializing_if = "Headers::is_empty")]
+        headers: Headers,
+        /// A CA file (PEM) trusted instead of the system's roots (https).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca: Option<PathBuf>,
+        /// Comparisons that must hold on the JSON body.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        expect: Vec<Expect>,
     },
     /// Connect to `host:port`.
     Tcp {
@@ -123,8 +133,11 @@ impl HealthCheck {
         let timeout = dur(&mut m, "timeout")?;
         let interval = dur(&mut m, "interval")?;
         let kind = if let Some(url) = string(&mut m, "http")? {
-            if !url.starts_with("http://") {
-                return Err(format!("http check `{url}`: only http:// URLs are supported"));
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(format!(
+                    "http check `{}`: only http:// and https:// URLs are supported",
+                    redact_userinfo(&url)
+                ));
             }
             let status = match uint(&mut m, "status")?.unwrap_or(200) {
                 s @ 100..=599 => s as u16,
@@ -135,7 +148,38 @@ impl HealthCheck {
                 Some(serde_json::Value::Object(o)) => Some(o),
                 Some(o) => return Err(format!("`json` = {o} must be a table of field = value")),
             };
-            HealthKind::Http { url, status, json }
+            let headers = match m.remove("headers") {
+                None => Headers::default(),
+                Some(serde_json::Value::Object(o)) => Headers(
+                    o.into_iter()
+                        .map(|(k, v)| match v {
+                            serde_json::Value::String(v) => {
+                                reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                                    .map_err(|_| format!("`headers`: `{k}` is not a header name"))?;
+                                reqwest::header::HeaderValue::from_str(&v)
+                                    .map_err(|_| format!("`headers`: the value of `{k}` cannot be sent in a header"))?;
+                                Ok((k, v))
+                            }
+                            _ => Err(format!("`headers`: the value of `{k}` must be a string")),
+                        })
+                        .collect::<Result<_, String>>()?,
+                ),
+                Some(_) => return Err("`headers` must be a table of name = \"value\"".into()),
+            };
+            let ca = string(&mut m, "ca")?.map(PathBuf::from);
+            let expect = match m.remove("expect") {
+                None => Vec::new(),
+                Some(serde_json::Value::String(e)) => vec![Expect::parse(&e)?],
+                Some(serde_json::Value::Array(a)) => a
+                    .into_iter()
+                    .map(|e| match e {
+                        serde_json::Value::String(e) => Expect::parse(&e),
+                        o => Err(format!("`expect`: {o} must be a string like \"error_rate < 0.3\"")),
+                    })
+                    .collect::<Result<_, String>>()?,
+                Some(o) => return Err(format!("`expect` = {o} must be a list like [\"error_rate < 0.3\"]")),
+            };
+            HealthKind::Http { url, status, json, headers, ca, expect }
         } else if let Some(addr) = string(&mut m, "tcp")? {
             HealthKind::Tcp { addr }
         } else if let Some(file) = string(&mut m, "heartbeat")? {
@@ -173,7 +217,14 @@ impl HealthCheck {
     /// A short description for plans and records.
     pub fn describe(&self) -> String {
         match &self.kind {
-            HealthKind::Http { url, status, .. } => format!("http {} → {status}", redact_userinfo(url)),
+            HealthKind::Http { url, status, expect, .. } => {
+                let mut d = format!("http {} → {status}", redact_userinfo(url));
+                if !expect.is_empty() {
+                    let e: Vec<String> = expect.iter().map(Expect::to_string).collect();
+                    d.push_str(&format!(", {}", e.join(", ")));
+                }
+                d
+            }
             HealthKind::Tcp { addr } => format!("tcp {addr}"),
             HealthKind::Heartbeat { file, max_age } => {
                 format!("heartbeat {} < {}", file.display(), humantime::format_duration(*max_age))
@@ -219,19 +270,23 @@ impl HealthCheck {
 
     async fn probe_inner(&self, base_dir: &std::path::Path) -> Result<String, String> {
         match &self.kind {
-            HealthKind::Http { url, status, json } => {
-                let (code, body) = http_get(url).await?;
+            HealthKind::Http { url, status, json, headers, ca, expect } => {
+                let ca = ca.as_ref().map(|c| base_dir.join(c));
+                let (code, body) = http_get(url, headers, ca.as_deref()).await?;
                 if code != *status {
                     return Err(format!("status {code}, expected {status}"));
                 }
-                if let Some(fields) = json {
+                if json.is_some() || !expect.is_empty() {
                     let v: serde_json::Value =
                         serde_json::from_slice(&body).map_err(|e| format!("body is not JSON: {e}"))?;
-                    for (k, want) in fields {
+                    for (k, want) in json.iter().flatten() {
                         let got = v.get(k).cloned().unwrap_or(serde_json::Value::Null);
                         if &got != want {
                             return Err(format!("`{k}` is {got}, expected {want}"));
                         }
+                    }
+                    for e in expect {
+                        e.check(&v)?;
                     }
                 }
                 Ok(format!("status {code}"))
@@ -345,7 +400,8 @@ struct Url<'a> {
 }
 
 fn split_url(url: &str) -> Result<Url<'_>, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| "only http:// is supported".to_string())?;
+    let scheme = if url.starts_with("https://") { "https://" } else { "http://" };
+    let rest = url.strip_prefix(scheme).ok_or_else(|| "only http:// and https:// are supported".to_string())?;
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -360,7 +416,7 @@ fn split_url(url: &str) -> Result<Url<'_>, String> {
         }
         None => (None, None, authority),
     };
-    Ok(Url { scheme: "http://", user, password, authority, path })
+    Ok(Url { scheme, user, password, authority, path })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -407,102 +463,188 @@ fn trunc(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-/// A minimal HTTP/1.1 GET for local health endpoints (no TLS): status and body.
+/// The most of a response body read for `json` and `expect` (a health endpoint that
+/// streams forever must not take the memory of the process that runs the rollback).
+const BODY_LIMIT: usize = 1 << 20;
+
+/// rustls configurations by CA file: the system's roots are read once per process,
+/// not at every probe (a watch probes every second).
+fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Cache = Mutex<Option<HashMap<Option<PathBuf>, rustls::ClientConfig>>>;
+    static CACHE: Cache = Mutex::new(None);
+    let key = ca.map(PathBuf::from);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if let Some(c) = map.get(&key) {
+        return Ok(c.clone());
+    }
+    let roots = match &key {
+        Some(p) => crate::tls::Roots::File(p.clone()),
+        None => crate::tls::Roots::System,
+    };
+    let t = crate::tls::ClientTls { verify: crate::tls::Verify::Full, roots, identity: None };
+    let cfg = crate::tls::client_config(&t).map_err(|e| e.message().to_string())?;
+    map.insert(key, cfg.clone());
+    Ok(cfg)
+}
+
+/// GET `url` (http or https, certificates checked against the system's roots or `ca`):
+/// status and at most [`BODY_LIMIT`] bytes of body.
 ///
-/// User info in the URL (`http://user:pass@host/`) becomes a Basic `Authorization`
-/// header; it is never part of the address connected to, nor of an error.
-pub async fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
-    let u = split_url(url).map_err(|e| format!("`{}`: {e}", redact_userinfo(url)))?;
-    let (authority, path) = (u.authority, u.path);
-    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
-    // `[::1]` alone has no port: the colon inside the brackets is not one.
-    let has_port = match authority.rfind(']') {
-        Some(i) => authority[i..].contains(':'),
-        None => authority.contains(':'),
-    };
-    let addr = if has_port { authority.to_string() } else { format!("{authority}:80") };
-    let addr = addr.replace(['[', ']'], "");
-    let addr = match addr.rsplit_once(':') {
-        Some((h, p)) if h.contains(':') => format!("[{h}]:{p}"),
-        _ => addr,
-    };
-    let mut s = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let auth = match (&u.user, &u.password) {
-        (Some(user), pass) => {
-            let creds = format!("{user}:{}", pass.as_deref().unwrap_or(""));
-            format!("Authorization: Basic {}\r\n", crate::secret::base64(creds.as_bytes()))
-        }
-        _ => String::new(),
-    };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}User-Agent: rollback\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-    // Read the head, then exactly the body (Content-Length), to the end of the
-    // chunks, or to EOF: a server that keeps the connection open must not stall us.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 || buf.len() > 64 * 1024 {
-            return Err("malformed HTTP response".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("malformed status line `{}`", head.lines().next().unwrap_or("")))?;
-    let lower = head.to_ascii_lowercase();
-    let chunked = lower.contains("transfer-encoding: chunked");
-    let length =
-        lower.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
-    let mut body = buf[head_end + 4..].to_vec();
-    loop {
-        let done = match (length, chunked) {
-            (Some(n), _) => body.len() >= n,
-            (None, true) => body.ends_with(b"0\r\n\r\n"),
-            (None, false) => false,
-        };
-        if done || body.len() > 4 << 20 {
+/// User info in the URL (`https://user:pass@host/`) becomes a Basic `Authorization`
+/// header; it is never part of an error, and neither are header values.
+pub(crate) async fn http_get(
+    url: &str,
+    headers: &Headers,
+    ca: Option<&std::path::Path>,
+) -> Result<(u16, Vec<u8>), String> {
+    let shown = redact_userinfo(url);
+    let mut u = reqwest::Url::parse(url).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("`{shown}`: only http:// and https:// are supported"));
+    }
+    let user = (!u.username().is_empty()).then(|| percent_decode(u.username()));
+    let pass = u.password().map(percent_decode);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(ca)?)
+        // A redirect is an answer too: an endpoint that sends to a login page is not
+        // healthy because the login page is.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("rollback")
+        .build()
+        .map_err(|e| format!("cannot build the http client: {}", e.without_url()))?;
+    let mut req = client.get(u);
+    if let Some(user) = user {
+        req = req.basic_auth(user, pass);
+    }
+    for (k, v) in &headers.0 {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let mut resp = req.send().await.map_err(|e| describe_http_error(&shown, e))?;
+    let status = resp.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(&shown, e))? {
+        let room = BODY_LIMIT - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= BODY_LIMIT {
             break;
         }
-        let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    if let Some(n) = length {
-        body.truncate(n);
-    }
-    if chunked {
-        body = dechunk(&body)?;
     }
     Ok((status, body))
 }
 
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let nl = b.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
-        let size_s = String::from_utf8_lossy(&b[..nl]);
-        let size = usize::from_str_radix(size_s.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| "bad chunk size".to_string())?;
-        b = &b[nl + 2..];
-        if size == 0 {
-            return Ok(out);
+/// The reason, with the URL left out (reqwest's messages carry it, password and all).
+fn describe_http_error(shown: &str, e: reqwest::Error) -> String {
+    let tls = crate::tls::explain(&e);
+    let e = e.without_url();
+    let mut s = format!("GET {shown}: {e}");
+    match tls {
+        Some(t) => s.push_str(&format!(": {t}")),
+        None => {
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                s.push_str(&format!(": {c}"));
+                src = c.source();
+            }
         }
-        if b.len() < size {
-            return Err("truncated chunk".into());
+    }
+    s
+}
+
+/// Request headers of an http check. `Debug` shows the names only: values such as
+/// `apikey` are secrets (written as `${ENV}` in `rollback.toml`, and redacted).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Headers(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Headers {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A comparison of a value in a JSON body: `error_rate < 0.3`, `status == "ok"`,
+/// `checks.db.latency_ms <= 50` (a path of keys and array indexes, dot-separated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expect {
+    /// Keys and indexes from the body's root.
+    pub path: String,
+    /// `==`, `!=`, `<`, `<=`, `>`, `>=`.
+    pub op: String,
+    /// A JSON value (a number for the ordering operators).
+    pub value: serde_json::Value,
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.path, self.op, self.value)
+    }
+}
+
+impl Expect {
+    /// Parses `path op value`.
+    pub fn parse(s: &str) -> Result<Expect, String> {
+        let ops = ["==", "!=", "<=", ">=", "<", ">"];
+        let (i, op) = ops
+            .iter()
+            .filter_map(|op| s.find(op).map(|i| (i, *op)))
+            .min_by_key(|(i, op)| (*i, std::cmp::Reverse(op.len())))
+            .ok_or_else(|| format!("`{s}` has no comparison (==, !=, <, <=, >, >=)"))?;
+        let path = s[..i].trim();
+        let raw = s[i + op.len()..].trim();
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(format!("`{s}`: the path before `{op}` must be keys separated by dots"));
         }
-        out.extend_from_slice(&b[..size]);
-        b = b.get(size + 2..).unwrap_or(&[]);
+        let value: serde_json::Value = serde_json::from_str(raw).map_err(|_| {
+            format!("`{s}`: `{raw}` is not a JSON value (a number, \"text\" in double quotes, true, false, null)")
+        })?;
+        if !matches!(op, "==" | "!=") && !value.is_number() {
+            return Err(format!("`{s}`: `{op}` compares numbers; `{raw}` is not one"));
+        }
+        Ok(Expect { path: path.to_string(), op: op.to_string(), value })
+    }
+
+    /// Holds for `body`; else what was found.
+    fn check(&self, body: &serde_json::Value) -> Result<(), String> {
+        let mut cur = body;
+        for key in self.path.split('.') {
+            let next = match cur {
+                serde_json::Value::Object(o) => o.get(key),
+                serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => None,
+            };
+            cur = next.ok_or_else(|| format!("`{}` is not in the body", self.path))?;
+        }
+        let holds = match self.op.as_str() {
+            "==" => cur == &self.value,
+            "!=" => cur != &self.value,
+            op => {
+                let (Some(a), Some(b)) = (cur.as_f64(), self.value.as_f64()) else {
+                    return Err(format!("`{}` is {cur}, not a number", self.path));
+                };
+                match op {
+                    "<" => a < b,
+                    "<=" => a <= b,
+                    ">" => a > b,
+                    _ => a >= b,
+                }
+            }
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(format!("`{}` is {cur}, expected {} {}", self.path, self.op, self.value))
+        }
     }
 }
 
@@ -537,7 +679,31 @@ mod tests {
     }
 
     #[test]
-    fn dechunks() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+    fn expectations_parse_and_compare() {
+        let body = serde_json::json!({"status": "ok", "error_rate": 0.34, "checks": [{"ms": 12}]});
+        let e = |s: &str| Expect::parse(s).unwrap().check(&body);
+        assert!(e("status == \"ok\"").is_ok());
+        assert!(e("error_rate <= 0.5").is_ok());
+        assert_eq!(e("error_rate < 0.3").unwrap_err(), "`error_rate` is 0.34, expected < 0.3");
+        assert!(e("checks.0.ms >= 12").is_ok());
+        assert!(e("checks.1.ms > 0").unwrap_err().contains("not in the body"));
+        assert!(e("status > 1").unwrap_err().contains("not a number"));
+        assert!(Expect::parse("error_rate 0.3").is_err());
+        assert!(Expect::parse("status < \"ok\"").is_err());
+        assert!(Expect::parse("status == ok").unwrap_err().contains("not a JSON value"));
+        assert!(Expect::parse(". == 1").is_err());
+        assert_eq!(Expect::parse("a.b!=1").unwrap().op, "!=");
+    }
+
+    #[test]
+    fn header_values_stay_out_of_debug_output() {
+        let l = HealthCheck::parse_list(serde_json::json!([
+            {"http": "https://h/health", "headers": {"apikey": "k-123"}, "expect": ["error_rate < 0.3"]}
+        ]))
+        .unwrap();
+        assert!(!format!("{l:?}").contains("k-123"));
+        assert!(l[0].describe().contains("error_rate < 0.3"));
+        assert!(HealthCheck::parse_list(serde_json::json!([{"http": "https://h", "headers": {"a b": "x"}}])).is_err());
+        assert!(HealthCheck::parse_list(serde_json::json!([{"http": "ftp://h"}])).is_err());
     }
 }

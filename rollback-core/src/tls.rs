@@ -197,25 +197,35 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
+const UNKNOWN_ISSUER: &str = "the server's certificate is not signed by a trusted CA (wrong or missing CA file?)";
+const NOT_FOR_NAME: &str = "the server's certificate does not name this host";
+
 /// The reason a TLS failure happened, in words an operator acts on; `None` when `e`'s
 /// chain holds no rustls error.
 pub(crate) fn explain(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
         // `io::Error::source` skips the error it wraps: look inside it.
-        let t = c.downcast_ref::<rustls::Error>().or_else(|| {
-            c.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|i| i.downcast_ref::<rustls::Error>())
-        });
-        if let Some(t) = t {
+        if let Some(s) = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| explain(i)) {
+            return Some(s);
+        }
+        // Some clients (hyper's connect errors) keep the rustls error in a private
+        // wrapper that no downcast reaches; its text is rustls's own.
+        if c.source().is_none() {
+            let text = c.to_string();
+            if text.contains("invalid peer certificate: UnknownIssuer") {
+                return Some(UNKNOWN_ISSUER.into());
+            }
+            if text.contains("invalid peer certificate: NotValidForName") {
+                return Some(NOT_FOR_NAME.into());
+            }
+        }
+        if let Some(t) = c.downcast_ref::<rustls::Error>() {
             return Some(match t {
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-                    "the server's certificate is not signed by a trusted CA (wrong or missing CA file?)".into()
-                }
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => UNKNOWN_ISSUER.into(),
                 rustls::Error::InvalidCertificate(
                     CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-                ) => "the server's certificate does not name this host".into(),
+                ) => NOT_FOR_NAME.into(),
                 rustls::Error::InvalidCertificate(
                     CertificateError::Expired | CertificateError::ExpiredContext { .. },
                 ) => "the server's certificate has expired".into(),

@@ -1,4 +1,7 @@
-//! Health checks against real endpoints, sockets, files and programs.
+//! Health checks against real endpoints, sockets, files and programs; https against
+//! the endpoint `scripts/tls-servers.sh` starts with a throwaway CA.
+
+mod common;
 
 use std::time::Duration;
 
@@ -39,7 +42,14 @@ fn check(kind: HealthKind) -> HealthCheck {
 }
 
 fn http(url: String, status: u16, json: Option<serde_json::Value>) -> HealthCheck {
-    check(HealthKind::Http { url, status, json: json.map(|j| j.as_object().unwrap().clone()) })
+    check(HealthKind::Http {
+        url,
+        status,
+        json: json.map(|j| j.as_object().unwrap().clone()),
+        headers: Default::default(),
+        ca: None,
+        expect: Vec::new(),
+    })
 }
 
 #[tokio::test]
@@ -162,8 +172,12 @@ async fn user_info_in_an_http_url_is_basic_auth_and_never_shown() {
             let mut buf = vec![0u8; 4096];
             let n = s.read(&mut buf).await.unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            // "ops:s3cr3t-pw" in base64.
-            let ok = req.contains("Authorization: Basic b3BzOnMzY3IzdC1wdw==\r\n");
+            // "ops:s3cr3t-pw" in base64; header names are case-insensitive.
+            let ok = req.lines().any(|l| {
+                l.split_once(':').is_some_and(|(k, v)| {
+                    k.eq_ignore_ascii_case("authorization") && v.trim() == "Basic b3BzOnMzY3IzdC1wdw=="
+                })
+            });
             let resp = if ok {
                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
             } else {
@@ -188,4 +202,86 @@ async fn a_heartbeat_from_the_future_is_not_healthy() {
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600)).unwrap();
     let r = check(HealthKind::Heartbeat { file: "hb".into(), max_age: Duration::from_secs(30) }).probe(d.path()).await;
     assert!(!r.ok && r.detail.contains("future"), "{r:?}");
+}
+
+/// An https check parsed as `rollback.toml` would give it.
+fn https(extra: serde_json::Value) -> HealthCheck {
+    let e = common::tls_servers();
+    let mut v = serde_json::json!({"http": format!("{}/health", e["HTTPS_URL"]), "ca": e["TLS_CA"], "timeout": "2s"});
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    HealthCheck::parse_list(serde_json::json!([v])).unwrap().remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_a_private_ca_headers_and_json_bounds() {
+    let dir = std::env::temp_dir();
+    let key = common::tls_servers()["HTTPS_APIKEY"].clone();
+    let ok = https(serde_json::json!({
+        "headers": {"apikey": key},
+        "expect": ["status == \"ok\"", "error_rate < 0.3", "nested.accuracy >= 0.9"]
+    }));
+    let r = ok.probe(&dir).await;
+    assert!(r.ok, "{r:?}");
+
+    // The header is required: without it the endpoint answers 401.
+    let r = https(serde_json::json!({})).probe(&dir).await;
+    assert!(!r.ok && r.detail.contains("401"), "{r:?}");
+    // A bound that does not hold names the value and the bound.
+    let r = https(serde_json::json!({"headers": {"apikey": key}, "expect": ["error_rate < 0.1"]})).probe(&dir).await;
+    assert!(!r.ok && r.detail.contains("`error_rate` is 0.12, expected < 0.1"), "{r:?}");
+    assert!(!format!("{r:?}").contains(&key), "the apikey is in the result: {r:?}");
+
+    // Another CA: refused, and the reason says so.
+    let mut wrong = https(serde_json::json!({"headers": {"apikey": key}}));
+    if let HealthKind::Http { ca, .. } = &mut wrong.kind {
+        *ca = Some(common::tls_servers()["TLS_OTHER_CA"].clone().into());
+    }
+    let r = wrong.probe(&dir).await;
+    assert!(!r.ok && r.detail.contains("not signed by a trusted CA"), "{r:?}");
+    // The system's roots do not know the test CA either.
+    let mut system = https(serde_json::json!({"headers": {"apikey": key}}));
+    if let HealthKind::Http { ca, .. } = &mut system.kind {
+        *ca = None;
+    }
+    assert!(!system.probe(&dir).await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apikey_from_the_environment_never_reaches_results_or_plans() {
+    let (_t, dir) = common::tmp();
+    let e = common::tls_servers();
+    let toml = format!(
+        "[store]\npath = \"store\"\n[[component]]\nname = \"api\"\ndriver = \"command\"\ncapture = [\"true\"]\nrestore = [\"true\"]\n\
+         health = [{{ http = \"{}/health\", ca = \"{}\", headers = {{ apikey = \"${{SUPABASE_KEY}}\" }}, expect = [\"error_rate < 0.3\"] }}]\n",
+        e["HTTPS_URL"], e["TLS_CA"]
+    );
+    let key = e["HTTPS_APIKEY"].clone();
+    let lookup = |k: &str| (k == "SUPABASE_KEY").then(|| key.clone());
+    let cfg =
+        rollback_core::StackConfig::from_toml_str(&toml, Some(&dir.join("rollback.toml")), &dir, &lookup).unwrap();
+    let s = rollback_core::Stack::new(cfg, &rollback_core::Registry::with_default_drivers()).unwrap();
+    let h = s.health(&[]).await.unwrap();
+    assert!(h["api"][0].ok, "{h:?}");
+    let snap = common::snap(&s).await;
+    let r = s.rollback(&snap.id, common::opts(rollback_core::Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, rollback_core::Status::Succeeded, "{}", r.to_json());
+    let plan = s.plan(&snap.id, &rollback_core::Scope::Complete).await.unwrap();
+    for text in [format!("{h:?}"), r.to_json(), format!("{plan:?}"), all_files(&dir.join("store"))] {
+        assert!(!text.contains(&key), "the apikey leaked: {text}");
+    }
+}
+
+fn all_files(d: &std::path::Path) -> String {
+    let mut s = String::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            s.push_str(&all_files(&p));
+        } else {
+            s.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()));
+        }
+    }
+    s
 }
