@@ -1,8 +1,9 @@
-//! Connections over TLS to real servers that accept nothing else: a second PostgreSQL
-//! cluster with `hostssl` lines only, started by `scripts/tls-servers.sh` with a
-//! certificate from a CA this test run makes (and an unrelated CA for the wrong-trust
-//! cases). Passwords must never reach the store, records, events or errors.
-#![cfg(feature = "driver-postgres")]
+//! Connections over TLS to real servers that accept nothing else, started by
+//! `scripts/tls-servers.sh` with certificates from a CA it makes (and an unrelated CA
+//! for the wrong-trust cases): a second PostgreSQL cluster with `hostssl` lines only,
+//! Redis on a TLS port with an ACL user, MariaDB with `require_secure_transport`.
+//! Passwords must never reach the store, records, events or errors.
+#![cfg(all(feature = "driver-postgres", feature = "driver-redis", feature = "driver-mysql"))]
 
 mod common;
 
@@ -175,4 +176,153 @@ async fn a_transaction_mode_pooler_is_refused_at_preflight() {
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("transaction-mode") && e.to_string().contains("session pooler"), "{e}");
     assert!(!e.to_string().contains("secret"), "{e}");
+}
+
+const REDIS_PASSWORD: &str = "redis-secret-PW2";
+
+fn redis_cli(args: &[&str]) -> String {
+    let e = env();
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert", &e["TLS_CA"], "-p", &e["REDIS_TLS_PORT"], "--user", "rbuser", "--pass"])
+        .arg(REDIS_PASSWORD)
+        .arg("--no-auth-warning")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn redis_stack(dir: &Path, ca: &str, db: u32, pattern: &str) -> Stack {
+    let toml = format!(
+        "[store]\npath = \"{}\"\n[[component]]\nname = \"cache\"\ndriver = \"redis\"\n\
+         url = \"rediss://rbuser:${{REDIS_PW}}@localhost:{}/{db}\"\nca = \"{ca}\"\npattern = \"{pattern}\"\n",
+        dir.join("store").display(),
+        env()["REDIS_TLS_PORT"]
+    );
+    let lookup = |k: &str| (k == "REDIS_PW").then(|| REDIS_PASSWORD.to_string());
+    let cfg = StackConfig::from_toml_str(&toml, Some(&dir.join("rollback.toml")), dir, &lookup).unwrap();
+    Stack::new(cfg, &rollback_core::Registry::with_default_drivers()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_with_an_acl_user_rolls_back_and_a_wrong_ca_is_refused() {
+    let (_t, dir) = tmp();
+    // Each run its own key prefix in db 3: runs never see each other's keys.
+    let prefix = format!("tls{:08x}", rand::random::<u32>());
+    let pattern = format!("{prefix}:*");
+    for i in 0..50 {
+        redis_cli(&["-n", "3", "SET", &format!("{prefix}:k{i}"), &format!("v{i}")]);
+    }
+    let s = redis_stack(&dir, &env()["TLS_CA"], 3, &pattern);
+    let check = s.check().await.unwrap().components["cache"].detail.clone();
+    assert!(check.contains("TLS, certificate and host name verified"), "{check}");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    redis_cli(&["-n", "3", "SET", &format!("{prefix}:k1"), "changed"]);
+    redis_cli(&["-n", "3", "DEL", &format!("{prefix}:k2")]);
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(redis_cli(&["-n", "3", "GET", &format!("{prefix}:k1")]), "v1");
+    assert_eq!(redis_cli(&["-n", "3", "GET", &format!("{prefix}:k2")]), "v2");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert!(!all_text(&dir.join("store")).contains(REDIS_PASSWORD));
+    assert!(!r.to_json().contains(REDIS_PASSWORD));
+
+    // The same store, another CA: nothing is touched.
+    redis_cli(&["-n", "3", "SET", &format!("{prefix}:k1"), "changed-again"]);
+    let bad = redis_stack(&dir, &env()["TLS_OTHER_CA"], 3, &pattern);
+    let text = match bad.rollback(&snap.id, opts(Scope::Complete)).await {
+        Err(e) => e.to_string(),
+        Ok(r) => {
+            assert_ne!(r.status, Status::Succeeded, "{}", r.to_json());
+            r.to_json()
+        }
+    };
+    assert!(text.contains("not signed by a trusted CA"), "{text}");
+    assert!(!text.contains(REDIS_PASSWORD), "{text}");
+    assert_eq!(redis_cli(&["-n", "3", "GET", &format!("{prefix}:k1")]), "changed-again");
+    let keys = redis_cli(&["-n", "3", "--scan", "--pattern", &pattern]);
+    for k in keys.lines() {
+        redis_cli(&["-n", "3", "DEL", k]);
+    }
+}
+
+const MYSQL_PASSWORD: &str = "mysql-secret-PW3";
+
+fn mariadb(sql: &str) -> String {
+    let e = env();
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "--ssl", "--ssl-ca", &e["TLS_CA"], "--ssl-verify-server-cert", "-h", "127.0.0.1"])
+        .args(["-P", &e["MYSQL_TLS_PORT"], "-u", "rbtls"])
+        .arg(format!("-p{MYSQL_PASSWORD}"))
+        .args(["-N", "-B", "-e", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mariadb {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn mysql_stack(dir: &Path, db: &str, params: &str) -> Stack {
+    let toml = format!(
+        "[store]\npath = \"{}\"\n[[component]]\nname = \"db\"\ndriver = \"mysql\"\n\
+         url = \"mysql://rbtls:${{MYSQL_PW}}@localhost:{}/{db}?{params}\"\n",
+        dir.join("store").display(),
+        env()["MYSQL_TLS_PORT"]
+    );
+    let lookup = |k: &str| (k == "MYSQL_PW").then(|| MYSQL_PASSWORD.to_string());
+    let cfg = StackConfig::from_toml_str(&toml, Some(&dir.join("rollback.toml")), dir, &lookup).unwrap();
+    Stack::new(cfg, &rollback_core::Registry::with_default_drivers()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_verify_identity_round_trip_and_refusals() {
+    let db = format!("tls_{:08x}", rand::random::<u32>());
+    mariadb(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.orders (id INT PRIMARY KEY, qty INT); \
+         INSERT INTO {db}.orders VALUES (1, 10), (2, 20), (3, 30);"
+    ));
+    let (_t, dir) = tmp();
+    let s = mysql_stack(&dir, &db, &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", env()["TLS_CA"]));
+    let check = s.check().await.unwrap().components["db"].detail.clone();
+    assert!(check.contains("TLS (") && check.contains("certificate and host name verified"), "{check}");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    mariadb(&format!("DELETE FROM {db}.orders WHERE id = 2; UPDATE {db}.orders SET qty = 0"));
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(mariadb(&format!("SELECT SUM(qty), COUNT(*) FROM {db}.orders")), "60\t3");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert!(!all_text(&dir.join("store")).contains(MYSQL_PASSWORD));
+    assert!(!r.to_json().contains(MYSQL_PASSWORD));
+
+    // Another CA: refused, nothing changes.
+    mariadb(&format!("UPDATE {db}.orders SET qty = 1 WHERE id = 1"));
+    let bad = mysql_stack(&dir, &db, &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", env()["TLS_OTHER_CA"]));
+    let text = match bad.rollback(&snap.id, opts(Scope::Complete)).await {
+        Err(e) => e.to_string(),
+        Ok(r) => {
+            assert_ne!(r.status, Status::Succeeded, "{}", r.to_json());
+            r.to_json()
+        }
+    };
+    assert!(text.contains("not signed by a trusted CA"), "{text}");
+    assert!(!text.contains(MYSQL_PASSWORD), "{text}");
+    assert_eq!(mariadb(&format!("SELECT qty FROM {db}.orders WHERE id = 1")), "1");
+
+    // Without TLS the server refuses the login (require_secure_transport).
+    let plain = mysql_stack(&dir, &db, "ssl-mode=DISABLED");
+    let e = plain.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    assert!(!e.to_string().contains(MYSQL_PASSWORD), "{e}");
+    // REQUIRED encrypts without checking whose certificate it is.
+    let req = mysql_stack(&dir, &db, "ssl-mode=REQUIRED");
+    let check = req.check().await.unwrap().components["db"].detail.clone();
+    assert!(check.contains("not verified"), "{check}");
+    // A mode MySQL does not have is a config error naming it.
+    let (_t2, dir2) = tmp();
+    let toml = format!(
+        "[store]\npath = \"s\"\n[[component]]\nname = \"db\"\ndriver = \"mysql\"\nurl = \"mysql://u@h/{db}?ssl-mode=VERIFY\"\n"
+    );
+    let cfg = StackConfig::from_toml_str(&toml, None, &dir2, &|_| None).unwrap();
+    let e = Stack::new(cfg, &rollback_core::Registry::with_default_drivers()).unwrap_err();
+    assert!(e.to_string().contains("ssl-mode `VERIFY`"), "{e}");
+    mariadb(&format!("DROP DATABASE {db}"));
 }

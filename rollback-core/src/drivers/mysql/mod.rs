@@ -49,7 +49,8 @@ pub enum Strategy {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlConfig {
-    /// `mysql://user:password@host:port/database`.
+    /// `mysql://user:password@host:port/database`, with `ssl-mode` and `ssl-ca` (and
+    /// `ssl-cert`, `ssl-key`) as URL parameters.
     pub url: String,
     /// `dump` (default) or `fast`.
     #[serde(default)]
@@ -74,9 +75,99 @@ impl std::fmt::Debug for MysqlConfig {
     }
 }
 
+/// MySQL's `--ssl-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SslMode {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+/// The TLS part of a connection: the mode, and the options when it may use TLS.
+#[derive(Debug, Clone)]
+struct Tls {
+    mode: SslMode,
+    ssl: Option<mysql_async::SslOpts>,
+}
+
+/// Takes MySQL's TLS parameters (`ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, also with
+/// `_`) out of the url, which mysql_async would refuse, and makes its `SslOpts`.
+fn split_tls(url: &str, base: &std::path::Path) -> std::result::Result<(String, Tls), String> {
+    let mut found: std::collections::BTreeMap<String, String> = Default::default();
+    let rest = match url.split_once('?') {
+        None => url.to_string(),
+        Some((head, query)) => {
+            let mut kept = Vec::new();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let key = k.replace('_', "-").to_ascii_lowercase();
+                if matches!(key.as_str(), "ssl-mode" | "ssl-ca" | "ssl-cert" | "ssl-key") {
+                    found.insert(key, v.to_string());
+                } else {
+                    kept.push(pair);
+                }
+            }
+            if kept.is_empty() {
+                head.to_string()
+            } else {
+                format!("{head}?{}", kept.join("&"))
+            }
+        }
+    };
+    let mode = match found.get("ssl-mode").map(|m| m.to_ascii_uppercase()).as_deref() {
+        None | Some("PREFERRED") => SslMode::Preferred,
+        Some("DISABLED") => SslMode::Disabled,
+        Some("REQUIRED") => SslMode::Required,
+        Some("VERIFY_CA") => SslMode::VerifyCa,
+        Some("VERIFY_IDENTITY") => SslMode::VerifyIdentity,
+        Some(other) => {
+            return Err(format!(
+                "ssl-mode `{other}` is not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"
+            ))
+        }
+    };
+    if mode == SslMode::Disabled {
+        return Ok((rest, Tls { mode, ssl: None }));
+    }
+    let path = |k: &str| found.get(k).map(|p| base.join(p));
+    let verify = matches!(mode, SslMode::VerifyCa | SslMode::VerifyIdentity);
+    let mut ssl = mysql_async::SslOpts::default()
+        // Without verification any certificate goes, as the mysql client's REQUIRED.
+        .with_danger_accept_invalid_certs(!verify)
+        .with_disable_built_in_roots(true);
+    ssl = match path("ssl-ca") {
+        Some(ca) => {
+            std::fs::metadata(&ca).map_err(|e| format!("ssl-ca {}: {e}", ca.display()))?;
+            ssl.with_root_certs(vec![ca.into()])
+        }
+        // The system's roots (a managed database's certificate chains up to one).
+        None => {
+            let system = rustls_native_certs::load_native_certs().certs;
+            if verify && system.is_empty() {
+                return Err("ssl-mode VERIFY_CA/VERIFY_IDENTITY needs ssl-ca=<CA file> (no system roots found)".into());
+            }
+            ssl.with_root_certs(system.into_iter().map(|c| c.to_vec().into()).collect())
+        }
+    };
+    match (path("ssl-cert"), path("ssl-key")) {
+        (Some(c), Some(k)) => {
+            ssl = ssl.with_client_identity(Some(mysql_async::ClientIdentity::new(c.into(), k.into())));
+        }
+        (None, None) => {}
+        _ => return Err("give both ssl-cert and ssl-key for a client certificate, or neither".into()),
+    }
+    Ok((rest, Tls { mode, ssl: Some(ssl) }))
+}
+
 /// The `mysql` driver (MySQL and MariaDB).
 pub struct MysqlDriver {
     opts: Opts,
+    tls: Tls,
+    /// `PREFERRED` found a server without TLS once: later connections go plaintext
+    /// straight away instead of failing a handshake each time.
+    no_tls_on_server: std::sync::atomic::AtomicBool,
     db: String,
     target: String,
     strategy: Strategy,
@@ -98,7 +189,8 @@ impl std::fmt::Debug for MysqlDriver {
 
 pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
     let cfg: MysqlConfig = c.options.parse()?;
-    let opts = Opts::from_url(&cfg.url).map_err(|e| {
+    let (url, tls) = split_tls(&cfg.url, &env.base_dir).map_err(|m| c.options.error("url", m))?;
+    let opts = Opts::from_url(&url).map_err(|e| {
         c.options.error(
             "url",
             format!(
@@ -122,8 +214,11 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         }
     }
     let target = format!("{}:{}/{}", opts.ip_or_hostname(), opts.tcp_port(), db);
+    crate::tls::install_provider();
     Ok(Arc::new(MysqlDriver {
         opts,
+        tls,
+        no_tls_on_server: Default::default(),
         db,
         target,
         strategy: cfg.strategy,
@@ -228,9 +323,43 @@ impl MysqlDriver {
     /// A session that reads and writes bytes as stored (`SET NAMES binary`), in UTC,
     /// where an inserted 0 stays 0 in AUTO_INCREMENT columns.
     async fn connect(&self) -> Result<Conn> {
-        let opts = OptsBuilder::from_opts(self.opts.clone()).prefer_socket(false);
-        let mut conn = match tokio::time::timeout(Duration::from_secs(15), Conn::new(opts)).await {
-            Ok(r) => r.map_err(|e| self.err("cannot connect", e))?,
+        use std::sync::atomic::Ordering;
+        // Never the unix socket: it would bypass TLS, and the url names a TCP address.
+        let plain = OptsBuilder::from_opts(self.opts.clone()).prefer_socket(false);
+        let skip_tls = self.tls.ssl.is_none()
+            || (self.tls.mode == SslMode::Preferred && self.no_tls_on_server.load(Ordering::Relaxed));
+        let opts = if skip_tls { plain.clone() } else { plain.clone().ssl_opts(self.tls.ssl.clone()) };
+        let attempt = async {
+            match Conn::new(opts).await {
+                Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
+                    if self.tls.mode == SslMode::Preferred =>
+                {
+                    self.no_tls_on_server.store(true, Ordering::Relaxed);
+                    Conn::new(plain).await
+                }
+                r => r,
+            }
+        };
+        let mut conn = match tokio::time::timeout(Duration::from_secs(15), attempt).await {
+            Ok(r) => r.map_err(|e| match crate::tls::explain(&e) {
+                Some(why) => {
+                    Error::new(ErrorKind::Unreachable, format!("mysql {}: cannot connect: {why}", self.target))
+                }
+                None if matches!(
+                    e,
+                    mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
+                ) =>
+                {
+                    Error::new(
+                        ErrorKind::Unreachable,
+                        format!(
+                            "mysql {}: cannot connect: the server does not offer TLS, which ssl-mode requires",
+                            self.target
+                        ),
+                    )
+                }
+                None => self.err("cannot connect", e),
+            })?,
             Err(_) => {
                 return Err(Error::new(
                     ErrorKind::Unreachable,
@@ -1215,7 +1344,21 @@ impl Driver for MysqlDriver {
         let mut conn = self.connect().await?;
         let v = self.server_version(&mut conn).await?;
         let t = self.scope(&mut conn).await?;
+        let cipher = self
+            .rows(&mut conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'", "cannot read Ssl_cipher")
+            .await?
+            .first()
+            .and_then(|r| r.get(1))
+            .map(text)
+            .unwrap_or_default();
         let _ = conn.disconnect().await;
-        Ok(format!("{v} at {}: {} ({} tables)", self.target, self.scope_word(), t.len()))
+        let tls = match (cipher.is_empty(), self.tls.mode) {
+            (true, _) => "NOT encrypted".to_string(),
+            (false, SslMode::VerifyCa | SslMode::VerifyIdentity) => {
+                format!("TLS ({cipher}), certificate and host name verified")
+            }
+            (false, _) => format!("TLS ({cipher}), server certificate not verified"),
+        };
+        Ok(format!("{v} at {}: {} ({} tables); {tls}", self.target, self.scope_word(), t.len()))
     }
 }

@@ -68,8 +68,17 @@ impl Mode {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`.
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
     pub url: String,
+    /// A CA file (PEM) trusted instead of the system's roots (`rediss://`).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// A client certificate and its key (PEM files), for servers that ask for one.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// The key of `client_cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<String>,
     /// `replace` (default), `merge` or `flush`.
     #[serde(default)]
     pub mode: Mode,
@@ -118,7 +127,7 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
     if cfg.pattern.is_empty() {
         return Err(c.options.error("pattern", "must not be empty (use \"*\" for the whole db)"));
     }
-    let client = Client::open(cfg.url.as_str()).map_err(|e| {
+    let url_error = |e: redis::RedisError| {
         c.options.error(
             "url",
             format!(
@@ -127,7 +136,33 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
                 redact_url_passwords(&e.to_string())
             ),
         )
-    })?;
+    };
+    let tls = cfg.url.starts_with("rediss://");
+    let wants_tls_keys = cfg.ca.is_some() || cfg.client_cert.is_some() || cfg.client_key.is_some();
+    if wants_tls_keys && !tls {
+        return Err(c.options.error("ca", "`ca`, `client_cert` and `client_key` need a `rediss://` url"));
+    }
+    crate::tls::install_provider();
+    let client = if wants_tls_keys {
+        let read = |key: &str, p: &Option<String>| -> Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| {
+                    let path = env.base_dir.join(p);
+                    std::fs::read(&path)
+                        .map_err(|e| c.options.error(key, format!("cannot read {}: {e}", path.display())))
+                })
+                .transpose()
+        };
+        let client_tls = match (read("client_cert", &cfg.client_cert)?, read("client_key", &cfg.client_key)?) {
+            (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig { client_cert, client_key }),
+            (None, None) => None,
+            _ => return Err(c.options.error("client_cert", "give both `client_cert` and `client_key`, or neither")),
+        };
+        let certs = redis::TlsCertificates { client_tls, root_cert: read("ca", &cfg.ca)? };
+        Client::build_with_tls(cfg.url.as_str(), certs).map_err(url_error)?
+    } else {
+        Client::open(cfg.url.as_str()).map_err(url_error)?
+    };
     let info = client.get_connection_info();
     if let Some(p) = &info.redis.password {
         env.redactor.add(p);
@@ -275,11 +310,15 @@ impl RedisDriver {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Duration::from_secs(10))
             .set_response_timeout(Duration::from_secs(300));
-        let mut con = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| self.err("cannot connect", e))?;
+        let mut con = self.client.get_multiplexed_async_connection_with_config(&cfg).await.map_err(|e| {
+            match crate::tls::explain(&e) {
+                // Not temporary: a certificate does not fix itself between retries.
+                Some(why) => {
+                    Error::new(ErrorKind::Unreachable, format!("cannot connect to redis {}: {why}", self.target))
+                }
+                None => self.err("cannot connect", e),
+            }
+        })?;
         redis::cmd("PING").query_async::<()>(&mut con).await.map_err(|e| self.err("cannot connect", e))?;
         Ok(con)
     }
@@ -985,6 +1024,12 @@ impl Driver for RedisDriver {
         let mut con = self.connect().await?;
         let v = self.server_version(&mut con).await?;
         let n: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.map_err(|e| self.err("DBSIZE failed", e))?;
-        Ok(format!("redis {v} at {}: {n} keys in db {}", self.target, self.db))
+        let tls = match self.client.get_connection_info().addr {
+            redis::ConnectionAddr::TcpTls { insecure: true, .. } => "TLS, certificate not verified (#insecure)",
+            redis::ConnectionAddr::TcpTls { .. } => "TLS, certificate and host name verified",
+            redis::ConnectionAddr::Unix(_) => "unix socket",
+            _ => "NOT encrypted",
+        };
+        Ok(format!("redis {v} at {}: {n} keys in db {}; {tls}", self.target, self.db))
     }
 }
