@@ -102,8 +102,9 @@ pub fn expand_env(value: &str, redactor: &Redactor, lookup: &dyn Fn(&str) -> Opt
     Ok(out)
 }
 
-/// Standard base64 with padding (HTTP Basic credentials, Dokku's `--encoded`
-/// values): one small function rather than a dependency.
+/// Standard base64 with padding (Dokku's `--encoded` values): one small function
+/// rather than a dependency.
+#[cfg(any(test, feature = "driver-dokku"))]
 pub(crate) fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);

@@ -33,6 +33,8 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// How much of the server's certificate is checked.
+// Only the postgres driver asks for less than `Full`.
+#[cfg_attr(not(feature = "driver-postgres"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verify {
     /// Encrypted, whoever answers (libpq's `prefer` and `require`).
@@ -44,6 +46,7 @@ pub(crate) enum Verify {
 }
 
 impl Verify {
+    #[cfg_attr(not(feature = "driver-postgres"), allow(dead_code))]
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Verify::None => "encrypted, server certificate not verified",
