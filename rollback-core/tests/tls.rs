@@ -55,6 +55,17 @@ fn url(db: &str, params: &str) -> String {
     format!("postgres://rollback_tls:${{PG_TLS_PASSWORD}}@localhost:{}/{db}?{params}", env()["PG_TLS_PORT"])
 }
 
+/// What a rollback that must not succeed said: its error, or its record.
+async fn refused_rollback(s: &Stack, snap: &str) -> String {
+    match s.rollback(snap, opts(Scope::Complete)).await {
+        Err(e) => e.to_string(),
+        Ok(r) => {
+            assert_ne!(r.status, Status::Succeeded, "{}", r.to_json());
+            r.to_json()
+        }
+    }
+}
+
 /// Every file under `dir`, read as text.
 fn all_text(dir: &Path) -> String {
     let mut s = String::new();
@@ -231,13 +242,7 @@ async fn rediss_with_an_acl_user_rolls_back_and_a_wrong_ca_is_refused() {
     // The same store, another CA: nothing is touched.
     redis_cli(&["-n", "3", "SET", &format!("{prefix}:k1"), "changed-again"]);
     let bad = redis_stack(&dir, &env()["TLS_OTHER_CA"], 3, &pattern);
-    let text = match bad.rollback(&snap.id, opts(Scope::Complete)).await {
-        Err(e) => e.to_string(),
-        Ok(r) => {
-            assert_ne!(r.status, Status::Succeeded, "{}", r.to_json());
-            r.to_json()
-        }
-    };
+    let text = refused_rollback(&bad, &snap.id).await;
     assert!(text.contains("not signed by a trusted CA"), "{text}");
     assert!(!text.contains(REDIS_PASSWORD), "{text}");
     assert_eq!(redis_cli(&["-n", "3", "GET", &format!("{prefix}:k1")]), "changed-again");
@@ -297,13 +302,7 @@ async fn mysql_verify_identity_round_trip_and_refusals() {
     // Another CA: refused, nothing changes.
     mariadb(&format!("UPDATE {db}.orders SET qty = 1 WHERE id = 1"));
     let bad = mysql_stack(&dir, &db, &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", env()["TLS_OTHER_CA"]));
-    let text = match bad.rollback(&snap.id, opts(Scope::Complete)).await {
-        Err(e) => e.to_string(),
-        Ok(r) => {
-            assert_ne!(r.status, Status::Succeeded, "{}", r.to_json());
-            r.to_json()
-        }
-    };
+    let text = refused_rollback(&bad, &snap.id).await;
     assert!(text.contains("not signed by a trusted CA"), "{text}");
     assert!(!text.contains(MYSQL_PASSWORD), "{text}");
     assert_eq!(mariadb(&format!("SELECT qty FROM {db}.orders WHERE id = 1")), "1");
