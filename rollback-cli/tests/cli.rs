@@ -576,3 +576,53 @@ restore = ["sh", "-c", "if [ ! -e ran ]; then touch ran; (sleep 2; echo late > b
         .extension()
         .is_some_and(|x| x == "children")));
 }
+
+/// `psql` as the local superuser; the output without alignment or headers.
+fn psql(db: &str, sql: &str) -> String {
+    let o = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-Atqc", sql])
+        .output()
+        .expect("psql (PostgreSQL must run on 127.0.0.1:5432)");
+    assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A rollback killed right after it fenced a database's writers leaves the fence
+/// up (a connection limit of 0): `check` and `history` list the rollback, and both
+/// `resume` and `abandon` lift the fence.
+#[test]
+fn a_rollback_killed_with_its_write_fence_up_is_lifted_by_resume_or_abandon() {
+    for finish in ["resume", "abandon"] {
+        let (_t, d) = tmp();
+        let db = format!("rbcli_fence_{}_{finish}", std::process::id());
+        psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        psql("postgres", &format!("CREATE DATABASE {db}"));
+        psql(&db, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+        write(
+            &d.join("rollback.toml"),
+            &format!("[[component]]\nname = \"db\"\ndriver = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{db}\"\n"),
+        );
+        let snap = snapshot(&d);
+        psql(&db, "INSERT INTO t VALUES (2)");
+        let limit = || psql("postgres", &format!("SELECT datconnlimit FROM pg_database WHERE datname = '{db}'"));
+        run_until_failpoint(&d, "fence-raised", &["rollback", &snap, "--yes"]);
+        assert_eq!(limit(), "0", "killed with the fence up");
+        let h = run(&d, &["--json", "history"]);
+        let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+        assert_eq!(h[0]["status"].as_str(), Some("interrupted"), "{h:?}");
+        let id = h[0]["rollback_id"].as_str().unwrap().to_string();
+        let o = run(&d, &["--json", finish, &id]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(limit(), "-1", "{finish} lifts the fence: {rec}");
+        if finish == "resume" {
+            assert_eq!(rec["status"], "succeeded", "{rec}");
+            assert_eq!(psql(&db, "SELECT string_agg(id::text, ',') FROM t"), "1");
+            assert!(rec["fences"][0]["how"].as_str().unwrap().contains("connection limit 0"), "{rec}");
+        } else {
+            assert_eq!(rec["status"], "failed", "{rec}");
+            assert_eq!(psql(&db, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"), "1,2", "nothing restored");
+        }
+        psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+    }
+}

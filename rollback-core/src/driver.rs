@@ -29,6 +29,28 @@ pub struct Capability {
     /// says so when nothing did.
     #[serde(default)]
     pub shared_data: bool,
+    /// Can fence its writers while it is put back ([`Driver::plan_fence`]): the
+    /// executor raises the fence before the safety snapshot and lifts it once the
+    /// restore is done, so a write is either in the safety snapshot or refused.
+    #[serde(default)]
+    pub fence: bool,
+}
+
+/// Whether a component's writers can be fenced, and what lifting the fence needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FencePlan {
+    /// The fence can be raised. `undo` (never a secret) is what [`Driver::unfence`]
+    /// needs to put the server back as it was; it is journaled before the fence is
+    /// raised, so `resume` and `abandon` can lift a fence a killed run left up.
+    Ready {
+        /// What the fence changes, as it is now.
+        undo: serde_json::Value,
+    },
+    /// No fence can be raised here; why, for the record.
+    Unavailable {
+        /// One line, e.g. "the role is not a superuser".
+        reason: String,
+    },
 }
 
 /// Everything a driver call may use besides its own config.
@@ -201,6 +223,25 @@ pub trait Driver: Send + Sync + Debug {
     /// Changes the component for a drill (only with `Capability::perturb`).
     async fn perturb(&self, _ctx: &Context) -> Result<String> {
         Ok(String::new())
+    }
+
+    /// Reads, changing nothing, what raising a write fence would change (only with
+    /// `Capability::fence`).
+    async fn plan_fence(&self, _ctx: &Context) -> Result<FencePlan> {
+        Ok(FencePlan::Unavailable { reason: format!("the {} driver has no write fence", self.name()) })
+    }
+
+    /// Raises the fence: until [`Driver::unfence`], no write of another client is
+    /// acknowledged, while the driver's own connections still capture and restore.
+    /// Returns how, one line for the record. Safe to run twice.
+    async fn fence(&self, _ctx: &Context, _undo: &serde_json::Value) -> Result<String> {
+        Ok(String::new())
+    }
+
+    /// Lifts the fence, putting back what `undo` recorded. Safe to run twice, and
+    /// after a `fence` that never ran.
+    async fn unfence(&self, _ctx: &Context, _undo: &serde_json::Value) -> Result<()> {
+        Ok(())
     }
 
     /// Frees what the snapshot pinned outside the store (a git tag, an image tag)

@@ -13,12 +13,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::driver::FencePlan;
 use crate::driver::{Context, Discard, Drift};
 use crate::drivers::{InFlight, IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventCallback, EventSink};
 use crate::plan::{Action, Plan, Scope};
-use crate::record::{Record, Status, StepRecord};
+use crate::record::{FenceWindow, Record, Status, StepRecord};
 use crate::snapshot::{Snapshot, SnapshotManifest};
 use crate::stack::Stack;
 
@@ -113,6 +114,30 @@ pub(crate) struct Journal {
     /// Whether `prepare` takes a safety snapshot.
     #[serde(default)]
     safety_wanted: bool,
+    /// Write fences planned or raised and not yet lifted, by component. Journaled
+    /// before a fence is raised, so `resume` and `abandon` lift what a killed run left.
+    #[serde(default)]
+    fences: BTreeMap<String, FenceState>,
+    /// Fences lifted (or that could not be), for the record.
+    #[serde(default)]
+    fence_windows: Vec<FenceWindow>,
+    /// Data components compared with the snapshot right after their restore, before
+    /// their writers were let go (`verification` holds the result).
+    #[serde(default)]
+    verified_before_writers: BTreeSet<String>,
+}
+
+/// A write fence of one component, as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FenceState {
+    /// What lifting it puts back (see [`FencePlan::Ready`]).
+    undo: serde_json::Value,
+    /// How it fences, once raised.
+    #[serde(default)]
+    how: String,
+    /// When it was raised; none while only planned.
+    #[serde(default)]
+    raised_at: Option<DateTime<Utc>>,
 }
 
 fn yes() -> bool {
@@ -153,6 +178,9 @@ impl Journal {
             resumed: false,
             prepared: true,
             safety_wanted: false,
+            fences: BTreeMap::new(),
+            fence_windows: Vec::new(),
+            verified_before_writers: BTreeSet::new(),
         }
     }
 
@@ -340,6 +368,8 @@ impl<'a> Executor<'a> {
     /// restored state nor the safety snapshot. Stopped first, its last write is in
     /// the safety snapshot.
     async fn prepare(&self, j: &mut Journal, snap: &SnapshotManifest) -> Result<()> {
+        let names = j.plan.components.clone();
+        let unfenced = self.raise_fences(j, &names, &snap.id).await?;
         let mut discards = Vec::new();
         for name in &j.plan.components {
             let d = self.stack.driver(name)?;
@@ -381,10 +411,12 @@ impl<'a> Executor<'a> {
                 .components
                 .iter()
                 .any(|c| c.depends_on.contains(name) && j.stopped.contains(&c.name));
-            if self.stack.driver(name)?.capability().shared_data && !writers_stopped {
+            let fenced = j.fences.contains_key(name);
+            if self.stack.driver(name)?.capability().shared_data && !writers_stopped && !fenced {
+                let why = unfenced.get(name).map(|r| format!(" nor fenced ({r})")).unwrap_or_default();
                 j.notes.push(format!(
-                    "writers to `{name}` were not stopped before its safety snapshot: a write made after the safety \
-                     snapshot and before the restore is not kept. Declare the service that writes to it as a \
+                    "writers to `{name}` were not stopped{why} before its safety snapshot: a write made after the \
+                     safety snapshot and before the restore is not kept. Declare the service that writes to it as a \
                      component with depends_on = [\"{name}\"] outside the rollback's scope, and it is stopped first"
                 ));
             }
@@ -392,6 +424,85 @@ impl<'a> Executor<'a> {
         j.prepared = true;
         crate::failpoint::hit("safety-taken");
         Ok(())
+    }
+
+    /// Raises the write fence of each of `names` whose driver has one, journaling what
+    /// lifting it needs before raising it. Returns why each unfenced one was not.
+    async fn raise_fences(
+        &self,
+        j: &mut Journal,
+        names: &[String],
+        snapshot_id: &str,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut unfenced = BTreeMap::new();
+        for name in names {
+            let d = self.stack.driver(name)?;
+            if !d.capability().fence {
+                continue;
+            }
+            let ctx = self.ctx(name, snapshot_id);
+            if !j.fences.contains_key(name) {
+                match d.plan_fence(&ctx).await.map_err(|e| e.with_component(name))? {
+                    FencePlan::Ready { undo } => {
+                        j.fences.insert(name.clone(), FenceState { undo, how: String::new(), raised_at: None });
+                        // Before it is raised: a kill right after leaves a fence that
+                        // `resume` or `abandon` knows how to lift.
+                        self.save(j)?;
+                    }
+                    FencePlan::Unavailable { reason } => {
+                        unfenced.insert(name.clone(), reason);
+                        continue;
+                    }
+                }
+            }
+            let undo = j.fences[name].undo.clone();
+            let how = d.fence(&ctx, &undo).await.map_err(|e| e.with_component(name))?;
+            crate::failpoint::hit("fence-raised");
+            if let Some(st) = j.fences.get_mut(name) {
+                st.how = how.clone();
+                st.raised_at.get_or_insert_with(Utc::now);
+            }
+            self.save(j)?;
+            let mut ev = Event::new("fence_raised", format!("writes to {name} fenced: {how}"));
+            ev.component = Some(name.clone());
+            self.emit(ev);
+        }
+        Ok(unfenced)
+    }
+
+    /// Verifies a data component right after its restore, while its writers are
+    /// still fenced or stopped: what they write once let go is theirs, and would make
+    /// a later comparison with the snapshot fail. The `verify` step reports this
+    /// result. When this comparison cannot run, the `verify` step compares later.
+    async fn verify_before_writers(&self, j: &mut Journal, snap: &SnapshotManifest, component: &str) {
+        let Ok(driver) = self.stack.driver(component) else { return };
+        if !driver.capability().shared_data {
+            return;
+        }
+        let ctx = self.ctx(component, &snap.id);
+        let timeout = self.step_timeout(j, component, Action::Verify);
+        let r = self
+            .counted(component, timeout, driver.verify(&ctx, snap.part_of(component)), || {
+                Error::new(ErrorKind::Timeout, "the comparison did not finish in time")
+            })
+            .await;
+        match r {
+            Ok(d) => {
+                j.verification.insert(component.to_string(), d);
+                j.verified_before_writers.insert(component.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(component, error = %e, "cannot compare right after the restore; the verify step will")
+            }
+        }
+    }
+
+    /// Lifts every fence still up (the end of a rollback, whatever its outcome).
+    async fn lift_fences(&self, j: &mut Journal, snapshot_id: &str) {
+        for name in j.fences.keys().cloned().collect::<Vec<_>>() {
+            lift_fence(self.stack, &self.events, j, &name, snapshot_id).await;
+            let _ = self.save(j);
+        }
     }
 
     /// A failed safety snapshot: the dependents stopped for it are started again and
@@ -528,6 +639,16 @@ impl<'a> Executor<'a> {
                         }
                         crate::failpoint::hit("step-done");
                         j.next += 1;
+                        if step.action == Action::Restore {
+                            self.verify_before_writers(&mut j, &snap, &step.component).await;
+                        }
+                        if step.action == Action::Restore && j.fences.contains_key(&step.component) {
+                            // The step is journaled as done first: a kill before the lift
+                            // leaves a fence for `resume` to lift, never a restore run
+                            // again over writes made after the lift.
+                            let _ = self.save(&j);
+                            lift_fence(self.stack, &self.events, &mut j, &step.component, &snap.id).await;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(component = %step.component, error = %e, "step failed");
@@ -555,7 +676,10 @@ impl<'a> Executor<'a> {
             }
         }
         let status = match j.stage.clone() {
-            Stage::Running => Status::Succeeded,
+            Stage::Running => {
+                self.lift_fences(&mut j, &snap.id).await;
+                Status::Succeeded
+            }
             Stage::Compensating { verify_only: true, .. } => {
                 self.start_stopped(&mut j, &snap).await;
                 Status::Failed
@@ -598,7 +722,10 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Action::Verify => {
-                let d = driver.verify(&ctx, snap.part_of(component)).await?;
+                let d = match j.verification.get(component) {
+                    Some(d) if j.verified_before_writers.contains(component) => d.clone(),
+                    _ => driver.verify(&ctx, snap.part_of(component)).await?,
+                };
                 let ok = d.ok;
                 let diffs = d.differences.join("; ");
                 j.verification.insert(component.to_string(), d);
@@ -611,7 +738,9 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// Lifts the fences still up, then starts the services the rollback stopped.
     async fn start_stopped(&self, j: &mut Journal, snap: &SnapshotManifest) {
+        self.lift_fences(j, &snap.id).await;
         for c in j.stopped.clone() {
             let t = Instant::now();
             let r = match self.stack.driver(&c) {
@@ -643,6 +772,13 @@ impl<'a> Executor<'a> {
         // Undo in the reverse order of the restores.
         for c in j.touched.clone().into_iter().rev() {
             let Some(part) = safety.part(&c) else { continue };
+            if let Err(e) = self.fence_for_compensation(j, &c, &safety).await {
+                j.notes.push(format!(
+                    "`{c}` was put back without a write fence ({}): a write made while it was being put back may be \
+                     lost",
+                    e.redacted(&self.stack.config().redactor)
+                ));
+            }
             let t = Instant::now();
             let driver = self.stack.driver(&c)?;
             let ctx = self.ctx(&c, &safety.id);
@@ -697,7 +833,57 @@ impl<'a> Executor<'a> {
         Ok(if all_ok { Status::Compensated } else { Status::Failed })
     }
 
-    fn finish_interrupted(&self, j: Journal) -> Result<Record> {
+    /// Before a component whose fence was lifted after its restore is put back from
+    /// the safety snapshot: fences it again, and keeps in a snapshot of its own what
+    /// its clients wrote since, which putting it back throws away.
+    async fn fence_for_compensation(&self, j: &mut Journal, c: &str, safety: &SnapshotManifest) -> Result<()> {
+        let driver = self.stack.driver(c)?;
+        if !driver.capability().fence || j.fences.contains_key(c) {
+            return Ok(());
+        }
+        let names = [c.to_string()];
+        if self.raise_fences(j, &names, &safety.id).await?.contains_key(c) {
+            return Ok(());
+        }
+        if !driver.capability().discard_report {
+            return Ok(());
+        }
+        let part = safety.part_of(c);
+        let mut discards = driver.discards(&self.ctx(c, &safety.id), part).await?;
+        if discards.iter().all(|d| d.changes == 0) {
+            return Ok(());
+        }
+        let kept = self
+            .stack
+            .capture(
+                Some(format!("before compensating {c} in {}", j.rollback_id)),
+                names.to_vec(),
+                Some(j.rollback_id.clone()),
+                &self.events,
+            )
+            .await?;
+        for d in &mut discards {
+            d.target = format!("{} (written after the restore)", d.target);
+            d.kept_in_safety_snapshot = true;
+        }
+        j.notes.push(format!(
+            "what was written to `{c}` after its restore and before it was put back is kept in snapshot {}",
+            kept.id
+        ));
+        j.discarded.extend(discards);
+        self.save(j)
+    }
+
+    fn finish_interrupted(&self, mut j: Journal) -> Result<Record> {
+        for (name, st) in &j.fences {
+            if st.raised_at.is_some() {
+                j.notes.push(format!(
+                    "writes to `{name}` stay fenced ({}) until `rollback resume {id}` or `rollback abandon {id}`",
+                    st.how,
+                    id = j.rollback_id
+                ));
+            }
+        }
         let r = record_of(&j, Status::Interrupted);
         self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, Status::Interrupted, e))?;
         self.emit(Event::new("finished", "interrupted; `rollback resume` finishes it"));
@@ -735,6 +921,48 @@ impl<'a> Executor<'a> {
         self.emit(e);
         Ok(r)
     }
+}
+
+/// Lifts one component's fence, trying a few times (a fence left up refuses every
+/// write), and records its window. Does not save the journal.
+async fn lift_fence(stack: &Stack, events: &EventSink, j: &mut Journal, name: &str, snapshot_id: &str) {
+    let Some(st) = j.fences.get(name).cloned() else { return };
+    let mut ctx = stack.context(name, snapshot_id);
+    ctx.events = events.clone();
+    let mut result = Ok(());
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        result = match stack.driver(name) {
+            Ok(d) => d.unfence(&ctx, &st.undo).await,
+            Err(e) => Err(e),
+        };
+        if result.is_ok() {
+            break;
+        }
+    }
+    j.fences.remove(name);
+    let Some(raised_at) = st.raised_at else {
+        return;
+    };
+    let window_ms = (Utc::now() - raised_at).num_milliseconds().max(0) as u64;
+    let error = result.err().map(|e| {
+        let e = e.redacted(&stack.config().redactor);
+        tracing::error!(component = name, error = %e, "cannot lift the write fence");
+        format!("{e}; lift it by hand (the fence: {})", st.how)
+    });
+    let mut ev = Event::new(
+        "fence_lifted",
+        match &error {
+            None => format!("writes to {name} accepted again after {window_ms} ms"),
+            Some(e) => format!("the fence on {name} could not be lifted: {e}"),
+        },
+    );
+    ev.component = Some(name.to_string());
+    ev.duration_ms = Some(window_ms);
+    events.emit(ev);
+    j.fence_windows.push(FenceWindow { component: name.to_string(), how: st.how, window_ms, error });
 }
 
 /// `a, b`, or `none`.
@@ -779,6 +1007,7 @@ pub(crate) fn record_of(j: &Journal, status: Status) -> Record {
         error,
         resumed: j.resumed,
         notes: j.notes.clone(),
+        fences: j.fence_windows.clone(),
     }
 }
 
@@ -844,7 +1073,12 @@ pub(crate) fn unfinished(stack: &Stack) -> Result<Vec<(String, String, Option<St
 
 /// Gives up an unfinished rollback: its journal is closed and a `failed` record says
 /// what it had changed and what is still stopped. Nothing is put back.
-pub(crate) fn abandon(stack: &Stack, mut j: Journal) -> Result<Record> {
+pub(crate) async fn abandon(stack: &Stack, mut j: Journal) -> Result<Record> {
+    // A fence left up refuses every write: lifted whatever else is left.
+    let snapshot_id = j.snapshot_id.clone();
+    for name in j.fences.keys().cloned().collect::<Vec<_>>() {
+        lift_fence(stack, &EventSink::default(), &mut j, &name, &snapshot_id).await;
+    }
     let restored: Vec<String> = j.touched.clone();
     let stopped = j.stopped.clone();
     let position = j.position();

@@ -46,13 +46,13 @@ pub mod testkit;
 
 pub use config::{ComponentConfig, DriverOptions, Rto, StackConfig};
 pub use decision::{assess, Assessment, DataImpact, Decision, Severity, Symptoms, Thresholds};
-pub use driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+pub use driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver, FencePlan};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventCallback};
 pub use exec::{CancelToken, RollbackOptions};
 pub use health::{HealthCheck, HealthKind, HealthResult};
 pub use plan::{Action, Plan, RollbackPlan, Scope, Step};
-pub use record::{Record, Status, StepRecord};
+pub use record::{FenceWindow, Record, Status, StepRecord};
 pub use registry::{DriverEnv, DriverFactory, Registry};
 pub use secret::Redactor;
 pub use snapshot::{Part, Snapshot, SnapshotManifest};

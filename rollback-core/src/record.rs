@@ -101,6 +101,24 @@ pub struct Record {
     /// Free-form notes (drill perturbations, stashed changes...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The write fences held while data components were put back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fences: Vec<FenceWindow>,
+}
+
+/// A write fence a rollback held on a component: writes of other clients were
+/// refused from its start to its end, so none was acknowledged and then lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FenceWindow {
+    /// Component.
+    pub component: String,
+    /// How, e.g. "connection limit 0 on database `app`; 2 sessions ended".
+    pub how: String,
+    /// From raising the fence to lifting it.
+    pub window_ms: u64,
+    /// Set when the fence could not be lifted: what failed, and how to lift it by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Record {
@@ -172,6 +190,16 @@ impl Record {
                     d.amount(),
                     if d.kept_in_safety_snapshot { " — kept in the safety snapshot" } else { " — **not kept**" }
                 ));
+            }
+        }
+        if !self.fences.is_empty() {
+            s.push_str("\n## Write fences\n\n");
+            for f in &self.fences {
+                s.push_str(&format!("- {}: {} for {}", f.component, f.how, fmt_ms(f.window_ms)));
+                match &f.error {
+                    Some(e) => s.push_str(&format!(" — **not lifted**: {e}\n")),
+                    None => s.push('\n'),
+                }
             }
         }
         s.push_str("\n## Verification\n\n");

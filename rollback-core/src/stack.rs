@@ -413,7 +413,7 @@ impl Stack {
         if !exec::unfinished_journals(self)?.iter().any(|u| u.rollback_id() == j.rollback_id()) {
             return Err(Error::config(format!("rollback {rollback_id} is finished; there is nothing to abandon")));
         }
-        exec::abandon(self, j).map_err(|e| self.redact(e))
+        exec::abandon(self, j).await.map_err(|e| self.redact(e))
     }
 
     /// Finishes a rollback interrupted by a crash, kill or cancel, from its journal.

@@ -759,3 +759,129 @@ async fn preflight_refuses_a_trigger_name_taken_outside_the_tables() {
     assert_eq!(n, Some(1), "nothing was restored");
     db.drop_all().await;
 }
+
+/// A writer the rollback does not know about (no component stops it) inserts one
+/// row at a time as an ordinary account, reconnecting after each error, through a
+/// rollback: every write it was told succeeded is in the restored database or in
+/// the safety snapshot, and the server is writable again afterwards.
+async fn an_unknown_writer_loses_no_acknowledged_write(strategy: &str) {
+    let (db, mut c) = TestDb::new(&format!("fence{strategy}")).await;
+    let user = TestUser(format!("rbw_{:08x}", rand::random::<u32>()));
+    let user = &user.0;
+    c.query_drop(format!(
+        "CREATE USER '{user}'@'%'; CREATE USER '{user}'@'localhost'; \
+         GRANT SELECT, INSERT ON `{d}`.* TO '{user}'@'%'; GRANT SELECT, INSERT ON `{d}`.* TO '{user}'@'localhost'",
+        d = db.name
+    ))
+    .await
+    .unwrap();
+    c.query_drop("CREATE TABLE trades (id BIGINT PRIMARY KEY, note VARCHAR(200))").await.unwrap();
+    c.query_drop("INSERT INTO trades SELECT seq, REPEAT('x', 200) FROM seq_1_to_60000").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = stack(dir.path(), &component(&db.name, strategy, ""));
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let wurl = format!("mysql://{user}@127.0.0.1:3306/{}", db.name);
+    let (a, r, st) = (acked.clone(), refused.clone(), stop.clone());
+    let writer = tokio::spawn(async move {
+        let mut id = 1_000_000i64;
+        let mut conn: Option<Conn> = None;
+        while !st.load(Ordering::SeqCst) {
+            if conn.is_none() {
+                match Conn::new(mysql_async::Opts::from_url(&wurl).unwrap()).await {
+                    Ok(x) => conn = Some(x),
+                    Err(_) => {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+            }
+            id += 1;
+            match conn.as_mut().unwrap().exec_drop("INSERT INTO trades (id) VALUES (?)", (id,)).await {
+                Ok(()) => a.lock().unwrap().push(id),
+                Err(_) => {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    conn = None;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    });
+    let len = || acked.lock().unwrap().len();
+    let t0 = std::time::Instant::now();
+    while len() < 50 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the writer cannot write before the rollback");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rec = s.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    let after = len();
+    let t = std::time::Instant::now();
+    while len() < after + 20 && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    let fence = rec.fences.iter().find(|f| f.component == "db").unwrap_or_else(|| panic!("{}", rec.to_json()));
+    assert!(fence.error.is_none() && fence.how.contains("read-only"), "{fence:?}");
+    assert!(refused.load(Ordering::SeqCst) > 0, "the fence refused the writer at least once");
+    assert!(acked.len() >= after + 20, "the writer writes again once the fence is lifted");
+    // Fences take turns on the lock: holding it, no other test's fence is up.
+    let got: Option<u8> = c.query_first("SELECT GET_LOCK('rollback_write_fence', 120)").await.unwrap();
+    assert_eq!(got, Some(1));
+    let read_only: Option<u8> = c.query_first("SELECT @@GLOBAL.read_only").await.unwrap();
+    c.query_drop("DO RELEASE_LOCK('rollback_write_fence')").await.unwrap();
+    assert_eq!(read_only, Some(0), "the fence is lifted");
+
+    let ids = |rows: Vec<i64>| rows.into_iter().collect::<std::collections::BTreeSet<_>>();
+    let now = ids(c.query("SELECT id FROM trades").await.unwrap());
+    let back = s.rollback(rec.safety_snapshot_id.as_deref().unwrap(), RollbackOptions::default()).await.unwrap();
+    assert_eq!(back.status, Status::Succeeded, "{}", back.to_json());
+    let kept = ids(c.query("SELECT id FROM trades").await.unwrap());
+    let lost: Vec<_> = acked.iter().filter(|i| !now.contains(i) && !kept.contains(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes in neither the database nor the safety snapshot: {lost:?}",
+        lost.len()
+    );
+    for p in snap.parts.iter().chain(s.resolve(rec.safety_snapshot_id.as_deref().unwrap()).unwrap().parts.iter()) {
+        for k in ["snapshot_schema", "ready_schema"] {
+            if let Some(x) = p.state[k].as_str() {
+                c.query_drop(format!("DROP DATABASE IF EXISTS `{x}`")).await.unwrap();
+            }
+        }
+    }
+    db.drop_all().await;
+}
+
+/// An account of the test's, dropped at the end whatever happens.
+struct TestUser(String);
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let user = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut root = Conn::new(mysql_async::Opts::from_url(&base_url()).unwrap()).await.unwrap();
+                let _ = root.query_drop(format!("DROP USER IF EXISTS '{user}'@'%', '{user}'@'localhost'")).await;
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn dump_restore_fences_writers_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("dump").await;
+}
+
+#[tokio::test]
+async fn fast_restore_fences_writers_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("fast").await;
+}

@@ -880,3 +880,216 @@ async fn fast_restore_run_again_after_its_swap_committed_leaves_the_snapshot() {
     driver.restore(&ctx, &snap.parts[0]).await.unwrap();
     assert_eq!(contents(&db.client().await, TABLES).await, before);
 }
+
+/// Writes one row at a time as an ordinary role, as a trading service would,
+/// reconnecting after every error; logs each write the server acknowledged.
+struct Writer {
+    acked: Arc<std::sync::Mutex<Vec<i64>>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(url: String) -> Writer {
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, r, s) = (acked.clone(), refused.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut id = 1_000_000i64;
+            let mut client: Option<Client> = None;
+            while !s.load(Ordering::SeqCst) {
+                if client.is_none() {
+                    match tokio_postgres::connect(&url, NoTls).await {
+                        Ok((c, conn)) => {
+                            tokio::spawn(conn);
+                            client = Some(c);
+                        }
+                        Err(_) => {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                }
+                let c = client.as_ref().unwrap();
+                id += 1;
+                match c.execute("INSERT INTO trades (id) VALUES ($1)", &[&id]).await {
+                    Ok(_) => a.lock().unwrap().push(id),
+                    Err(_) => {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        client = None;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+        Writer { acked, refused, stop, task }
+    }
+
+    async fn acked_len(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn finish(self) -> (Vec<i64>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        (acked, self.refused.load(Ordering::SeqCst))
+    }
+}
+
+async fn trade_ids(c: &Client) -> std::collections::BTreeSet<i64> {
+    c.query("SELECT id FROM trades", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+/// A writer the rollback does not know about (no component stops it) inserts all
+/// through a rollback: each write it was told succeeded is in the restored database
+/// or in the safety snapshot, for both strategies.
+async fn an_unknown_writer_loses_no_acknowledged_write(strategy: &str) {
+    let db = TestDb::new(&format!("fence{strategy}")).await;
+    let role = TestRole::new().await;
+    let role = &role.0;
+    let admin = connect("postgres").await;
+    let c = db.client().await;
+    c.batch_execute(&format!(
+        "CREATE TABLE trades (id bigint PRIMARY KEY, note text);
+         INSERT INTO trades SELECT g, repeat('x', 200) FROM generate_series(1, 60000) g;
+         GRANT INSERT, SELECT ON trades TO \"{role}\";"
+    ))
+    .await
+    .unwrap();
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), &format!("strategy = \"{strategy}\""));
+    let snap = snap(&s).await;
+    let writer_url = format!("postgres://{role}@127.0.0.1:5432/{}", db.name);
+    let w = Writer::start(writer_url);
+    let t0 = std::time::Instant::now();
+    while w.acked_len().await < 50 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the writer cannot write before the rollback");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    // Writes go on after the rollback: they must land in the restored database.
+    let after = w.acked_len().await;
+    let t = std::time::Instant::now();
+    while w.acked_len().await < after + 20 && t.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (acked, refused) = w.finish().await;
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let fence = r.fences.iter().find(|f| f.component == "db").unwrap_or_else(|| panic!("{}", r.to_json()));
+    assert!(fence.error.is_none() && fence.how.contains("connection limit 0"), "{fence:?}");
+    assert!(refused > 0, "the fence refused the writer at least once");
+    assert!(acked.len() > after + 19, "the writer writes again once the fence is lifted");
+    assert!(!r.notes.iter().any(|n| n.contains("were not stopped")), "{:?}", r.notes);
+
+    let now = trade_ids(&db.client().await).await;
+    let s2 = pg_stack(&dir, &db.url(), &format!("strategy = \"{strategy}\""));
+    let back = s2.rollback(r.safety_snapshot_id.as_deref().unwrap(), opts(Scope::Complete)).await.unwrap();
+    assert_eq!(back.status, Status::Succeeded, "{}", back.to_json());
+    let kept = trade_ids(&db.client().await).await;
+    let lost: Vec<_> = acked.iter().filter(|i| !now.contains(i) && !kept.contains(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes in neither the database nor the safety snapshot: {lost:?}",
+        lost.len()
+    );
+    // The fence is lifted: the database takes connections as before.
+    let limit: i32 =
+        admin.query_one("SELECT datconnlimit FROM pg_database WHERE datname = $1", &[&db.name]).await.unwrap().get(0);
+    assert_eq!(limit, -1);
+}
+
+/// An ordinary login role, dropped at the end (after the databases it has grants in).
+struct TestRole(String);
+
+impl TestRole {
+    async fn new() -> TestRole {
+        let role = format!("rbw_{}_{:06x}", std::process::id(), rand_u32() & 0xff_ffff);
+        connect("postgres").await.batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN")).await.unwrap();
+        TestRole(role)
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        let role = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let c = connect("postgres").await;
+                for db in c.query("SELECT datname::text FROM pg_database WHERE datallowconn", &[]).await.unwrap() {
+                    let db: String = db.get(0);
+                    if let Ok((c, conn)) = tokio_postgres::connect(&url(&db), NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = c.batch_execute(&format!("DROP OWNED BY \"{role}\"")).await;
+                    }
+                }
+                let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\"")).await;
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn dump_restore_fences_writers_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("dump").await;
+}
+
+#[tokio::test]
+async fn fast_restore_fences_writers_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("fast").await;
+}
+
+/// A rollback whose health gate fails after the restore is compensated while a
+/// writer it does not know about writes on: what the writer wrote after the restore
+/// is kept in a snapshot of its own before the safety snapshot is put back, so every
+/// acknowledged write is in the database or in one of the two snapshots.
+#[tokio::test]
+async fn compensation_keeps_what_was_written_after_the_restore() {
+    let db = TestDb::new("fencecomp").await;
+    let role = TestRole::new().await;
+    let c = db.client().await;
+    c.batch_execute(&format!(
+        "CREATE TABLE trades (id bigint PRIMARY KEY, note text);
+         INSERT INTO trades SELECT g, 'x' FROM generate_series(1, 1000) g;
+         GRANT INSERT, SELECT ON trades TO \"{}\";",
+        role.0
+    ))
+    .await
+    .unwrap();
+    let (_t, dir) = tmp();
+    let health = "health = [{ command = [\"sh\", \"-c\", \"sleep 0.5; exit 1\"], timeout = \"3s\" }]";
+    let s = pg_stack(&dir, &db.url(), health);
+    let snap = snap(&s).await;
+    let w = Writer::start(format!("postgres://{}@127.0.0.1:5432/{}", role.0, db.name));
+    let t0 = std::time::Instant::now();
+    while w.acked_len().await < 50 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the writer cannot write before the rollback");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    let (acked, _) = w.finish().await;
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert_eq!(r.fences.len(), 2, "fenced for the restore and again for the compensation: {}", r.to_json());
+    let note = r.notes.iter().find(|n| n.contains("after its restore")).unwrap_or_else(|| panic!("{:?}", r.notes));
+    let kept_id = note.rsplit(' ').next().unwrap().to_string();
+    assert!(
+        r.discarded.iter().any(|d| d.target.contains("written after the restore") && d.changes > 0),
+        "{:?}",
+        r.discarded
+    );
+
+    let mut found = trade_ids(&db.client().await).await;
+    let plain = pg_stack(&dir, &db.url(), "");
+    for id in [r.safety_snapshot_id.clone().unwrap(), kept_id] {
+        let back = plain.rollback(&id, opts(Scope::Complete)).await.unwrap();
+        assert_eq!(back.status, Status::Succeeded, "{}", back.to_json());
+        found.extend(trade_ids(&db.client().await).await);
+    }
+    let lost: Vec<_> = acked.iter().filter(|i| !found.contains(i)).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes kept nowhere: {lost:?}", lost.len());
+}

@@ -1,6 +1,7 @@
 #![doc = include_str!("docs.md")]
 
 mod catalog;
+mod fence;
 mod sql;
 
 use std::collections::BTreeSet;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::ComponentConfig;
-use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver, FencePlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::DriverEnv;
 use crate::secret::{redact_url_passwords, Redactor};
@@ -63,6 +64,9 @@ pub struct MysqlConfig {
     /// server refuses it). Default `false`: prepared multi-row INSERTs, as fast within
     /// noise on MariaDB 10.11 here, and needing no `local_infile` on the server.
     pub load_data: Option<bool>,
+    /// Fence writers while the database is put back (default `true`): the server is
+    /// made read-only for accounts without READ_ONLY ADMIN or SUPER, for the window.
+    pub fence: Option<bool>,
 }
 
 impl std::fmt::Debug for MysqlConfig {
@@ -174,6 +178,9 @@ pub struct MysqlDriver {
     tables: Option<Vec<String>>,
     parallel: usize,
     load_data: bool,
+    fence: bool,
+    /// The session holding the write fence's lock (see `fence.rs`).
+    fence_session: tokio::sync::Mutex<Option<Conn>>,
     redactor: Redactor,
 }
 
@@ -225,6 +232,8 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         tables: cfg.tables,
         parallel: cfg.parallel.unwrap_or(2).clamp(1, 16),
         load_data: cfg.load_data.unwrap_or(false),
+        fence: cfg.fence.unwrap_or(true),
+        fence_session: Default::default(),
         redactor: env.redactor.clone(),
     }))
 }
@@ -1060,8 +1069,21 @@ impl Driver for MysqlDriver {
             discard_report: true,
             perturb: true,
             idempotent_restore: true,
+            fence: true,
             ..Default::default()
         }
+    }
+
+    async fn plan_fence(&self, ctx: &Context) -> Result<FencePlan> {
+        self.plan_write_fence().await.map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn fence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<String> {
+        self.raise_write_fence(undo).await.map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn unfence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<()> {
+        self.lift_write_fence(undo).await.map_err(|e| e.with_component(&ctx.component))
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {

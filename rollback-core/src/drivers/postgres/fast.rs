@@ -18,7 +18,7 @@ use crate::driver::{Captured, Context, Discard, Drift};
 use crate::error::{Error, ErrorKind, Result};
 use crate::snapshot::Part;
 
-const MAINTENANCE_DB: &str = "postgres";
+pub(super) const MAINTENANCE_DB: &str = "postgres";
 const ATTEMPTS: u32 = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ mod catalog;
 mod conn;
 mod dump;
 mod fast;
+mod fence;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ComponentConfig;
-use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver, FencePlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::DriverEnv;
 use crate::secret::redact_url_passwords;
@@ -56,6 +57,10 @@ pub struct PostgresConfig {
     /// A file holding the password (its first line), when the url has none.
     #[serde(default)]
     pub password_file: Option<String>,
+    /// Fence the database's writers while it is put back (default `true`): a
+    /// connection limit of 0 and the other sessions ended. Needs a superuser.
+    #[serde(default)]
+    pub fence: Option<bool>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -80,6 +85,9 @@ pub struct PostgresDriver {
     scope: Scope,
     pg_dump: String,
     jobs: usize,
+    fence: bool,
+    /// The session holding the write fence's turn (see `fence.rs`).
+    fence_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
@@ -122,6 +130,8 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         scope,
         pg_dump: cfg.pg_dump.unwrap_or_else(|| "pg_dump".into()),
         jobs: cfg.jobs.unwrap_or(2).clamp(1, 16),
+        fence: cfg.fence.unwrap_or(true),
+        fence_session: Default::default(),
     }))
 }
 
@@ -244,8 +254,21 @@ impl Driver for PostgresDriver {
             discard_report: true,
             perturb: true,
             idempotent_restore: true,
+            fence: true,
             ..Capability::default()
         }
+    }
+
+    async fn plan_fence(&self, ctx: &Context) -> Result<FencePlan> {
+        fence::plan(self).await.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn fence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<String> {
+        fence::raise(self, undo).await.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn unfence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<()> {
+        fence::lift(self, undo).await.map_err(|e| self.err(ctx, e))
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
