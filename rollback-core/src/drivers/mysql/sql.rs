@@ -30,8 +30,13 @@ pub(super) fn lit(s: &str) -> String {
 /// The schema as compared by verify: `SHOW CREATE TABLE` without the counter that
 /// moves with every insert.
 pub(super) fn normalize_create(create: &str) -> String {
+    // Only in the table options after the column list: a quoted name or comment
+    // may hold anything.
+    let split = top_level_newlines(create).into_iter().rev().find(|&i| create[i..].starts_with("\n)"));
+    let (head, tail) = create.split_at(split.unwrap_or(0));
     let mut out = String::with_capacity(create.len());
-    let mut rest = create;
+    out.push_str(head);
+    let mut rest = tail;
     while let Some(i) = rest.find(" AUTO_INCREMENT=") {
         out.push_str(&rest[..i]);
         let after = &rest[i + " AUTO_INCREMENT=".len()..];
@@ -53,15 +58,56 @@ pub(super) struct SplitCreate {
     pub foreign_keys: Vec<String>,
 }
 
+/// Byte offsets of the line breaks of a `SHOW CREATE` text that are outside quoted
+/// names (`` ` ``), strings (`'`, `"`) and so separate its items: a column may be
+/// named with a line break in it, and a comment or default may hold one.
+fn top_level_newlines(s: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut quote: Option<u8> = None;
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            None => match c {
+                b'`' | b'\'' | b'"' => quote = Some(c),
+                b'\n' => out.push(i),
+                _ => {}
+            },
+            Some(qc) => {
+                if c == b'\\' && qc != b'`' {
+                    i += 1; // an escaped character inside a string
+                } else if c == qc {
+                    if b.get(i + 1) == Some(&qc) {
+                        i += 1; // a doubled quote stays inside
+                    } else {
+                        quote = None;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 pub(super) fn split_create(create: &str, table: &str, new_db: &str, new_name: &str) -> Option<SplitCreate> {
     let head = format!("CREATE TABLE {} (\n", q(table));
     let body_start = create.strip_prefix(&head)?;
-    let close = body_start.rfind("\n)")?;
+    let breaks = top_level_newlines(body_start);
+    let close = *breaks.iter().rev().find(|&&i| body_start[i..].starts_with("\n)"))?;
     let (body, tail) = (&body_start[..close], &body_start[close + 1..]);
     let mut keep = Vec::new();
     let mut indexes = Vec::new();
     let mut foreign_keys = Vec::new();
-    for line in body.split('\n') {
+    let mut lines = Vec::new();
+    let mut from = 0;
+    for &i in breaks.iter().filter(|&&i| i < close) {
+        lines.push(&body[from..i]);
+        from = i + 1;
+    }
+    lines.push(&body[from..]);
+    for line in lines {
         let item = line.trim_end().trim_end_matches(',').trim_start();
         if item.starts_with("KEY `") || item.starts_with("UNIQUE KEY `") {
             indexes.push(item.to_string());
@@ -164,5 +210,23 @@ mod tests {
         assert!(s.create.contains("PRIMARY KEY (`id`)\n) ENGINE"), "{}", s.create);
         assert!(!normalize_create(c).contains("AUTO_INCREMENT=42"));
         assert!(normalize_create(c).contains("NOT NULL AUTO_INCREMENT,"));
+    }
+
+    #[test]
+    fn line_breaks_inside_names_and_strings_stay_where_they_are() {
+        let c = "CREATE TABLE `t\n)` (\n  `col\n  umn ``x``,` int(11) NOT NULL,\n  `v` text DEFAULT 'a\n)b' COMMENT 'it''s\n  KEY `no`',\n  PRIMARY KEY (`col\n  umn ``x``,`)\n) ENGINE=InnoDB AUTO_INCREMENT=7";
+        let s = split_create(c, "t\n)", "db", "_new").unwrap();
+        assert!(s.indexes.is_empty(), "{:?}", s.indexes);
+        assert!(
+            s.create.contains("  `col\n  umn ``x``,` int(11) NOT NULL,\n  `v` text DEFAULT 'a\n)b'"),
+            "{}",
+            s.create
+        );
+        assert!(
+            s.create.ends_with("PRIMARY KEY (`col\n  umn ``x``,`)\n) ENGINE=InnoDB AUTO_INCREMENT=7"),
+            "{}",
+            s.create
+        );
+        assert_eq!(normalize_create(c), c.replace(" AUTO_INCREMENT=7", ""));
     }
 }
