@@ -249,8 +249,10 @@ WITH RECURSIVE inside(classid, objid) AS (
      WHERE d.objsubid = 0
        AND (x.classid = 'pg_namespace'::regclass OR d.deptype IN ('a', 'i', 'e'))
        AND d.classid NOT IN ('pg_publication_rel'::regclass, 'pg_publication_namespace'::regclass)
+       -- pg_identify_object gives the schema quoted as an identifier.
        AND (cardinality($2::text[]) = 0
-            OR coalesce((pg_identify_object(d.classid, d.objid, 0)).schema = ANY($2 || 'pg_toast'::text), true))
+            OR coalesce((pg_identify_object(d.classid, d.objid, 0)).schema
+                        = ANY(ARRAY(SELECT quote_ident(s) FROM unnest($2::text[]) s) || 'pg_toast'::text), true))
 ), outside AS (
     SELECT d.classid, d.objid, d.objsubid,
            pg_describe_object(d.refclassid, d.refobjid, 0) AS depends_on
@@ -272,6 +274,14 @@ SELECT pg_describe_object(o.classid, o.objid, o.objsubid),
  GROUP BY o.classid, o.objid, o.objsubid
  ORDER BY 1";
 
+/// `"we""ird"` → `we"ird`: a name as `quote_ident` gave it, as it is stored.
+fn unquote_ident(s: &str) -> String {
+    match s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => s.to_string(),
+    }
+}
+
 /// Objects outside the scope that a restore's `DROP … CASCADE` would silently remove.
 pub(super) async fn outside_dependents(client: &Client, scope: &Scope, rels: &[Rel]) -> Result<Vec<OutsideDependent>> {
     let (oids, schemas): (Vec<u32>, Vec<String>) = match scope {
@@ -288,7 +298,7 @@ pub(super) async fn outside_dependents(client: &Client, scope: &Scope, rels: &[R
         .map(|r| OutsideDependent {
             object: r.get::<_, Option<String>>(0).unwrap_or_default(),
             depends_on: r.get::<_, Option<String>>(1).unwrap_or_default(),
-            schema: r.get(2),
+            schema: r.get::<_, Option<String>>(2).map(|s| unquote_ident(&s)),
         })
         .collect())
 }
