@@ -298,6 +298,14 @@ fn num(v: &Value) -> Option<u64> {
     }
 }
 
+/// Whether a column's `EXTRA` says it is generated: computed by the server, so not
+/// captured nor loaded. MySQL 8 marks a column whose *default* is an expression
+/// (`DEFAULT CURRENT_TIMESTAMP`, `DEFAULT (uuid())`) `DEFAULT_GENERATED`: that one
+/// holds data like any other.
+fn is_generated(extra: &str) -> bool {
+    extra.to_ascii_uppercase().split_whitespace().any(|w| matches!(w, "GENERATED" | "VIRTUAL" | "PERSISTENT" | "STORED"))
+}
+
 /// MariaDB or MySQL, and the major version: a dump moves only within one of these.
 fn flavor(version: &str) -> (String, String) {
     let kind = if version.to_ascii_lowercase().contains("mariadb") { "MariaDB" } else { "MySQL" };
@@ -500,11 +508,7 @@ impl MysqlDriver {
             .await?;
         Ok(rows
             .iter()
-            .filter(|r| {
-                let extra = r.get(1).map(text).unwrap_or_default().to_ascii_uppercase();
-                // Generated columns are computed by the server; they cannot be loaded.
-                !(extra.contains("GENERATED") || extra.contains("PERSISTENT") || extra.contains("VIRTUAL"))
-            })
+            .filter(|r| !is_generated(&r.get(1).map(text).unwrap_or_default()))
             .filter_map(|r| r.first().map(text))
             .collect())
     }
@@ -1382,5 +1386,28 @@ impl Driver for MysqlDriver {
             (false, _) => format!("TLS ({cipher}), server certificate not verified"),
         };
         Ok(format!("{v} at {}: {} ({} tables); {tls}", self.target, self.scope_word(), t.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_generated;
+
+    #[test]
+    fn only_generated_columns_are_left_out_not_expression_defaults() {
+        for extra in ["VIRTUAL GENERATED", "STORED GENERATED", "PERSISTENT", "VIRTUAL", "stored generated"] {
+            assert!(is_generated(extra), "{extra}");
+        }
+        // MySQL 8: a DEFAULT CURRENT_TIMESTAMP or DEFAULT (expr) column holds data.
+        for extra in [
+            "",
+            "auto_increment",
+            "DEFAULT_GENERATED",
+            "DEFAULT_GENERATED on update CURRENT_TIMESTAMP",
+            "on update current_timestamp()",
+            "INVISIBLE",
+        ] {
+            assert!(!is_generated(extra), "{extra}");
+        }
     }
 }
