@@ -626,3 +626,98 @@ fn a_rollback_killed_with_its_write_fence_up_is_lifted_by_resume_or_abandon() {
         psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
     }
 }
+
+/// A tmpfs of a few hundred KiB, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "this test mounts a tmpfs (it needs root): {}", String::from_utf8_lossy(&o.stderr));
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Fills what is left of it.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0x5au8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn unfill(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The store on a full disk: a snapshot that does not fit, a rollback whose journal
+/// cannot be written, and one whose safety snapshot does not fit. Each is an error
+/// naming the full disk; none changes the stack, leaves temporary files or lists a
+/// snapshot it could not finish; with room again, the same commands work.
+#[test]
+fn a_full_disk_is_an_error_that_changes_nothing_and_leaves_nothing_behind() {
+    let (_t, d) = tmp();
+    let disk = SmallDisk::mount(&d.join("store"), "768k");
+    write(
+        &d.join("rollback.toml"),
+        "[store]\npath = \"store\"\n\n[[component]]\nname = \"data\"\ndriver = \"files\"\npaths = [\"data\"]\n",
+    );
+    write(&d.join("data/orders.json"), "{\"orders\": 1}\n");
+    let snap = snapshot(&d);
+    let tmp_files = || std::fs::read_dir(d.join("store/tmp")).map(|r| r.count()).unwrap_or(0);
+    let listed = || {
+        let o = run(&d, &["--json", "list"]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap().len()
+    };
+
+    // A snapshot bigger than the disk: random bytes do not compress.
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(d.join("data/big.bin"), &big).unwrap();
+    let o = run(&d, &["snapshot"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"), "{}", text(&o));
+    assert_eq!(tmp_files(), 0, "no partial artifact is left");
+    assert_eq!(listed(), 1, "only the finished snapshot is listed");
+    std::fs::remove_file(d.join("data/big.bin")).unwrap();
+
+    // A rollback whose journal cannot be written: nothing changes.
+    write(&d.join("data/orders.json"), "{\"orders\": 2}\n");
+    disk.fill();
+    let o = run(&d, &["rollback", &snap, "--yes"]);
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(d.join("data/orders.json")).unwrap(), "{\"orders\": 2}\n");
+    disk.unfill();
+
+    // A safety snapshot that does not fit: nothing is restored, no rollback is left
+    // unfinished.
+    std::fs::write(d.join("data/big.bin"), &big).unwrap();
+    let o = run(&d, &["rollback", &snap, "--yes"]);
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"), "{}", text(&o));
+    assert!(d.join("data/big.bin").exists(), "nothing was restored");
+    assert_eq!(tmp_files(), 0);
+    let c = run(&d, &["--json", "check"]);
+    let c: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert!(c["unfinished_rollbacks"].as_array().unwrap().is_empty(), "{c}");
+
+    // Room again: the rollback runs.
+    std::fs::remove_file(d.join("data/big.bin")).unwrap();
+    write(&d.join("data/orders.json"), "{\"orders\": 3}\n");
+    let o = run(&d, &["rollback", &snap, "--yes"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(d.join("data/orders.json")).unwrap(), "{\"orders\": 1}\n");
+    drop(disk);
+}

@@ -303,7 +303,10 @@ fn num(v: &Value) -> Option<u64> {
 /// (`DEFAULT CURRENT_TIMESTAMP`, `DEFAULT (uuid())`) `DEFAULT_GENERATED`: that one
 /// holds data like any other.
 fn is_generated(extra: &str) -> bool {
-    extra.to_ascii_uppercase().split_whitespace().any(|w| matches!(w, "GENERATED" | "VIRTUAL" | "PERSISTENT" | "STORED"))
+    extra
+        .to_ascii_uppercase()
+        .split_whitespace()
+        .any(|w| matches!(w, "GENERATED" | "VIRTUAL" | "PERSISTENT" | "STORED"))
 }
 
 /// MariaDB or MySQL, and the major version: a dump moves only within one of these.
