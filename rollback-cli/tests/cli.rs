@@ -721,3 +721,216 @@ fn a_full_disk_is_an_error_that_changes_nothing_and_leaves_nothing_behind() {
     assert_eq!(std::fs::read_to_string(d.join("data/orders.json")).unwrap(), "{\"orders\": 1}\n");
     drop(disk);
 }
+
+fn mysql_cli(sql: &str) -> String {
+    let o = Command::new("mysql")
+        .args(["-uroot", "-h127.0.0.1", "-P3306", "-N", "-B", "-e", sql])
+        .output()
+        .expect("the mysql client (MariaDB must run on 127.0.0.1:3306)");
+    assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn redis_cli(args: &[&str]) -> String {
+    let o = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", "6379"]).args(args).output().expect("redis-cli");
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn sqlite_cli(db: &Path, sql: &str) -> String {
+    let o = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=c.executescript(sys.argv[2]) if ';' in sys.argv[2] else None; print(','.join(str(x[0]) for x in c.execute(sys.argv[2]).fetchall()) if r is None else ''); c.commit()"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Files beside `dir`'s entries that a restore writes aside before renaming them in.
+fn aside_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".rollback-"))
+        .collect()
+}
+
+/// A kill inside each data driver's restore — after its swap, its rename, its
+/// delete, a file written aside — then `resume`: the component verifies equal to
+/// the snapshot, and nothing the killed run made is left behind.
+#[test]
+fn killed_inside_each_drivers_restore_then_resumed_ends_equal_and_leaves_nothing() {
+    let pid = std::process::id();
+    for case in [
+        "postgres-dropped",
+        "postgres-swapped",
+        "mysql-dump",
+        "mysql-fast",
+        "redis-deleted",
+        "files-written-aside",
+        "file-written-aside",
+        "sqlite-written-aside",
+    ] {
+        let (_t, d) = tmp();
+        let (component, failpoint, state): (String, &str, Box<dyn Fn() -> String>) = match case {
+            "postgres-dropped" | "postgres-swapped" => {
+                let strategy = if case == "postgres-dropped" { "dump" } else { "fast" };
+                let db = format!("rbcli_kill_{strategy}_{pid}");
+                psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+                psql("postgres", &format!("CREATE DATABASE {db}"));
+                psql(&db, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)");
+                let db2 = db.clone();
+                (
+                    format!("driver = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{db}\"\nstrategy = \"{strategy}\""),
+                    case,
+                    Box::new(move || psql(&db2, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")),
+                )
+            }
+            "mysql-dump" | "mysql-fast" => {
+                let strategy = &case[6..];
+                let db = format!("rbcli_kill_{strategy}_{pid}");
+                mysql_cli(&format!(
+                    "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; \
+                     CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1), (2); \
+                     CREATE TABLE {db}.log (id INT); \
+                     CREATE TRIGGER {db}.t_log AFTER INSERT ON {db}.t FOR EACH ROW INSERT INTO {db}.log VALUES (NEW.id)"
+                ));
+                let db2 = db.clone();
+                (
+                    format!(
+                        "driver = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/{db}\"\nstrategy = \"{strategy}\""
+                    ),
+                    "mysql-swapped",
+                    Box::new(move || {
+                        mysql_cli(&format!(
+                            "SELECT CONCAT((SELECT GROUP_CONCAT(id ORDER BY id) FROM {db2}.t), ' triggers:', \
+                             (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db2}'), ' scratch:', \
+                             (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db2}' AND TABLE_NAME LIKE '\\_rollback\\_%'))"
+                        ))
+                    }),
+                )
+            }
+            "redis-deleted" => {
+                let prefix = format!("rbcli:kill:{pid}:");
+                for k in ["a", "b"] {
+                    redis_cli(&["SET", &format!("{prefix}{k}"), k]);
+                }
+                let p2 = prefix.clone();
+                (
+                    format!("driver = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\npattern = \"{prefix}*\""),
+                    case,
+                    Box::new(move || {
+                        let mut keys: Vec<String> =
+                            redis_cli(&["--scan", "--pattern", &format!("{p2}*")]).lines().map(String::from).collect();
+                        keys.sort();
+                        keys.iter().map(|k| format!("{k}={}", redis_cli(&["GET", k]))).collect::<Vec<_>>().join(",")
+                    }),
+                )
+            }
+            "files-written-aside" | "file-written-aside" => {
+                write(&d.join("cfg/orders.json"), "{\"v\": 1}\n");
+                let d2 = d.clone();
+                let path = if case == "files-written-aside" { "cfg" } else { "cfg/orders.json" };
+                (
+                    format!("driver = \"files\"\npaths = [\"{path}\"]"),
+                    "files-written-aside",
+                    Box::new(move || {
+                        format!(
+                            "{} aside:{:?}",
+                            std::fs::read_to_string(d2.join("cfg/orders.json")).unwrap_or_default().trim(),
+                            aside_files(&d2.join("cfg"))
+                        )
+                    }),
+                )
+            }
+            _ => {
+                let db = d.join("data/app.db");
+                std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+                sqlite_cli(&db, "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);");
+                let d2 = d.clone();
+                (
+                    "driver = \"sqlite\"\npath = \"data/app.db\"".to_string(),
+                    case,
+                    Box::new(move || {
+                        format!(
+                            "{} aside:{:?}",
+                            sqlite_cli(&d2.join("data/app.db"), "SELECT id FROM t ORDER BY id"),
+                            aside_files(&d2.join("data"))
+                        )
+                    }),
+                )
+            }
+        };
+        write(&d.join("rollback.toml"), &format!("[[component]]\nname = \"c\"\n{component}\n"));
+        let snap = snapshot(&d);
+        let want = state();
+        // The deploy's change.
+        match case {
+            "postgres-dropped" | "postgres-swapped" => {
+                let strategy = if case == "postgres-dropped" { "dump" } else { "fast" };
+                psql(&format!("rbcli_kill_{strategy}_{pid}"), "INSERT INTO t VALUES (3)");
+            }
+            "mysql-dump" | "mysql-fast" => {
+                mysql_cli(&format!("INSERT INTO rbcli_kill_{}_{pid}.t VALUES (3)", &case[6..]));
+            }
+            "redis-deleted" => {
+                redis_cli(&["SET", &format!("rbcli:kill:{pid}:a"), "changed"]);
+            }
+            "files-written-aside" | "file-written-aside" => write(&d.join("cfg/orders.json"), "{\"v\": 2}\n"),
+            _ => {
+                sqlite_cli(&d.join("data/app.db"), "INSERT INTO t VALUES (3);");
+            }
+        }
+        assert_ne!(state(), want, "{case}: the deploy changed it");
+        run_until_failpoint(&d, failpoint, &["rollback", &snap, "--yes"]);
+        let h = run(&d, &["--json", "history"]);
+        let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+        assert_eq!(h[0]["status"].as_str(), Some("interrupted"), "{case}: {h:?}");
+        let o = run(&d, &["--json", "resume", h[0]["rollback_id"].as_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{case}: {}", text(&o));
+        assert_eq!(state(), want, "{case}: back to the snapshot, nothing of the killed run left");
+        let v = run(&d, &["verify", &snap]);
+        assert_eq!(code(&v), 0, "{case}: {}", text(&v));
+        assert_eq!(std::fs::read_dir(d.join(".rollback/tmp")).map(|r| r.count()).unwrap_or(0), 0, "{case}");
+
+        // Clean up what lives outside the temporary directory.
+        match case {
+            "postgres-dropped" | "postgres-swapped" => {
+                let strategy = if case == "postgres-dropped" { "dump" } else { "fast" };
+                let db = format!("rbcli_kill_{strategy}_{pid}");
+                let leftovers = psql(
+                    "postgres",
+                    &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{db}\\_\\_rb\\_new%'"),
+                );
+                assert_eq!(leftovers, "0", "{case}: no half-made copy is left");
+                for n in
+                    psql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{db}%'")).lines()
+                {
+                    psql("postgres", &format!("DROP DATABASE \"{n}\" WITH (FORCE)"));
+                }
+            }
+            "mysql-dump" | "mysql-fast" => {
+                for f in std::fs::read_dir(d.join(".rollback/snapshots")).unwrap() {
+                    let m: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+                    for p in m["parts"].as_array().unwrap() {
+                        for k in ["snapshot_schema", "ready_schema"] {
+                            if let Some(s) = p["state"][k].as_str() {
+                                mysql_cli(&format!("DROP DATABASE IF EXISTS `{s}`"));
+                            }
+                        }
+                    }
+                }
+                mysql_cli(&format!("DROP DATABASE rbcli_kill_{}_{pid}", &case[6..]));
+            }
+            "redis-deleted" => {
+                for k in redis_cli(&["--scan", "--pattern", &format!("rbcli:kill:{pid}:*")]).lines() {
+                    redis_cli(&["DEL", k]);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -148,3 +148,29 @@ pub(crate) fn multiset_diff(then: &[u64], now: &[u64]) -> (u64, u64) {
     }
     (only_then + (then.len() - i) as u64, only_now + (now.len() - j) as u64)
 }
+
+/// The name a restore writes `dest`'s new content under, beside it, before renaming
+/// it in: `.<name>.rollback-<8 hex>`.
+#[cfg(any(feature = "driver-files", feature = "driver-sqlite"))]
+pub(crate) fn aside_path(dest: &std::path::Path) -> Option<std::path::PathBuf> {
+    let name = dest.file_name()?.to_string_lossy().to_string();
+    Some(dest.parent()?.join(format!(".{name}.rollback-{:08x}", rand::random::<u32>())))
+}
+
+/// Removes what a killed restore left beside `dest`: files written aside under
+/// [`aside_path`] names and never renamed in. Run before writing aside again.
+#[cfg(any(feature = "driver-files", feature = "driver-sqlite"))]
+pub(crate) fn remove_stale_aside(dest: &std::path::Path) {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else { return };
+    let prefix = format!(".{}.rollback-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        let stale =
+            n.strip_prefix(&prefix).is_some_and(|rest| rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
+        if stale {
+            tracing::info!(file = %e.path().display(), "removing what an interrupted restore left");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

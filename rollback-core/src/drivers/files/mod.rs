@@ -344,15 +344,16 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<()> {
 }
 
 fn write_aside(dest: &Path, src: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("/"));
-    let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.rollback-{:08x}", rand::random::<u32>()));
+    super::remove_stale_aside(dest);
+    let tmp =
+        super::aside_path(dest).ok_or_else(|| Error::config(format!("cannot write beside {}", dest.display())))?;
     let r = (|| -> Result<()> {
         fs::copy(src, &tmp).ctx(|| format!("cannot write {}", tmp.display()))?;
         chown(&tmp, uid, gid)?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
             .ctx(|| format!("cannot chmod {}", tmp.display()))?;
         fs::File::open(&tmp).and_then(|f| f.sync_all()).ctx(|| format!("cannot sync {}", tmp.display()))?;
+        crate::failpoint::hit("files-written-aside");
         fs::rename(&tmp, dest).ctx(|| format!("cannot replace {}", dest.display()))
     })();
     if r.is_err() {

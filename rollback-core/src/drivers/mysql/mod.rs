@@ -900,6 +900,7 @@ impl MysqlDriver {
         conn.query_drop(format!("RENAME TABLE {}", renames.join(", ")))
             .await
             .map_err(|e| self.err("the atomic RENAME TABLE swap failed (nothing was swapped)", e))?;
+        crate::failpoint::hit("mysql-swapped");
         let swap_ms = t_swap.elapsed().as_millis();
         // The old tables go first: they still hold the foreign key and trigger names
         // (both unique per database), and their triggers go with them.

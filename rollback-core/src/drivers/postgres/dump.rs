@@ -527,6 +527,7 @@ async fn restore_in_tx(
         }
     }
     client.batch_execute(&drop).await.map_err(|e| pg_error(&e, "cannot drop the current objects"))?;
+    crate::failpoint::hit("postgres-dropped");
     client.batch_execute(pre).await.map_err(|e| pg_error(&e, "cannot re-create the schema"))?;
     for t in &st.tables {
         let n = copy_in_file(client, ctx, artifact(part, &t.artifact)?, st.data, &qname(&t.schema, &t.name)).await?;

@@ -455,6 +455,7 @@ pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &
             }
             client.batch_execute(&format!("ALTER DATABASE {} RENAME TO {}", ident(&new), ident(db))).await?;
             client.batch_execute("COMMIT").await?;
+            crate::failpoint::hit("postgres-swapped");
             Ok::<(), Swap>(())
         }
         .await;

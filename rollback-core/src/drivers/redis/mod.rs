@@ -897,6 +897,7 @@ impl Driver for RedisDriver {
             Mode::Replace | Mode::Flush => self.delete_matching(ctx, &mut con).await?,
             Mode::Merge => 0,
         };
+        crate::failpoint::hit("redis-deleted");
         if mode == Mode::Flush {
             ctx.progress(format!("flush mode: deleted {deleted} keys; nothing restored"));
             return Ok(());

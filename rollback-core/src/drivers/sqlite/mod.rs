@@ -367,13 +367,13 @@ fn set_owner(f: &fs::File, p: &Path, o: Owner) -> Result<()> {
 }
 
 fn temp_beside(path: &Path) -> Result<PathBuf> {
-    let dir = path.parent().ok_or_else(|| Error::config(format!("{} has no parent directory", path.display())))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    Ok(dir.join(format!(".{name}.rollback-{:08x}", rand::random::<u32>())))
+    super::aside_path(path).ok_or_else(|| Error::config(format!("{} has no parent directory", path.display())))
 }
 
 /// Writes the snapshot beside the database, syncs it, renames it over the file.
 fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str, recorded: Option<Owner>) -> Result<()> {
+    // A restore killed before its rename left its copy beside the database.
+    super::remove_stale_aside(path);
     let tmp = temp_beside(path)?;
     let r = (|| -> Result<()> {
         let mut from = fs::File::open(artifact).ctx(|| "cannot read the snapshot's database copy".into())?;
@@ -407,6 +407,7 @@ fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str, recorded: Op
                 Err(e) => return Err(Error::from(e)),
             }
         }
+        crate::failpoint::hit("sqlite-written-aside");
         fs::rename(&tmp, path).ctx(|| format!("cannot rename the restored database over {}", path.display()))?;
         sync_parent(path);
         Ok(())
