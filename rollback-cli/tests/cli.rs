@@ -934,3 +934,67 @@ fn killed_inside_each_drivers_restore_then_resumed_ends_equal_and_leaves_nothing
         }
     }
 }
+
+fn docker_cli(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("the docker CLI (scripts/setup-docker.sh)");
+    assert!(o.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Removes a test's containers, and any copy of them set aside, even when it fails.
+struct Containers(String);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for id in docker_cli(&["ps", "-aq", "--filter", &format!("name={}", self.0)]).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+}
+
+/// A kill after the running container was set aside, and after its replacement was
+/// created but not started, then `resume`: the snapshot's container runs, equal to
+/// the snapshot, and no container is left aside.
+#[test]
+fn a_container_restore_killed_midway_is_resumed_and_leaves_no_container_aside() {
+    for failpoint in ["docker-set-aside", "docker-created"] {
+        let (_t, d) = tmp();
+        let name = format!("rbcli-kill-{}-{}", std::process::id(), &failpoint[7..]);
+        let _cleanup = Containers(name.clone());
+        docker_cli(&["run", "-d", "--name", &name, "-e", "V=1", "rollback-test/web:ok"]);
+        write(
+            &d.join("rollback.toml"),
+            &format!(
+                "[[component]]\nname = \"web\"\ndriver = \"docker\"\ncontainer = \"{name}\"\nmin_uptime = \"1s\"\nhealth_timeout = \"30s\"\n"
+            ),
+        );
+        let state = || {
+            let all = docker_cli(&["ps", "-a", "--filter", &format!("name={name}"), "--format", "{{.Names}}"]);
+            let mut names: Vec<&str> = all.lines().collect();
+            names.sort();
+            let env = docker_cli(&[
+                "inspect",
+                "-f",
+                "{{.Image}} {{.State.Running}} {{range .Config.Env}}{{.}} {{end}}",
+                &name,
+            ]);
+            format!(
+                "{names:?} {}",
+                env.split_whitespace().filter(|w| !w.starts_with("PATH=")).collect::<Vec<_>>().join(" ")
+            )
+        };
+        let want = state();
+        let snap = snapshot(&d);
+        docker_cli(&["rm", "-f", &name]);
+        docker_cli(&["run", "-d", "--name", &name, "-e", "V=2", "rollback-test/web:v2"]);
+        assert_ne!(state(), want);
+        run_until_failpoint(&d, failpoint, &["rollback", &snap, "--yes"]);
+        let h = run(&d, &["--json", "history"]);
+        let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+        let o = run(&d, &["--json", "resume", h[0]["rollback_id"].as_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{failpoint}: {}", text(&o));
+        assert_eq!(state(), want, "{failpoint}: the snapshot's container runs, and none is left aside");
+        let v = run(&d, &["verify", &snap]);
+        assert_eq!(code(&v), 0, "{failpoint}: {}", text(&v));
+    }
+}

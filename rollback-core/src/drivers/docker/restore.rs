@@ -220,6 +220,7 @@ impl DockerDriver {
             self.remove(d, &aside).await?;
             self.stop_one(d, ctx, &name).await?;
             self.rename(d, &name, &aside).await?;
+            crate::failpoint::hit("docker-set-aside");
             true
         } else {
             previous.is_some()
@@ -233,6 +234,7 @@ impl DockerDriver {
             )
             .await
             .map_err(|e| docker_err(format!("cannot create container `{name}`"), e, &scrub))?;
+            crate::failpoint::hit("docker-created");
             for (net, ep) in &extra_networks {
                 let ep: EndpointSettings = serde_json::from_value(ep.clone()).unwrap_or_default();
                 d.connect_network(
