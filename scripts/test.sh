@@ -14,7 +14,9 @@ bash scripts/services.sh
 # TLS tests use; on their own ports, stopped whatever happens.
 export ROLLBACK_TLS_DIR="${ROLLBACK_TLS_DIR:-/tmp/rollback-tls-servers}"
 bash scripts/tls-servers.sh start "$ROLLBACK_TLS_DIR"
-trap 'bash scripts/tls-servers.sh stop "$ROLLBACK_TLS_DIR" || true' EXIT
+# The docker tests start a second engine, `dockerd --tlsverify`, on 2376 when they need it.
+export ROLLBACK_DOCKER_TLS_DIR="${ROLLBACK_DOCKER_TLS_DIR:-/tmp/rollback-docker-tls}"
+trap 'bash scripts/docker-tls.sh stop "$ROLLBACK_DOCKER_TLS_DIR" || true; bash scripts/tls-servers.sh stop "$ROLLBACK_TLS_DIR" || true' EXIT
 for s in scripts/setup-*.sh; do [ -e "$s" ] && bash "$s"; done
 
 echo "== cargo fmt / clippy"

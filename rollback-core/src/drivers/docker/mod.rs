@@ -34,6 +34,7 @@ use config::Selector;
 pub struct DockerDriver {
     selector: Selector,
     host: Option<String>,
+    tls: Option<config::EngineTls>,
     stop_grace: Duration,
     health_timeout: Duration,
     min_uptime: Duration,
@@ -102,16 +103,38 @@ fn short_id(id: &str) -> &str {
 impl DockerDriver {
     async fn connect(&self) -> Result<Docker> {
         let scrub = Redactor::default();
-        let d = match &self.host {
-            None => Docker::connect_with_local_defaults(),
-            Some(h) if h.starts_with("unix://") => Docker::connect_with_unix(h, 120, bollard::API_DEFAULT_VERSION),
-            Some(h) => Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION),
+        let d = match (&self.host, &self.tls) {
+            (Some(h), Some(t)) => {
+                crate::tls::install_provider();
+                Docker::connect_with_ssl(h, &t.key, &t.cert, &t.ca, 120, bollard::API_DEFAULT_VERSION)
+            }
+            (None, _) => Docker::connect_with_local_defaults(),
+            (Some(h), None) if h.starts_with("unix://") => {
+                Docker::connect_with_unix(h, 120, bollard::API_DEFAULT_VERSION)
+            }
+            (Some(h), None) => Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION),
         }
         .map_err(|e| docker_err(format!("cannot connect to the Docker engine at {}", self.where_()), e, &scrub))?;
         // The engine here speaks 1.41; bollard defaults to a newer version the engine refuses.
-        d.negotiate_version()
-            .await
-            .map_err(|e| docker_err(format!("cannot reach the Docker engine at {}", self.where_()), e, &scrub))
+        d.negotiate_version().await.map_err(|e| {
+            let what = format!("cannot reach the Docker engine at {}", self.where_());
+            match crate::tls::explain(&e) {
+                // A certificate does not fix itself between retries: say what is wrong with it.
+                Some(why) => Error::new(ErrorKind::Unreachable, format!("{what}: {why}")),
+                None => docker_err(what, e, &scrub),
+            }
+        })
+    }
+
+    /// How the connection to the engine is protected, for `check`.
+    fn transport(&self) -> String {
+        match (&self.host, &self.tls) {
+            (Some(_), Some(t)) => {
+                format!("TLS: the engine verified against {} and this client's certificate presented", t.ca.display())
+            }
+            (Some(h), None) if !h.starts_with("unix://") => "NOT encrypted (plain TCP)".into(),
+            _ => "local socket".into(),
+        }
     }
 
     fn where_(&self) -> String {
@@ -354,10 +377,11 @@ impl Driver for DockerDriver {
         let v = d.version().await.map_err(|e| docker_err("cannot read the engine version", e, &Redactor::default()))?;
         let names = self.select(&d).await?;
         Ok(format!(
-            "Docker {} (API {}) at {}: {}",
+            "Docker {} (API {}) at {} ({}): {}",
             v.version.unwrap_or_default(),
             v.api_version.unwrap_or_default(),
             self.where_(),
+            self.transport(),
             names.join(", ")
         ))
     }
