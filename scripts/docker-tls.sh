@@ -2,8 +2,9 @@
 # A second Docker engine that answers only over TLS with client certificates
 # (`dockerd --tlsverify` on 127.0.0.1:2376), for the docker driver's TLS test.
 # It uses the CA, server and client certificates of scripts/tls-servers.sh (in
-# TLS_DIR), keeps its own data and run directories under DIR, has no bridge
-# network, and gets the rollback-test/web images from the main engine.
+# TLS_DIR), keeps its own data and run directories under DIR and its own bridge
+# (rbtls0), and gets the rollback-test/web images from the main engine.
+# Never `--bridge none`: a dockerd started so deletes docker0, the main engine's.
 #   scripts/docker-tls.sh start DIR TLS_DIR   idempotent; writes DIR/env
 #   scripts/docker-tls.sh stop DIR
 set -euo pipefail
@@ -32,11 +33,16 @@ case $ACTION in
     cp "$TLS_DIR/client.crt" "$DIR/certs/cert.pem"
     install -m 600 "$TLS_DIR/client.key" "$DIR/certs/key.pem"
     if ! client version >/dev/null 2>&1; then
+      if ! ip link show rbtls0 >/dev/null 2>&1; then
+        ip link add rbtls0 type bridge
+        ip addr add 172.31.250.1/24 dev rbtls0
+        ip link set rbtls0 up
+      fi
       log "starting dockerd --tlsverify on 127.0.0.1:$PORT"
       nohup dockerd --data-root "$DIR/root" --exec-root "$DIR/exec" --pidfile "$DIR/dockerd.pid" \
         -H "tcp://127.0.0.1:$PORT" --tlsverify --tlscacert "$TLS_DIR/ca.crt" \
         --tlscert "$TLS_DIR/server.crt" --tlskey "$TLS_DIR/server.key" \
-        --bridge none --iptables=false --ip6tables=false >"$DIR/dockerd.log" 2>&1 &
+        --bridge rbtls0 --iptables=false --ip6tables=false >"$DIR/dockerd.log" 2>&1 &
       for _ in $(seq 1 120); do client version >/dev/null 2>&1 && break; sleep 0.5; done
       client version >/dev/null 2>&1 || { tail -20 "$DIR/dockerd.log" >&2; die "dockerd --tlsverify did not come up"; }
     fi
