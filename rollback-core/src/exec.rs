@@ -13,8 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::driver::FencePlan;
-use crate::driver::{Context, Discard, Drift};
+use crate::driver::{Context, Discard, Drift, FencePlan};
 use crate::drivers::{InFlight, IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventCallback, EventSink};
@@ -121,10 +120,6 @@ pub(crate) struct Journal {
     /// Fences lifted (or that could not be), for the record.
     #[serde(default)]
     fence_windows: Vec<FenceWindow>,
-    /// Data components compared with the snapshot right after their restore, before
-    /// their writers were let go (`verification` holds the result).
-    #[serde(default)]
-    verified_before_writers: BTreeSet<String>,
 }
 
 /// A write fence of one component, as the journal keeps it.
@@ -180,7 +175,6 @@ impl Journal {
             safety_wanted: false,
             fences: BTreeMap::new(),
             fence_windows: Vec::new(),
-            verified_before_writers: BTreeSet::new(),
         }
     }
 
@@ -489,7 +483,6 @@ impl<'a> Executor<'a> {
         match r {
             Ok(d) => {
                 j.verification.insert(component.to_string(), d);
-                j.verified_before_writers.insert(component.to_string());
             }
             Err(e) => {
                 tracing::warn!(component, error = %e, "cannot compare right after the restore; the verify step will")
@@ -641,13 +634,13 @@ impl<'a> Executor<'a> {
                         j.next += 1;
                         if step.action == Action::Restore {
                             self.verify_before_writers(&mut j, &snap, &step.component).await;
-                        }
-                        if step.action == Action::Restore && j.fences.contains_key(&step.component) {
-                            // The step is journaled as done first: a kill before the lift
-                            // leaves a fence for `resume` to lift, never a restore run
-                            // again over writes made after the lift.
-                            let _ = self.save(&j);
-                            lift_fence(self.stack, &self.events, &mut j, &step.component, &snap.id).await;
+                            if j.fences.contains_key(&step.component) {
+                                // The step is journaled as done first: a kill before the
+                                // lift leaves a fence for `resume` to lift, never a
+                                // restore run again over writes made after the lift.
+                                let _ = self.save(&j);
+                                lift_fence(self.stack, &self.events, &mut j, &step.component, &snap.id).await;
+                            }
                         }
                     }
                     Err(e) => {
@@ -722,9 +715,11 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Action::Verify => {
+                // A result here is the comparison made right after the restore (see
+                // `verify_before_writers`): only that comparison comes before this step.
                 let d = match j.verification.get(component) {
-                    Some(d) if j.verified_before_writers.contains(component) => d.clone(),
-                    _ => driver.verify(&ctx, snap.part_of(component)).await?,
+                    Some(d) => d.clone(),
+                    None => driver.verify(&ctx, snap.part_of(component)).await?,
                 };
                 let ok = d.ok;
                 let diffs = d.differences.join("; ");
@@ -929,19 +924,22 @@ async fn lift_fence(stack: &Stack, events: &EventSink, j: &mut Journal, name: &s
     let Some(st) = j.fences.get(name).cloned() else { return };
     let mut ctx = stack.context(name, snapshot_id);
     ctx.events = events.clone();
-    let mut result = Ok(());
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    let result = match stack.driver(name) {
+        Ok(d) => {
+            let mut r = Ok(());
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                r = d.unfence(&ctx, &st.undo).await;
+                if r.is_ok() {
+                    break;
+                }
+            }
+            r
         }
-        result = match stack.driver(name) {
-            Ok(d) => d.unfence(&ctx, &st.undo).await,
-            Err(e) => Err(e),
-        };
-        if result.is_ok() {
-            break;
-        }
-    }
+        Err(e) => Err(e),
+    };
     j.fences.remove(name);
     let Some(raised_at) = st.raised_at else {
         return;

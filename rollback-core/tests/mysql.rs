@@ -168,6 +168,20 @@ async fn mutate(c: &mut Conn) {
     c.query_drop("INSERT INTO audit VALUES (1), (2), (3)").await.unwrap();
 }
 
+/// Drops the in-server copies (`fast`) of every snapshot in the stack's store,
+/// safety snapshots included.
+async fn drop_copies(c: &mut Conn, stack: &Stack) {
+    for s in stack.list().unwrap() {
+        for p in &s.parts {
+            for key in ["snapshot_schema", "ready_schema"] {
+                if let Some(schema) = p.state[key].as_str() {
+                    c.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await.unwrap();
+                }
+            }
+        }
+    }
+}
+
 /// How many schemas match a LIKE pattern (a plain name matches itself).
 async fn schemas_like(c: &mut Conn, pattern: &str) -> u64 {
     let sql = format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{pattern}'");
@@ -246,15 +260,7 @@ async fn round_trip(strategy: &str, extra: &str) {
             .unwrap();
         assert_eq!(n, Some(0), "gc drops the snapshot schema");
     }
-    for s in stack.list().unwrap() {
-        for p in &s.parts {
-            for key in ["snapshot_schema", "ready_schema"] {
-                if let Some(schema) = p.state[key].as_str() {
-                    c.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await.unwrap();
-                }
-            }
-        }
-    }
+    drop_copies(&mut c, &stack).await;
     db.drop_all().await;
 }
 
@@ -609,15 +615,7 @@ async fn triggers_round_trip(strategy: &str, extra: &str) {
     let v = stack.verify(&snap.id, &[]).await.unwrap();
     assert!(v.components["db"].differences.join("\n").contains("trigger `orders_ai`"), "{v:?}");
 
-    for s in stack.list().unwrap() {
-        for p in &s.parts {
-            for key in ["snapshot_schema", "ready_schema"] {
-                if let Some(schema) = p.state[key].as_str() {
-                    c.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await.unwrap();
-                }
-            }
-        }
-    }
+    drop_copies(&mut c, &stack).await;
     db.drop_all().await;
 }
 
@@ -849,13 +847,7 @@ async fn an_unknown_writer_loses_no_acknowledged_write(strategy: &str) {
         "{} acknowledged writes in neither the database nor the safety snapshot: {lost:?}",
         lost.len()
     );
-    for p in snap.parts.iter().chain(s.resolve(rec.safety_snapshot_id.as_deref().unwrap()).unwrap().parts.iter()) {
-        for k in ["snapshot_schema", "ready_schema"] {
-            if let Some(x) = p.state[k].as_str() {
-                c.query_drop(format!("DROP DATABASE IF EXISTS `{x}`")).await.unwrap();
-            }
-        }
-    }
+    drop_copies(&mut c, &s).await;
     db.drop_all().await;
 }
 
@@ -917,13 +909,7 @@ async fn hostile_names_round_trip() {
         assert!(rec.discarded.iter().any(|d| d.target.contains("new\nline") && d.changes > 0), "{:?}", rec.discarded);
         assert_eq!(content(&mut c).await, before, "{strategy}");
         assert!(s.verify(&snap.id, &[]).await.unwrap().ok, "{strategy}");
-        for p in snap.parts.iter().chain(s.resolve(rec.safety_snapshot_id.as_deref().unwrap()).unwrap().parts.iter()) {
-            for k in ["snapshot_schema", "ready_schema"] {
-                if let Some(x) = p.state[k].as_str() {
-                    c.query_drop(format!("DROP DATABASE IF EXISTS `{x}`")).await.unwrap();
-                }
-            }
-        }
+        drop_copies(&mut c, &s).await;
         db.drop_all().await;
     }
 }
@@ -962,13 +948,7 @@ async fn invisible_generated_and_defaulted_columns_round_trip() {
         assert_eq!(rec.status, Status::Succeeded, "{strategy}: {}", rec.to_json());
         let after: Vec<Row8> = c.query(all).await.unwrap();
         assert_eq!(after, before, "{strategy}");
-        for p in snap.parts.iter().chain(s.resolve(rec.safety_snapshot_id.as_deref().unwrap()).unwrap().parts.iter()) {
-            for k in ["snapshot_schema", "ready_schema"] {
-                if let Some(x) = p.state[k].as_str() {
-                    c.query_drop(format!("DROP DATABASE IF EXISTS `{x}`")).await.unwrap();
-                }
-            }
-        }
+        drop_copies(&mut c, &s).await;
         db.drop_all().await;
     }
 }

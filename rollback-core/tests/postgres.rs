@@ -932,6 +932,15 @@ impl Writer {
         self.acked.lock().unwrap().len()
     }
 
+    /// Waits until `n` writes were acknowledged; the writer must get going first.
+    async fn wait_for(&self, n: usize) {
+        let t0 = std::time::Instant::now();
+        while self.acked_len().await < n {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the writer cannot write before the rollback");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     async fn finish(self) -> (Vec<i64>, u64) {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.unwrap();
@@ -965,11 +974,7 @@ async fn an_unknown_writer_loses_no_acknowledged_write(strategy: &str) {
     let snap = snap(&s).await;
     let writer_url = format!("postgres://{role}@127.0.0.1:5432/{}", db.name);
     let w = Writer::start(writer_url);
-    let t0 = std::time::Instant::now();
-    while w.acked_len().await < 50 {
-        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the writer cannot write before the rollback");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    w.wait_for(50).await;
     let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
     // Writes go on after the rollback: they must land in the restored database.
     let after = w.acked_len().await;
@@ -1066,11 +1071,7 @@ async fn compensation_keeps_what_was_written_after_the_restore() {
     let s = pg_stack(&dir, &db.url(), health);
     let snap = snap(&s).await;
     let w = Writer::start(format!("postgres://{}@127.0.0.1:5432/{}", role.0, db.name));
-    let t0 = std::time::Instant::now();
-    while w.acked_len().await < 50 {
-        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the writer cannot write before the rollback");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    w.wait_for(50).await;
     let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
     let (acked, _) = w.finish().await;
     assert_eq!(r.status, Status::Compensated, "{}", r.to_json());

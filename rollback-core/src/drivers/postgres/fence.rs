@@ -35,15 +35,10 @@ pub(super) async fn plan(d: &PostgresDriver) -> Result<FencePlan> {
     }
     let (client, _) = d.open().await?;
     let row = client
-        .query_one(
-            "SELECT current_user::text, r.rolsuper, d.datconnlimit
-               FROM pg_roles r, pg_database d
-              WHERE r.rolname = current_user AND d.datname = current_database()",
-            &[],
-        )
+        .query_one("SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user", &[])
         .await
-        .map_err(|e| pg_error(&e, "cannot read the role and the database's connection limit"))?;
-    let (role, superuser, _): (String, bool, i32) = (row.get(0), row.get(1), row.get(2));
+        .map_err(|e| pg_error(&e, "cannot read the role"))?;
+    let (role, superuser): (String, bool) = (row.get(0), row.get(1));
     if !superuser {
         return Ok(FencePlan::Unavailable {
             reason: format!(
@@ -51,6 +46,7 @@ pub(super) async fn plan(d: &PostgresDriver) -> Result<FencePlan> {
             ),
         });
     }
+    // Read only once this rollback has the turn: another's fence would read as 0.
     take_turn(d).await?;
     let connlimit: i32 = client
         .query_one("SELECT datconnlimit FROM pg_database WHERE datname = current_database()", &[])
@@ -78,14 +74,13 @@ async fn take_turn(d: &PostgresDriver) -> Result<()> {
     let key = i64::from_be_bytes(h[..8].try_into().expect("8 bytes"));
     session.batch_execute(&format!("SET lock_timeout = '{TURN_WAIT}'; SELECT pg_advisory_lock({key})")).await.map_err(
         |e| {
-            let err = pg_error(&e, "cannot take the write fence's turn");
             if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
                 Error::new(
                     ErrorKind::Locked,
                     format!("another rollback has held the write fence of `{}` for {TURN_WAIT}", d.target.db),
                 )
             } else {
-                err
+                pg_error(&e, "cannot take the write fence's turn")
             }
         },
     )?;
