@@ -1,12 +1,10 @@
 //! Bounded mutation fuzzing of everything that reads input: the config loader, the
 //! health-check parser, and the manifest, journal and record readers (and what
-//! renders them). Each target runs a fixed number of seeded mutations of real
-//! inputs, so a failure reproduces exactly; none may panic.
-//!
-//! Why not `cargo fuzz`: it needs a nightly toolchain for its sanitizer passes, and
-//! CI here runs stable. These tests run in every `cargo test`, in seconds.
-
-use std::path::Path;
+//! renders them), through the same entry points as the `cargo fuzz` targets in
+//! `fuzz/`. Each target here runs a fixed number of seeded mutations of real
+//! inputs, so a failure reproduces exactly and every `cargo test` covers them in
+//! seconds; the coverage-guided runs go further, for a bounded time, in
+//! `scripts/test-fuzz.sh`. None may panic.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -120,20 +118,7 @@ health = [{ tcp = "127.0.0.1:5432", timeout = 2 }, { http = "http://u:p@127.0.0.
 fn the_config_loader_never_panics() {
     let mut seeds = vec![CONFIG.as_bytes().to_vec()];
     seeds.push(include_bytes!("../../examples/hft-arbitrage/rollback.toml").to_vec());
-    fuzz("config", &seeds, |input| {
-        let Ok(text) = std::str::from_utf8(input) else { return };
-        if let Ok(cfg) = crate::StackConfig::from_toml_str(text, None, Path::new("/srv"), &|k| {
-            (k == "DB_PASSWORD").then(|| "pw".into())
-        }) {
-            // What loaded must be usable: the planner and gate read these.
-            for c in &cfg.components {
-                for h in &c.health {
-                    let _ = h.describe();
-                    let _ = std::time::Instant::now().checked_add(h.timeout);
-                }
-            }
-        }
-    });
+    fuzz("config", &seeds, crate::fuzzing::config);
 }
 
 #[test]
@@ -145,14 +130,7 @@ fn the_health_check_parser_never_panics() {
         br#"{"log_errors": "app.log", "regex": "(?i)error", "max": 3, "lines": 100}"#.to_vec(),
         br#"[{"command": ["sh", "-c", "exit 0"], "timeout": 1e3}]"#.to_vec(),
     ];
-    fuzz("health", &seeds, |input| {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(input) else { return };
-        if let Ok(checks) = crate::HealthCheck::parse_list(v) {
-            for h in checks {
-                let _ = h.describe();
-            }
-        }
-    });
+    fuzz("health", &seeds, crate::fuzzing::health);
 }
 
 fn sample_record() -> crate::Record {
@@ -175,29 +153,14 @@ fn sample_record() -> crate::Record {
 #[test]
 fn record_and_manifest_readers_and_renderers_never_panic() {
     let record = serde_json::to_vec_pretty(&sample_record()).unwrap();
-    fuzz("record", &[record], |input| {
-        if let Ok(r) = serde_json::from_slice::<crate::Record>(input) {
-            let _ = r.to_markdown();
-            let _ = r.to_json();
-        }
-    });
+    fuzz("record", &[record], crate::fuzzing::record);
     let manifest = serde_json::json!({
         "format": 1, "id": "20261130T000000000Z-012345", "label": "v1.2.0", "created_at": "2026-11-30T00:00:00Z",
         "healthy": true, "health": {"db": [{"check": "tcp x", "ok": true, "detail": "connected"}]},
         "parts": [{"component": "db", "driver": "postgres", "phase": 2, "state": {"tables": 3},
                    "artifacts": [{"name": "dump", "sha256": "00", "size": 1}], "capture_ms": 5}]
     });
-    fuzz("manifest", &[serde_json::to_vec_pretty(&manifest).unwrap()], |input| {
-        if let Ok(m) = serde_json::from_slice::<crate::SnapshotManifest>(input) {
-            for p in &m.parts {
-                let _ = crate::store::validate_id(&m.id);
-                for a in &p.artifacts {
-                    let store = crate::Store::open(std::env::temp_dir().join("rollback-fuzz-store")).unwrap();
-                    let _ = store.artifact_path(a);
-                }
-            }
-        }
-    });
+    fuzz("manifest", &[serde_json::to_vec_pretty(&manifest).unwrap()], crate::fuzzing::manifest);
 }
 
 #[test]
@@ -239,14 +202,5 @@ fn the_journal_reader_never_panics() {
         chrono::Utc::now(),
     );
     let seed = serde_json::to_vec_pretty(&j).unwrap();
-    let path = stack.store().journal_path("20261201T000000000Z-abcdef").unwrap();
-    fuzz("journal", &[seed], |input| {
-        std::fs::write(&path, input).unwrap();
-        if let Ok(j) = crate::exec::load_journal(&stack, "20261201T000000000Z-abcdef") {
-            let _ = j.position();
-            let _ = crate::exec::record_of(&j, crate::Status::Interrupted).to_markdown();
-        }
-        // History and check read every journal; a torn one is an error, not a panic.
-        let _ = stack.history();
-    });
+    fuzz("journal", &[seed], crate::fuzzing::journal);
 }

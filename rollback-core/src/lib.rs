@@ -41,6 +41,9 @@ mod tls;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

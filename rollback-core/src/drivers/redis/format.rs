@@ -215,6 +215,26 @@ pub(super) fn read_index(store: &Store, a: &ArtifactRef, mut f: impl FnMut(Index
     Ok(n)
 }
 
+/// Runs both readers over `data`, stored as an artifact with a matching checksum
+/// (for the fuzzers: the readers, not the checksum, must cope with damage).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_readers(store: &Store, data: &[u8]) {
+    let Ok(a) = store.put_bytes("fuzz", data) else { return };
+    let _ = read_index(store, &a, |_| {});
+    // The keys reader blocks on a full channel: drain it on this thread.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = read_keys(store, &a, 2, &tx);
+            drop(tx);
+        });
+        while rx.blocking_recv().is_some() {}
+    });
+    if let Ok(p) = store.artifact_path(&a) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

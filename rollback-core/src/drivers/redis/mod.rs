@@ -1,6 +1,8 @@
 #![doc = include_str!("docs.md")]
 
 mod format;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use format::fuzz_readers;
 mod pipe;
 
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,5 @@
+#![no_main]
+//! See `rollback_core::fuzzing::health`.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| rollback_core::fuzzing::health(data));
