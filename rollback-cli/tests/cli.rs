@@ -998,3 +998,149 @@ fn a_container_restore_killed_midway_is_resumed_and_leaves_no_container_aside() 
         assert_eq!(code(&v), 0, "{failpoint}: {}", text(&v));
     }
 }
+
+/// What a capture of snapshot `id` pins outside the store for [`pinned_stack`]: its
+/// git tag, its PostgreSQL copies and its MySQL schemas, by name.
+fn pins_of(d: &Path, db: &str, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let repo = git2::Repository::open(d.join("app")).unwrap();
+    if repo.find_reference(&format!("refs/tags/rollback/{id}")).is_ok() {
+        out.push(format!("tag rollback/{id}"));
+    }
+    let like = format!("{db}__rb_{}", id.to_lowercase()).replace('_', "\\_");
+    for n in psql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}%'")).lines() {
+        out.push(format!("database {n}"));
+    }
+    let schema = format!("CONCAT('_rollback_', LEFT(SHA2(CONCAT('{db}', CHAR(0), '{id}'), 256), 12))");
+    for n in mysql_cli(&format!(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({schema}, CONCAT({schema}, '_r'))"
+    ))
+    .lines()
+    {
+        out.push(format!("schema {n}"));
+    }
+    out
+}
+
+/// A stack whose snapshots pin things outside the store: a git tag, PostgreSQL and
+/// MySQL `fast` copies. Returns the database name both servers use.
+fn pinned_stack(d: &Path, case: &str) -> String {
+    let db = format!("rbcli_pin_{case}_{}", std::process::id());
+    psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    psql("postgres", &format!("CREATE DATABASE {db}"));
+    psql(&db, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)");
+    mysql_cli(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; \
+         CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1), (2)"
+    ));
+    let repo = git2::Repository::init(d.join("app")).unwrap();
+    write(&d.join("app/engine.py"), "V = 1\n");
+    commit_all(&repo, "v1");
+    // No MySQL fence: `read_only` is server-wide, and other tests share the server.
+    write(
+        &d.join("rollback.toml"),
+        &format!(
+            "[[component]]\nname = \"code\"\ndriver = \"git\"\nrepo = \"app\"\n\n\
+             [[component]]\nname = \"pg\"\ndriver = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/{db}\"\nstrategy = \"fast\"\n\n\
+             [[component]]\nname = \"my\"\ndriver = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/{db}\"\nstrategy = \"fast\"\nfence = false\n"
+        ),
+    );
+    db
+}
+
+fn drop_pinned_stack(d: &Path, db: &str) {
+    for f in std::fs::read_dir(d.join(".rollback/snapshots")).unwrap() {
+        let id = f.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_string();
+        for p in pins_of(d, db, &id) {
+            if let Some(s) = p.strip_prefix("schema ") {
+                mysql_cli(&format!("DROP DATABASE IF EXISTS `{s}`"));
+            }
+        }
+    }
+    for n in psql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{db}%'")).lines() {
+        psql("postgres", &format!("DROP DATABASE \"{n}\" WITH (FORCE)"));
+    }
+    mysql_cli(&format!("DROP DATABASE IF EXISTS {db}"));
+}
+
+/// The one capture a killed command left begun and never ended, by its note.
+fn unfinished_capture(d: &Path) -> Option<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(d.join(".rollback/captures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_string())
+        .collect();
+    assert!(ids.len() <= 1, "{ids:?}");
+    ids.pop()
+}
+
+/// A snapshot killed while its parts are captured (one done, others midway) has
+/// pinned a tag and database copies that no manifest names. `check` says so, and
+/// the next `gc` releases them all, while the finished snapshots keep theirs. A
+/// kill after the manifest is written leaves a whole snapshot: nothing of it goes.
+#[test]
+fn a_snapshot_killed_midway_leaves_nothing_pinned_once_gc_runs() {
+    let (_t, d) = tmp();
+    let db = pinned_stack(&d, "snap");
+    let good = snapshot(&d);
+    let good_pins = pins_of(&d, &db, &good);
+    assert_eq!(good_pins.len(), 5, "tag, copy and ready copy, schema and ready schema: {good_pins:?}");
+
+    run_until_failpoint(&d, "part-captured:pg", &["snapshot"]);
+    let killed = unfinished_capture(&d).expect("the killed capture left its note");
+    let o = run(&d, &["--json", "list"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&killed), "never listed: {}", text(&o));
+    let c = run(&d, &["--json", "check"]);
+    assert!(String::from_utf8_lossy(&c.stdout).contains(&format!("snapshot {killed} of ")), "{}", text(&c));
+    let left = pins_of(&d, &db, &killed);
+    assert!(
+        left.iter().any(|p| p.starts_with("database")),
+        "the kill left a copy (else this test shows nothing): {left:?}"
+    );
+
+    let o = run(&d, &["gc", "--keep", "10"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(pins_of(&d, &db, &killed), Vec::<String>::new(), "gc released what the killed capture pinned");
+    assert_eq!(unfinished_capture(&d), None);
+    assert_eq!(pins_of(&d, &db, &good), good_pins, "the finished snapshot keeps its own");
+
+    // Killed after its manifest was written: a whole snapshot, kept.
+    run_until_failpoint(&d, "snapshot-written", &["snapshot"]);
+    let whole = unfinished_capture(&d).expect("the note is removed after the manifest");
+    let o = run(&d, &["gc", "--keep", "10"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(unfinished_capture(&d), None);
+    assert_eq!(pins_of(&d, &db, &whole).len(), 5, "a listed snapshot keeps its pins");
+    let v = run(&d, &["verify", &whole]);
+    assert_eq!(code(&v), 0, "{}", text(&v));
+    drop_pinned_stack(&d, &db);
+}
+
+/// A rollback killed while it takes its safety snapshot: `resume` takes it again
+/// (under a new id), finishes, and releases what the killed capture had pinned.
+#[test]
+fn a_rollback_killed_in_its_safety_snapshot_is_resumed_and_leaves_nothing_pinned() {
+    let (_t, d) = tmp();
+    let db = pinned_stack(&d, "safety");
+    let snap = snapshot(&d);
+    psql(&db, "INSERT INTO t VALUES (3)");
+    mysql_cli(&format!("INSERT INTO {db}.t VALUES (3)"));
+    run_until_failpoint(&d, "part-captured:my", &["rollback", &snap, "--yes"]);
+    let killed = unfinished_capture(&d).expect("the killed safety capture left its note");
+    let left = pins_of(&d, &db, &killed);
+    assert!(
+        left.iter().any(|p| p.starts_with("schema")),
+        "the kill left a schema (else this test shows nothing): {left:?}"
+    );
+    let o = run(&d, &["--json", "resume", "latest"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    assert_ne!(rec["safety_snapshot_id"].as_str(), Some(killed.as_str()));
+    assert_eq!(pins_of(&d, &db, &killed), Vec::<String>::new(), "resume released the killed capture's pins");
+    assert_eq!(unfinished_capture(&d), None);
+    assert_eq!(psql(&db, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"), "1,2");
+    assert_eq!(mysql_cli(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM {db}.t")), "1,2");
+    let v = run(&d, &["verify", &snap]);
+    assert_eq!(code(&v), 0, "{}", text(&v));
+    drop_pinned_stack(&d, &db);
+}

@@ -250,6 +250,14 @@ pub trait Driver: Send + Sync + Debug {
         Ok(())
     }
 
+    /// Frees what a capture of `ctx.snapshot_id` may have pinned outside the store
+    /// when the capture never finished (the process was killed before its manifest
+    /// was written, so no `Part` names what it made). Pins must therefore be named
+    /// from the snapshot id. Safe to run when nothing was pinned, and twice.
+    async fn release_unfinished(&self, _ctx: &Context) -> Result<()> {
+        Ok(())
+    }
+
     /// One line for the plan: what `restore(part)` will do.
     fn describe_restore(&self, part: &Part) -> String {
         format!("restore {} from snapshot state", part.driver)

@@ -194,6 +194,8 @@ impl Stack {
     ) -> Result<SnapshotManifest> {
         let id = new_id();
         let created_at = Utc::now();
+        // Before any driver pins something outside the store under this id.
+        self.inner.store.begin_capture(&id, &names)?;
         events.emit(Event::new("snapshot_started", format!("snapshot {id}: {}", names.join(", "))));
         let mut set = JoinSet::new();
         for name in names.iter().cloned() {
@@ -238,6 +240,7 @@ impl Stack {
                 j.map_err(|e| Error::unexpected("capture task failed").with_source(e))?;
             match r {
                 Ok(c) => {
+                    crate::failpoint::hit(&format!("part-captured:{name}"));
                     let mut ev = Event::new("part_captured", format!("{name}: captured in {ms} ms"));
                     ev.component = Some(name.clone());
                     ev.duration_ms = Some(ms);
@@ -273,14 +276,65 @@ impl Stack {
                     }
                 }
             }
+            // The failed parts too (a copy made before a timeout); the note goes only
+            // once all of it is released, or the next gc tries again.
+            let note = crate::store::UnfinishedCapture { id: id.clone(), components: names, started_at: created_at };
+            if self.release_unfinished_capture(&note).await {
+                self.inner.store.end_capture(&id)?;
+            }
             return Err(e);
         }
         parts.sort_by(|a, b| a.phase.cmp(&b.phase).then(a.component.cmp(&b.component)));
         let healthy = if health.is_empty() { None } else { Some(health.values().flatten().all(|r| r.ok)) };
         let m = SnapshotManifest { format: 1, id, label, created_at, healthy, health, safety_for, parts };
         self.inner.store.write_snapshot(&m)?;
+        crate::failpoint::hit("snapshot-written");
+        self.inner.store.end_capture(&m.id)?;
         tracing::info!(snapshot = %m.id, parts = m.parts.len(), "snapshot written");
         Ok(m)
+    }
+
+    /// Releases what captures killed before their manifest was written pinned
+    /// outside the store (tags, database copies), found by their snapshot ids. The
+    /// caller holds the exclusive lock, so none of them is still running. Returns
+    /// the ids still pending (a driver could not release: the next call retries).
+    pub(crate) async fn release_unfinished_captures(&self) -> Result<Vec<String>> {
+        let mut pending = Vec::new();
+        for c in self.inner.store.unfinished_captures()? {
+            // Killed after its manifest was written: a finished snapshot, whose pins
+            // are its own. Only the note is left over.
+            let finished = self.inner.store.load_snapshot(&c.id).is_ok();
+            if finished || self.release_unfinished_capture(&c).await {
+                if !finished {
+                    tracing::info!(snapshot = %c.id, "released what an interrupted capture pinned");
+                }
+                self.inner.store.end_capture(&c.id)?;
+            } else {
+                pending.push(c.id);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Asks each component's driver to release what a capture of `c.id` pinned;
+    /// true when all did.
+    async fn release_unfinished_capture(&self, c: &crate::store::UnfinishedCapture) -> bool {
+        let mut all = true;
+        for name in &c.components {
+            // A component since removed from the config: nothing here can free it.
+            let Ok(d) = self.driver(name) else {
+                tracing::warn!(component = %name, snapshot = %c.id, "not in the config any more: what its capture pinned stays");
+                continue;
+            };
+            let r = tokio::time::timeout(Duration::from_secs(60), d.release_unfinished(&self.context(name, &c.id)))
+                .await
+                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout, "no answer within 60 s")));
+            if let Err(e) = r {
+                tracing::warn!(component = %name, snapshot = %c.id, error = %self.redact(e), "cannot release what an interrupted capture pinned");
+                all = false;
+            }
+        }
+        all
     }
 
     /// Every snapshot, oldest first.
@@ -382,6 +436,7 @@ impl Stack {
             ));
         }
         self.inner.store.clean_tmp();
+        self.release_unfinished_captures().await?;
         Ok(lock)
     }
 
@@ -431,6 +486,8 @@ impl Stack {
     ) -> Result<Record> {
         let _lock = self.inner.store.lock_patiently(false).await?;
         self.inner.store.clean_tmp();
+        // A safety snapshot the killed run was taking is retaken under a new id.
+        self.release_unfinished_captures().await?;
         let id = if rollback_id == "latest" {
             exec::unfinished(self)?
                 .into_iter()
@@ -621,7 +678,19 @@ impl Stack {
             .rfind(|r| r.kind == "drill")
             .map(|r| (r.rollback_id.clone(), age(r.completion_time)));
         let unfinished_rollbacks = exec::unfinished(self)?.into_iter().map(|(id, _, _)| id).collect();
-        let warnings = self.inner.store.permission_warnings(5);
+        let mut warnings = self.inner.store.permission_warnings(5);
+        // `check` takes no lock: such a capture may still be running.
+        for c in self.inner.store.unfinished_captures()? {
+            if self.inner.store.load_snapshot(&c.id).is_err() {
+                warnings.push(format!(
+                    "snapshot {} of {} began {} s ago and has no manifest: still running, or killed; \
+                     `rollback gc` releases what a killed one pinned outside the store",
+                    c.id,
+                    c.components.join(", "),
+                    age(c.started_at)
+                ));
+            }
+        }
         Ok(CheckReport {
             ok: components.values().all(|c| c.ok),
             components,
@@ -647,6 +716,7 @@ impl Stack {
         let _lock = self.inner.store.lock_patiently(false).await?;
         self.inner.store.clean_tmp();
         self.finish_releases().await?;
+        self.release_unfinished_captures().await?;
         let mut in_use: std::collections::BTreeSet<String> = Default::default();
         for (_, snap, safety) in exec::unfinished(self)? {
             in_use.insert(snap);

@@ -338,6 +338,20 @@ async fn a_label_selects_every_container_of_a_project() {
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
     assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
     assert!(!docker_ok(&["inspect", &extra]), "the container added by the bad deploy was removed");
+
+    // A capture killed before its manifest was written: its image tags are found by
+    // the snapshot id alone (the label may select other containers by then).
+    let driver = s.driver("proj").unwrap();
+    let mut ctx = Context::new("proj", s.store().clone(), dir.path());
+    ctx.snapshot_id = format!("{}-unfinished", snap.id);
+    driver.capture(&ctx).await.unwrap();
+    let tags = || docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let pinned = |t: &str| t.lines().filter(|l| l.ends_with(&format!(":{}", ctx.snapshot_id.to_lowercase()))).count();
+    assert_eq!(pinned(&tags()), 2, "{}", tags());
+    driver.release_unfinished(&ctx).await.unwrap();
+    assert_eq!(pinned(&tags()), 0, "{}", tags());
+    let kept = format!("rollback/{a}:");
+    assert!(tags().contains(&kept), "the finished snapshot keeps its tag: {}", tags());
 }
 
 #[tokio::test]

@@ -37,6 +37,14 @@ pub struct ArtifactRef {
     pub size: u64,
 }
 
+/// A capture that began and has not ended (see [`Store::begin_capture`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UnfinishedCapture {
+    pub(crate) id: String,
+    pub(crate) components: Vec<String>,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The store of one stack.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -51,7 +59,7 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
         create_private_dir(&root).ctx(|| format!("cannot create store directory {}", root.display()))?;
-        for d in ["objects", "snapshots", "journals", "records", "tmp", "gc"] {
+        for d in ["objects", "snapshots", "journals", "records", "tmp", "gc", "captures"] {
             create_private_dir(&root.join(d))
                 .ctx(|| format!("cannot create store directory {}", root.join(d).display()))?;
         }
@@ -416,6 +424,51 @@ impl Store {
             }
         }
         Ok((n, bytes))
+    }
+
+    // ---- captures that have not finished ----
+
+    /// Notes, durably, that a capture of snapshot `id` of `components` starts. What it
+    /// pins outside the store (tags, server-side copies) before its manifest exists
+    /// can then be found and released if the process dies; see
+    /// [`Store::end_capture`].
+    pub(crate) fn begin_capture(&self, id: &str, components: &[String]) -> Result<()> {
+        validate_id(id)?;
+        let c =
+            UnfinishedCapture { id: id.to_string(), components: components.to_vec(), started_at: chrono::Utc::now() };
+        let bytes = serde_json::to_vec_pretty(&c).map_err(|e| Error::unexpected("capture note").with_source(e))?;
+        replace_durable(&self.tmp_dir(), &self.root.join("captures").join(format!("{id}.json")), &bytes)
+    }
+
+    /// The capture of `id` ended: its manifest is written, or what it pinned released.
+    pub(crate) fn end_capture(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let p = self.root.join("captures").join(format!("{id}.json"));
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::from(e)),
+            _ => {
+                sync_dir(&p);
+                Ok(())
+            }
+        }
+    }
+
+    /// Captures begun and never ended. Only meaningful under the exclusive lock (a
+    /// capture in progress holds the shared one): then each of these was killed.
+    pub(crate) fn unfinished_captures(&self) -> Result<Vec<UnfinishedCapture>> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(self.root.join("captures")) else { return Ok(out) };
+        for e in rd {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let data = fs::read(&p).ctx(|| format!("cannot read {}", p.display()))?;
+                out.push(serde_json::from_slice(&data).map_err(|e| {
+                    Error::new(ErrorKind::Corrupt, format!("{} is unreadable", p.display())).with_source(e)
+                })?);
+            }
+        }
+        out.sort_by(|a: &UnfinishedCapture, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     // ---- journals and records ----

@@ -227,7 +227,7 @@ macro_rules! behavior_tests {
             idempotent_restore IdempotentRestore, read_only_operations ReadOnlyOperations,
             verify_detects_mutation VerifyDetectsMutation, discards_name_mutation DiscardsNameMutation,
             compensation_truth CompensationTruth, perturb_then_rollback PerturbThenRollback, drill Drill,
-            gc_releases GcReleases);
+            gc_releases GcReleases, unfinished_capture_released UnfinishedCaptureReleased);
     };
     (@each $fixture:expr, $known:expr; $($name:ident $variant:ident),*) => {
         $(

@@ -51,6 +51,10 @@ pub enum Trial {
     /// gc with `keep = 1` removes the older of two snapshots, frees what it pinned,
     /// and keeps the newer one usable.
     GcReleases,
+    /// A capture whose manifest was never written (the process killed right after
+    /// the driver's capture returned) is freed by `release_unfinished` given only its
+    /// snapshot id, when the fixture can count what it pinned.
+    UnfinishedCaptureReleased,
 }
 
 impl Trial {
@@ -67,6 +71,7 @@ impl Trial {
         Trial::PerturbThenRollback,
         Trial::Drill,
         Trial::GcReleases,
+        Trial::UnfinishedCaptureReleased,
     ];
 
     /// Snake-case name.
@@ -83,6 +88,7 @@ impl Trial {
             Trial::PerturbThenRollback => "perturb_then_rollback",
             Trial::Drill => "drill",
             Trial::GcReleases => "gc_releases",
+            Trial::UnfinishedCaptureReleased => "unfinished_capture_released",
         }
     }
 
@@ -214,6 +220,7 @@ async fn run_trial(env: &Env<'_>, trial: Trial) -> Checked {
         Trial::PerturbThenRollback => perturb_then_rollback(env).await,
         Trial::Drill => drill(env).await,
         Trial::GcReleases => gc_releases(env).await,
+        Trial::UnfinishedCaptureReleased => unfinished_capture_released(env).await,
     }
 }
 
@@ -465,4 +472,27 @@ async fn gc_releases(e: &Env<'_>) -> Checked {
     e.mutate(&db).await?;
     e.rollback_ok(&b).await?;
     e.same(&db, "after a rollback to the kept snapshot").await
+}
+
+async fn unfinished_capture_released(e: &Env<'_>) -> Checked {
+    let driver = e.stack.driver(&e.name).at("the driver")?;
+    let mut ctx = Context::new(&e.name, e.stack.store().clone(), &e.dir);
+    ctx.snapshot_id = crate::snapshot::new_id();
+    // What a killed `rollback snapshot` leaves: the driver's pins, and no manifest.
+    driver.capture(&ctx).await.at("capture")?;
+    let pinned = e.f.pinned(&e.name, &e.dir, &ctx.snapshot_id).await.at("fixture: pinned")?;
+    driver.release_unfinished(&ctx).await.at("release_unfinished")?;
+    if let Some(n) = e.f.pinned(&e.name, &e.dir, &ctx.snapshot_id).await.at("fixture: pinned")? {
+        ensure!(n == 0, "a capture without a manifest still pins {n} of {pinned:?} resources after release_unfinished");
+    }
+    driver.release_unfinished(&ctx).await.at("release_unfinished, a second time")?;
+    // A snapshot taken the normal way is untouched by it and still rolls back.
+    let before = e.digest("before").await?;
+    let s = e.snapshot(&e.stack).await?;
+    let mut other = Context::new(&e.name, e.stack.store().clone(), &e.dir);
+    other.snapshot_id = crate::snapshot::new_id();
+    driver.release_unfinished(&other).await.at("release_unfinished of another id")?;
+    e.mutate(&before).await?;
+    e.rollback_ok(&s).await?;
+    e.same(&before, "after a rollback past an unfinished capture").await
 }

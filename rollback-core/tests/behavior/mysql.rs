@@ -84,6 +84,19 @@ impl Fixture for Mysql {
     async fn cleanup(&self, name: &str, _dir: &Path) {
         let _ = mysql("", &format!("DROP DATABASE IF EXISTS `{name}`")).await;
     }
+
+    async fn pinned(&self, name: &str, _dir: &Path, snapshot_id: &str) -> Result<Option<usize>> {
+        // The `fast` copy's schema and its ready copy, named from the database and the id.
+        let schema = format!("CONCAT('_rollback_', LEFT(SHA2(CONCAT('{name}', CHAR(0), '{snapshot_id}'), 256), 12))");
+        let n = mysql(
+            "",
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({schema}, CONCAT({schema}, '_r'))"
+            ),
+        )
+        .await?;
+        Ok(Some(n.trim().parse().unwrap_or(usize::MAX)))
+    }
 }
 
 mod dump {

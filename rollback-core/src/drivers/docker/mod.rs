@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions,
-    TagImageOptions,
+    InspectContainerOptions, ListContainersOptions, ListImagesOptionsBuilder, RemoveContainerOptions,
+    RemoveImageOptions, RenameContainerOptions, TagImageOptions,
 };
 use bollard::Docker;
 use serde_json::{json, Value};
@@ -345,6 +345,36 @@ impl Driver for DockerDriver {
 
     async fn release(&self, ctx: &Context, part: &Part) -> Result<()> {
         self.release_all(part).await.map_err(|e| e.with_component(&ctx.component))
+    }
+
+    async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
+        if ctx.snapshot_id.is_empty() {
+            return Ok(());
+        }
+        // The containers a label selected then may not be the ones it selects now: find
+        // the snapshot's tags by the tag itself.
+        let (_, tag) = protect_tag("", &ctx.snapshot_id);
+        let d = self.connect().await.map_err(|e| e.with_component(&ctx.component))?;
+        let filters = HashMap::from([("reference", vec![format!("rollback/*:{tag}")])]);
+        let images = d
+            .list_images(Some(ListImagesOptionsBuilder::default().filters(&filters).build()))
+            .await
+            .map_err(|e| docker_err("cannot list images", e, &Redactor::default()).with_component(&ctx.component))?;
+        let suffix = format!(":{tag}");
+        for name in images.iter().flat_map(|i| i.repo_tags.iter()) {
+            if !(name.starts_with("rollback/") && name.ends_with(&suffix)) {
+                continue;
+            }
+            match d.remove_image(name, Some(RemoveImageOptions { force: false, noprune: true }), None).await {
+                Ok(_) => {}
+                Err(e) if not_found_err(&e) => {}
+                Err(e) => {
+                    return Err(docker_err(format!("cannot remove image tag {name}"), e, &Redactor::default())
+                        .with_component(&ctx.component))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn describe_restore(&self, part: &Part) -> String {

@@ -163,6 +163,17 @@ impl DokkuDriver {
         self.run(ctx, Tool::Dokku, &a, scrub).await
     }
 
+    /// The tag that keeps a snapshot's image through Dokku's cleanup after a deploy;
+    /// named from the snapshot id, so that a killed capture's tag can be found again.
+    fn snapshot_tag(&self, snapshot_id: &str) -> String {
+        let snap: String = snapshot_id
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .collect();
+        format!("dokku/{}:rollback-{snap}", self.app.to_lowercase())
+    }
+
     async fn docker(&self, ctx: &Context, args: &[&str]) -> Result<String> {
         let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         self.run(ctx, Tool::Docker, &a, &Redactor::default()).await
@@ -299,13 +310,7 @@ impl DokkuDriver {
         let apps = self.report(ctx, "apps:report").await?;
         let digests = self.docker(ctx, &["image", "inspect", "--format", "{{json .RepoDigests}}", &image_id]).await?;
         let digests: Vec<String> = serde_json::from_str(digests.trim()).unwrap_or_default();
-        let snap: String = ctx
-            .snapshot_id
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
-            .collect();
-        let tag = format!("dokku/{}:rollback-{snap}", self.app.to_lowercase());
+        let tag = self.snapshot_tag(&ctx.snapshot_id);
         // Dokku deletes old images after each deploy: a tag keeps this one.
         self.docker(ctx, &["image", "tag", &image_id, &tag]).await?;
         // A digest is a reference `git:from-image` has not seen (the same reference again
@@ -439,6 +444,20 @@ impl Driver for DokkuDriver {
             self.docker(ctx, &["image", "rm", tag]).await.map_err(|e| e.with_component(&ctx.component))?;
         }
         Ok(())
+    }
+
+    async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
+        if ctx.snapshot_id.is_empty() {
+            return Ok(());
+        }
+        let tag = self.snapshot_tag(&ctx.snapshot_id);
+        let r = async {
+            if !self.docker(ctx, &["image", "ls", "-q", &tag]).await?.trim().is_empty() {
+                self.docker(ctx, &["image", "rm", &tag]).await?;
+            }
+            Ok(())
+        };
+        r.await.map_err(|e: Error| e.with_component(&ctx.component))
     }
 
     fn describe_restore(&self, part: &Part) -> String {

@@ -538,6 +538,18 @@ impl Driver for GitDriver {
         .await
     }
 
+    async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
+        let tag = format!("refs/tags/rollback/{}", ctx.snapshot_id);
+        self.with_repo(move |me| {
+            let repo = me.open()?;
+            if let Ok(mut r) = repo.find_reference(&tag) {
+                r.delete().map_err(git_err(format!("cannot delete tag {tag}")))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     fn describe_restore(&self, part: &Part) -> String {
         let st = state_of(part).ok();
         let c = st.as_ref().map(|s| s.commit[..12].to_string()).unwrap_or_default();

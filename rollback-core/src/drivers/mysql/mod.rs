@@ -650,8 +650,15 @@ impl MysqlDriver {
         Ok((n, art))
     }
 
-    fn snapshot_schema_name(&self) -> String {
-        format!("_rollback_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+    /// The schema a `fast` snapshot copies into (and `_r` for its ready copy): named
+    /// from the database and the snapshot id, so that what a killed capture made can
+    /// be found again without its manifest.
+    fn snapshot_schema_name(&self, snapshot_id: &str) -> String {
+        if snapshot_id.is_empty() {
+            return format!("_rollback_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        }
+        let h = Sha256::digest(format!("{}\0{snapshot_id}", self.db).as_bytes());
+        format!("_rollback_{}", &hex::encode(h)[..12])
     }
 
     async fn capture_fast(
@@ -660,7 +667,7 @@ impl MysqlDriver {
         conn: &mut Conn,
         tables: &[String],
     ) -> Result<(Vec<TableState>, String)> {
-        let schema = self.snapshot_schema_name();
+        let schema = self.snapshot_schema_name(&ctx.snapshot_id);
         conn.query_drop(format!("CREATE DATABASE {}", q(&schema)))
             .await
             .map_err(|e| self.err("cannot create the snapshot schema (needs CREATE privilege)", e))?;
@@ -1324,6 +1331,20 @@ impl Driver for MysqlDriver {
                     .await
                     .map_err(|e| self.err("cannot drop the snapshot schema", e))?;
             }
+        }
+        Ok(())
+    }
+
+    async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
+        if self.strategy != Strategy::Fast || ctx.snapshot_id.is_empty() {
+            return Ok(());
+        }
+        let schema = self.snapshot_schema_name(&ctx.snapshot_id);
+        let mut conn = self.connect().await?;
+        for s in [format!("{schema}_r"), schema] {
+            conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&s)))
+                .await
+                .map_err(|e| self.err("cannot drop the schema of an unfinished snapshot", e))?;
         }
         Ok(())
     }

@@ -325,11 +325,7 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
     if !exists(&client, db).await? {
         return Err(Error::not_found(format!("database `{db}` does not exist on {}", d.target.desc)));
     }
-    let tag = if ctx.snapshot_id.is_empty() {
-        format!("rb_{:08x}", rand::random::<u32>())
-    } else {
-        format!("rb_{}", ctx.snapshot_id.to_lowercase())
-    };
+    let tag = copy_tag(&ctx.snapshot_id);
     let copy = derived(db, &tag);
     if exists(&client, &copy).await? {
         drop_database(&client, &copy, version).await?;
@@ -563,6 +559,51 @@ pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> 
             kept_in_safety_snapshot: false,
         })
         .collect())
+}
+
+/// The tag of a snapshot's copies: named from the snapshot id, so that what a killed
+/// capture made can be found again without its manifest.
+fn copy_tag(snapshot_id: &str) -> String {
+    if snapshot_id.is_empty() {
+        format!("rb_{:08x}", rand::random::<u32>())
+    } else {
+        format!("rb_{}", snapshot_id.to_lowercase())
+    }
+}
+
+/// Drops the copies a capture of `ctx.snapshot_id` that never finished may have made.
+pub(super) async fn release_unfinished(d: &PostgresDriver, ctx: &Context) -> Result<()> {
+    if ctx.snapshot_id.is_empty() {
+        return Ok(());
+    }
+    let tag = copy_tag(&ctx.snapshot_id);
+    let (client, version) = maintenance(d).await?;
+    for name in [derived(&d.target.db, &format!("{tag}_r")), derived(&d.target.db, &tag)] {
+        // The server goes on with a statement whose client was killed: a `CREATE
+        // DATABASE` of this copy may still be running, and would commit after the
+        // check below. End it first (it then cleans up after itself).
+        let pattern =
+            format!("%CREATE DATABASE {}%", ident(&name).replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        for _ in 0..100 {
+            let left: i64 = client
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE pid <> pg_backend_pid() AND state <> 'idle' AND query LIKE $1",
+                    &[&pattern],
+                )
+                .await
+                .map_err(|e| pg_error(&e, "cannot list the sessions of an interrupted capture"))?
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if exists(&client, &name).await? {
+            drop_database(&client, &name, version).await?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn release(d: &PostgresDriver, part: &Part) -> Result<()> {

@@ -338,6 +338,14 @@ impl Driver for PostgresDriver {
         r.map_err(|e| self.err(ctx, e))
     }
 
+    async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
+        match self.strategy {
+            // `dump` keeps everything in the store.
+            Strategy::Dump => Ok(()),
+            Strategy::Fast => fast::release_unfinished(self, ctx).await.map_err(|e| self.err(ctx, e)),
+        }
+    }
+
     fn describe_restore(&self, part: &Part) -> String {
         match self.common(part) {
             Ok(c) if c.strategy == Strategy::Fast => fast::describe(part, &c),
