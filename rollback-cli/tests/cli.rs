@@ -1144,3 +1144,52 @@ fn a_rollback_killed_in_its_safety_snapshot_is_resumed_and_leaves_nothing_pinned
     assert_eq!(code(&v), 0, "{}", text(&v));
     drop_pinned_stack(&d, &db);
 }
+
+/// A rollback whose health gate fails is compensated component by component; killed
+/// after the first is put back, `resume` puts back the rest (not the first again
+/// from scratch, nor the snapshot's state) and ends `compensated`, every component
+/// equal to the safety snapshot: the bad deploy, as it was before the rollback.
+#[test]
+fn a_compensation_killed_midway_is_finished_by_resume() {
+    let (_t, d) = tmp();
+    let repo = stack(&d);
+    // The gate can never pass: the rollback must compensate.
+    let cfg = std::fs::read_to_string(d.join("rollback.toml")).unwrap().replace(
+        r#"health = [{ command = ["sh", "-c", "sleep 0.3; test -e releases/current/VERSION"], timeout = "5s" }]"#,
+        r#"health = [{ command = ["test", "-e", "never-there"], timeout = "1s" }]"#,
+    );
+    write(&d.join("rollback.toml"), &cfg);
+    let snap = snapshot(&d);
+    bad_deploy(&d, &repo);
+    let state = |d: &Path| {
+        (
+            std::fs::read_to_string(d.join("config/strategy.json")).unwrap(),
+            d.join("config/new.json").exists(),
+            std::fs::read_to_string(d.join("svc.state")).unwrap(),
+            std::fs::read_link(d.join("releases/current")).unwrap(),
+        )
+    };
+    let deployed = state(&d);
+    run_until_failpoint(&d, "compensated-one", &["rollback", &snap, "--yes"]);
+    let h = run(&d, &["--json", "history"]);
+    let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+    assert_eq!(h.last().unwrap()["status"], "interrupted", "{h:?}");
+    assert_ne!(state(&d), deployed, "killed with some components still on the snapshot's state");
+    let o = run(&d, &["--json", "resume", "latest"]);
+    assert_eq!(code(&o), 1, "a compensated rollback exits 1: {}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["status"], "compensated", "{rec}");
+    assert_eq!(rec["resumed"], true);
+    let compensations: Vec<&str> = rec["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "compensate")
+        .map(|s| s["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(compensations.len(), 4, "each changed component put back once: {compensations:?}");
+    assert_eq!(state(&d), deployed, "every component is back as the safety snapshot has it");
+    let safety = rec["safety_snapshot_id"].as_str().unwrap();
+    let v = run(&d, &["verify", safety]);
+    assert_eq!(code(&v), 0, "{}", text(&v));
+}

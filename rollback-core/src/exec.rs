@@ -820,6 +820,7 @@ impl<'a> Executor<'a> {
             });
             j.touched.retain(|x| x != &c);
             let _ = self.save(j);
+            crate::failpoint::hit("compensated-one");
         }
         self.start_stopped(j, _snap).await;
         // From the journal, not a local flag: a resumed compensation must remember
