@@ -188,9 +188,115 @@ SELECT 'type|' || n.nspname || '.' || t.typname || '|' || t.typtype::text || '|'
 UNION ALL
 SELECT 'schema|' || s FROM unnest($2::text[]) AS s";
 
+/// Which catalog facts a snapshot's schema lines hold: a snapshot is verified with
+/// the set it was captured with, whichever build reads it (its digest was taken
+/// over those lines).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Facts {
+    /// Columns, types, indexes, constraints, views, triggers, sequences, functions:
+    /// snapshots from before `facts` was recorded.
+    Structure,
+    /// Also owners, grants, comments, storage (UNLOGGED, reloptions), row security
+    /// and policies, partition keys and bounds, inheritance, rules, trigger and rule
+    /// enablement, aggregates, procedures, composite/range/domain types in full,
+    /// extensions, and for a whole database its event triggers and publications.
+    #[default]
+    Everything,
+}
+
+impl Facts {
+    /// What a state without the field was captured with.
+    pub(super) fn legacy() -> Facts {
+        Facts::Structure
+    }
+}
+
+/// What `Facts::Everything` adds to `SCHEMA_LINES`. `$1`: the relations in scope;
+/// `$2`: the schemas in scope; `$3`: whether the scope is the whole database.
+const MORE_LINES: &str = "
+SELECT 'relx|' || n.nspname || '.' || c.relname || '|' || c.relpersistence::text || '|'
+       || c.relrowsecurity::text || ',' || c.relforcerowsecurity::text || '|'
+       || coalesce(array_to_string(c.reloptions, ','), '') || '|' || pg_get_userbyid(c.relowner) || '|'
+       || coalesce(c.relacl::text, '') || '|' || coalesce(pg_get_partkeydef(c.oid), '') || '|'
+       || coalesce(pg_get_expr(c.relpartbound, c.oid), '') || '|' || coalesce(obj_description(c.oid, 'pg_class'), '')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)
+UNION ALL
+SELECT 'colx|' || n.nspname || '.' || c.relname || '|' || a.attname || '|'
+       || coalesce(col_description(c.oid, a.attnum), '') || '|' || coalesce(a.attacl::text, '')
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+   AND (col_description(c.oid, a.attnum) IS NOT NULL OR a.attacl IS NOT NULL)
+UNION ALL
+SELECT 'inh|' || i.inhrelid::regclass::text || '|' || i.inhparent::regclass::text || '|' || i.inhseqno::text
+  FROM pg_inherits i WHERE i.inhrelid = ANY($1)
+UNION ALL
+SELECT 'pol|' || n.nspname || '.' || c.relname || '|' || p.polname || '|' || p.polcmd::text || '|'
+       || p.polpermissive::text || '|' || p.polroles::regrole[]::text || '|'
+       || coalesce(pg_get_expr(p.polqual, p.polrelid), '') || '|' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE p.polrelid = ANY($1)
+UNION ALL
+SELECT 'rule|' || pg_get_ruledef(r.oid) || '|' || r.ev_enabled::text
+  FROM pg_rewrite r WHERE r.ev_class = ANY($1) AND r.rulename <> '_RETURN'
+UNION ALL
+SELECT 'trgx|' || n.nspname || '.' || c.relname || '|' || t.tgname || '|' || t.tgenabled::text
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE t.tgrelid = ANY($1) AND NOT t.tgisinternal
+UNION ALL
+SELECT 'nsp|' || n.nspname || '|' || pg_get_userbyid(n.nspowner) || '|' || coalesce(n.nspacl::text, '') || '|'
+       || coalesce(obj_description(n.oid, 'pg_namespace'), '')
+  FROM pg_namespace n WHERE n.nspname = ANY($2)
+UNION ALL
+SELECT 'fnx|' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')|'
+       || p.prokind::text || '|' || pg_get_userbyid(p.proowner) || '|' || coalesce(p.proacl::text, '') || '|'
+       || coalesce(obj_description(p.oid, 'pg_proc'), '') || '|'
+       || coalesce((SELECT a.aggkind::text || ',' || a.aggtransfn::regproc::text || ',' || a.aggfinalfn::regproc::text
+                           || ',' || format_type(a.aggtranstype, NULL) || ',' || coalesce(a.agginitval, '')
+                      FROM pg_aggregate a WHERE a.aggfnoid = p.oid), '')
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY($2)
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
+                    AND e.objid = p.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 'typx|' || n.nspname || '.' || t.typname || '|' || t.typtype::text || '|' || pg_get_userbyid(t.typowner) || '|'
+       || coalesce(t.typacl::text, '') || '|' || coalesce(obj_description(t.oid, 'pg_type'), '') || '|'
+       || CASE t.typtype
+            WHEN 'd' THEN format_type(t.typbasetype, t.typtypmod) || ',' || t.typnotnull::text || ','
+                          || coalesce(t.typdefault, '') || ','
+                          || coalesce((SELECT string_agg(k.conname || ' ' || pg_get_constraintdef(k.oid), ';' ORDER BY k.conname)
+                                         FROM pg_constraint k WHERE k.contypid = t.oid), '')
+            WHEN 'r' THEN (SELECT format_type(r.rngsubtype, NULL) FROM pg_range r WHERE r.rngtypid = t.oid)
+            WHEN 'c' THEN (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ',' ORDER BY a.attnum)
+                             FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)
+            ELSE ''
+          END
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname = ANY($2) AND t.typtype IN ('e', 'd', 'r', 'c')
+   -- a composite type of its own, not a table's row type
+   AND (t.typtype <> 'c' OR EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = t.typrelid AND k.relkind = 'c'))
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_type'::regclass
+                    AND e.objid = t.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 'ext|' || e.extname || '|' || e.extversion || '|' || n.nspname
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+ WHERE $3 OR n.nspname = ANY($2)
+UNION ALL
+SELECT 'evt|' || v.evtname || '|' || v.evtevent || '|' || v.evtenabled::text || '|'
+       || coalesce(array_to_string(v.evttags, ','), '') || '|' || v.evtfoid::regprocedure::text || '|'
+       || pg_get_userbyid(v.evtowner)
+  FROM pg_event_trigger v WHERE $3
+UNION ALL
+SELECT 'pub|' || p.pubname || '|' || p.puballtables::text || '|' || p.pubinsert::text || p.pubupdate::text
+       || p.pubdelete::text || p.pubtruncate::text || '|'
+       || coalesce((SELECT string_agg(r.prrelid::regclass::text, ',' ORDER BY 1) FROM pg_publication_rel r
+                     WHERE r.prpubid = p.oid), '')
+  FROM pg_publication p WHERE $3";
+
 /// One line per catalog fact of the scoped objects (columns, types, indexes,
-/// constraints, views, triggers, sequences, functions), sorted.
-pub(super) async fn schema_lines(client: &Client, scope: &Scope, rels: &[Rel]) -> Result<Vec<String>> {
+/// constraints, views, triggers, sequences, functions; with `Facts::Everything`
+/// also what `MORE_LINES` reads), sorted.
+pub(super) async fn schema_lines(client: &Client, scope: &Scope, rels: &[Rel], facts: Facts) -> Result<Vec<String>> {
     let oids: Vec<u32> = rels.iter().map(|r| r.oid).collect();
     let schemas: Vec<String> = match scope {
         Scope::Database => existing_schemas(client).await?,
@@ -205,6 +311,14 @@ pub(super) async fn schema_lines(client: &Client, scope: &Scope, rels: &[Rel]) -
         .await
         .map_err(|e| pg_error(&e, "cannot read the schema from the catalog"))?;
     let mut lines: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
+    if facts == Facts::Everything {
+        let whole = matches!(scope, Scope::Database);
+        let rows = client
+            .query(MORE_LINES, &[&oids, &schemas, &whole])
+            .await
+            .map_err(|e| pg_error(&e, "cannot read owners, grants and storage from the catalog"))?;
+        lines.extend(rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()));
+    }
     lines.sort();
     Ok(lines)
 }

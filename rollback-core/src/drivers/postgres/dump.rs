@@ -11,7 +11,7 @@ use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::catalog::{self, Rel, RowHash, RowHasher, Scope};
+use super::catalog::{self, Facts, Rel, RowHash, RowHasher, Scope};
 use super::conn::{dump_pattern, ident, pg_error, qname, Target};
 use super::{Common, PostgresDriver, Strategy};
 use crate::driver::{Captured, Context, Discard, Drift};
@@ -38,6 +38,9 @@ struct DumpState {
     /// How the table checksums hash rows.
     #[serde(default = "RowHash::legacy")]
     row_hash: RowHash,
+    /// Which catalog facts `schema_digest` covers.
+    #[serde(default = "Facts::legacy")]
+    facts: Facts,
     /// How the table data artifacts are stored.
     #[serde(default)]
     data: DataFormat,
@@ -306,7 +309,7 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
     let rels = catalog::relations(&client, &d.scope).await?;
     let schemas = catalog::existing_schemas(&client).await?;
     check_listed(&d.scope, &rels, &schemas)?;
-    let lines = catalog::schema_lines(&client, &d.scope, &rels).await?;
+    let lines = catalog::schema_lines(&client, &d.scope, &rels, Facts::default()).await?;
     let extensions = match &d.scope {
         Scope::Schemas { schemas } => catalog::extensions_in(&client, schemas).await?,
         _ => Vec::new(),
@@ -372,6 +375,7 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
         sequences,
         matviews,
         row_hash: RowHash::default(),
+        facts: Facts::default(),
         data: DataFormat::CopyLz4,
     };
     Ok(Captured {
@@ -566,13 +570,13 @@ struct Current {
     rels: Vec<Rel>,
 }
 
-async fn current(client: &Client, scope: &Scope) -> Result<Current> {
+async fn current(client: &Client, scope: &Scope, facts: Facts) -> Result<Current> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .map_err(|e| pg_error(&e, "cannot begin a read transaction"))?;
     let rels = catalog::relations(client, scope).await?;
-    let lines = catalog::schema_lines(client, scope, &rels).await?;
+    let lines = catalog::schema_lines(client, scope, &rels, facts).await?;
     Ok(Current { lines, rels })
 }
 
@@ -593,7 +597,7 @@ pub(super) fn line_diff(then: &[String], now: &[String], out: &mut Vec<String>) 
 pub(super) async fn verify(d: &PostgresDriver, ctx: &Context, part: &Part) -> Result<Drift> {
     let st = state(part)?;
     let (client, _) = d.open().await?;
-    let cur = current(&client, &st.scope).await?;
+    let cur = current(&client, &st.scope, st.facts).await?;
     let mut diffs = Vec::new();
     if catalog::digest_lines(&cur.lines) != st.schema_digest {
         let then: Vec<String> = String::from_utf8_lossy(&ctx.store.read_artifact(artifact(part, LINES)?)?)
@@ -652,7 +656,7 @@ async fn hash_artifact(ctx: &Context, a: &ArtifactRef, algo: RowHash, format: Da
 pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
     let st = state(part)?;
     let (client, _) = d.open().await?;
-    let cur = current(&client, &st.scope).await?;
+    let cur = current(&client, &st.scope, st.facts).await?;
     let mut out = Vec::new();
     let discard = |target: String, changes: u64, unit: &str| Discard {
         component: ctx.component.clone(),

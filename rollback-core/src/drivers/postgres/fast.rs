@@ -491,7 +491,7 @@ async fn read_database(
         .await
         .map_err(|e| pg_error(&e, "cannot begin a read transaction"))?;
     let rels = catalog::relations(&client, &Scope::Database).await?;
-    let lines = catalog::schema_lines(&client, &Scope::Database, &rels).await?;
+    let lines = catalog::schema_lines(&client, &Scope::Database, &rels, catalog::Facts::default()).await?;
     let mut tables = BTreeMap::new();
     for r in rels.iter().filter(|r| r.has_data()) {
         tables.insert(r.display(), catalog::copy_out(&client, r, RowHash::default(), |_| Ok(())).await?);
