@@ -2,6 +2,7 @@
 
 mod catalog;
 mod fence;
+mod objects;
 mod sql;
 
 use std::collections::BTreeSet;
@@ -274,6 +275,11 @@ struct State {
     /// their triggers and drops them, then creates these again.
     #[serde(default)]
     triggers: Vec<catalog::Trigger>,
+    /// Views, procedures, functions and events of a whole-database snapshot; `None`
+    /// with `tables` set, and in snapshots from before they were kept (a restore
+    /// then leaves them as they are).
+    #[serde(default)]
+    objects: Option<Vec<objects::Object>>,
 }
 
 fn state_of(part: &Part) -> Result<State> {
@@ -1107,6 +1113,10 @@ impl Driver for MysqlDriver {
         let server_version = self.server_version(&mut conn).await?;
         let tables = self.scope(&mut conn).await?;
         let triggers = self.triggers(&mut conn, Some(tables.as_slice())).await?;
+        let objects = match self.tables {
+            None => Some(self.objects(&mut conn).await?),
+            Some(_) => None,
+        };
         let (tables, artifacts, snapshot_schema) = match self.strategy {
             Strategy::Dump => {
                 let (t, a) = self.capture_dump(ctx, &mut conn, &tables).await?;
@@ -1146,6 +1156,7 @@ impl Driver for MysqlDriver {
             scoped: self.tables.is_some(),
             tables,
             triggers,
+            objects,
         };
         let _ = conn.disconnect().await;
         Ok(Captured {
@@ -1232,7 +1243,14 @@ impl Driver for MysqlDriver {
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
         let st = state_of(part)?;
-        self.restore_tables(ctx, part, &st).await
+        self.restore_tables(ctx, part, &st).await?;
+        if let Some(objects) = &st.objects {
+            // After the tables: a view is checked against the columns it selects.
+            let mut conn = self.connect().await?;
+            self.put_objects_back(&mut conn, objects).await?;
+            let _ = conn.disconnect().await;
+        }
+        Ok(())
     }
 
     async fn verify(&self, _ctx: &Context, part: &Part) -> Result<Drift> {
@@ -1266,6 +1284,10 @@ impl Driver for MysqlDriver {
         }
         let live = self.live_triggers(&mut conn, &st).await?;
         d.extend(catalog::diff_triggers(&st.triggers, &live).differences());
+        if let Some(objects) = &st.objects {
+            let live = self.objects(&mut conn).await?;
+            d.extend(objects::diff(objects, &live).differences());
+        }
         let _ = conn.disconnect().await;
         Ok(Drift::from_differences(d))
     }
@@ -1316,6 +1338,12 @@ impl Driver for MysqlDriver {
         let live = self.live_triggers(&mut conn, &st).await?;
         for (target, unit) in catalog::diff_triggers(&st.triggers, &live).discarded() {
             out.push(discard(target, 1, unit));
+        }
+        if let Some(objects) = &st.objects {
+            let live = self.objects(&mut conn).await?;
+            for (target, unit) in objects::diff(objects, &live).discarded() {
+                out.push(discard(target, 1, unit));
+            }
         }
         let _ = conn.disconnect().await;
         Ok(out)
