@@ -1089,3 +1089,65 @@ async fn dump_round_trips_every_object_kind_and_verify_sees_each_change() {
 async fn fast_round_trips_every_object_kind_and_verify_sees_each_change() {
     every_kind_round_trips("fast").await;
 }
+
+/// A `fast` snapshot reads its tables in a read view and copies them through a
+/// second connection: it takes no lock on the rows it copies, so a writer that locks
+/// a row (`FOR UPDATE NOWAIT`) right after it was copied never finds it locked.
+/// (The copy used to be `INSERT … SELECT` in one transaction: a shared lock on every
+/// source row until the last table was copied; every such write here failed then.)
+#[tokio::test]
+async fn a_fast_snapshot_takes_no_lock_on_the_rows_writers_change() {
+    let (db, mut c) = TestDb::new("nolock").await;
+    c.query_drop("CREATE TABLE book (id INT PRIMARY KEY, v INT NOT NULL)").await.unwrap();
+    c.query_drop("CREATE TABLE history (id INT PRIMARY KEY, pad CHAR(100) NOT NULL)").await.unwrap();
+    c.query_drop("INSERT INTO book VALUES (1, 0), (2, 0)").await.unwrap();
+    // Copied after `book` (tables go in name order): its rows stay locked meanwhile
+    // with a locking copy.
+    c.query_drop("INSERT INTO history SELECT a.seq * 1000 + b.seq, 'x' FROM seq_0_to_299 a, seq_0_to_999 b")
+        .await
+        .unwrap();
+    // Other tests' write fences set the global `read_only`, which takes a lock that a
+    // NOWAIT write also meets: take turns with them (as the fence itself does).
+    let mut turn = Conn::new(mysql_async::Opts::from_url(&base_url()).unwrap()).await.unwrap();
+    let _: Option<i64> = turn.query_first("SELECT GET_LOCK('rollback_write_fence', 300)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), &component(&db.name, "fast", "fence = false"));
+    let s2 = stack.clone();
+    let capture = tokio::spawn(async move { s2.snapshot(SnapshotOptions::default()).await });
+    let (mut writes, mut blocked) = (0u32, Vec::new());
+    while !capture.is_finished() {
+        let r = async {
+            c.query_drop("START TRANSACTION").await?;
+            c.query_drop("SELECT v FROM book WHERE id = 1 FOR UPDATE NOWAIT").await?;
+            c.query_drop("UPDATE book SET v = v + 1 WHERE id = 1").await?;
+            c.query_drop("COMMIT").await
+        }
+        .await;
+        match r {
+            Ok(()) => writes += 1,
+            Err(e) => {
+                let _ = c.query_drop("ROLLBACK").await;
+                blocked.push(e.to_string());
+            }
+        }
+    }
+    let snap = capture.await.unwrap().unwrap();
+    assert!(
+        blocked.is_empty(),
+        "writes found their row locked by the snapshot: {} of {}: {:?}",
+        blocked.len(),
+        writes + blocked.len() as u32,
+        blocked.first()
+    );
+    assert!(writes > 0, "the writer ran during the capture");
+    // The copy is whole and consistent: verify after undoing the writer's changes.
+    let v: u64 = c.query_first("SELECT v FROM book WHERE id = 1").await.unwrap().unwrap();
+    assert!(v >= u64::from(writes));
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
+    let n: u64 = c.query_first("SELECT COUNT(*) FROM history").await.unwrap().unwrap();
+    assert_eq!(n, 300_000);
+    let _ = turn.query_drop("DO RELEASE_LOCK('rollback_write_fence')").await;
+    drop_copies(&mut c, &stack).await;
+    db.drop_all().await;
+}

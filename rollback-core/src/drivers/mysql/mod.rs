@@ -690,25 +690,24 @@ impl MysqlDriver {
                     .map_err(|e| self.err(&format!("cannot create the copy of {}", q(t)), e))?;
                 states.push(TableState { name: t.clone(), create, columns, rows: 0, checksum: None, artifact: None });
             }
-            // DDL above commits implicitly; the copies share one transaction (its locking
-            // reads make the set of copies consistent: writers wait until it commits).
+            // DDL above commits implicitly. Every table is then read in one read view,
+            // as `dump` reads it: consistent across tables while writers run, and no
+            // lock on their rows. (An `INSERT … SELECT` here takes a shared lock on every
+            // source row until the commit: trading writes waited for the whole copy.)
             conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 .await
                 .map_err(|e| self.err("cannot set the isolation level", e))?;
-            conn.query_drop("START TRANSACTION").await.map_err(|e| self.err("cannot start a transaction", e))?;
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                .await
+                .map_err(|e| self.err("cannot start the snapshot transaction", e))?;
+            let mut writer = self.connect().await?;
             for st in &states {
                 let t0 = Instant::now();
-                let cols = st.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-                conn.query_drop(format!(
-                    "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
-                    qt(&schema, &st.name),
-                    qt(&self.db, &st.name)
-                ))
-                .await
-                .map_err(|e| self.err(&format!("cannot copy {}", q(&st.name)), e))?;
-                ctx.progress(format!("copied {} in {} ms", q(&st.name), t0.elapsed().as_millis()));
+                let n = self.copy_rows(conn, &mut writer, st, &schema).await?;
+                ctx.progress(format!("copied {} ({n} rows) in {} ms", q(&st.name), t0.elapsed().as_millis()));
             }
-            conn.query_drop("COMMIT").await.map_err(|e| self.err("cannot commit the copies", e))?;
+            let _ = writer.disconnect().await;
+            conn.query_drop("COMMIT").await.map_err(|e| self.err("cannot end the snapshot transaction", e))?;
             for st in &mut states {
                 st.checksum = self.checksum(conn, &schema, &st.name).await?;
                 st.rows = self.count(conn, &schema, &st.name).await?;
@@ -724,6 +723,56 @@ impl MysqlDriver {
                 Err(e)
             }
         }
+    }
+
+    /// Streams the rows of `st` as `reader`'s read view sees them into
+    /// `schema`.`st.name` through `writer`, in prepared multi-row INSERTs; the next
+    /// batch is read while one is written. Returns the rows copied.
+    async fn copy_rows(&self, reader: &mut Conn, writer: &mut Conn, st: &TableState, schema: &str) -> Result<u64> {
+        let ncols = st.columns.len();
+        let per = INSERT_ROWS.min(60_000 / ncols.max(1)).max(1);
+        let cols = st.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        let one = format!("({})", vec!["?"; ncols].join(","));
+        let stmt_for = |n: usize| {
+            format!("INSERT INTO {} ({cols}) VALUES {}", qt(schema, &st.name), vec![one.as_str(); n].join(","))
+        };
+        let full = writer.prep(stmt_for(per)).await.map_err(|e| self.err("cannot prepare the INSERT", e))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Value>>(2);
+        let select = format!("SELECT {cols} FROM {}", qt(&self.db, &st.name));
+        let read = async move {
+            let mut res =
+                reader.query_iter(select).await.map_err(|e| self.err(&format!("cannot read {}", q(&st.name)), e))?;
+            let mut batch = Vec::with_capacity(per * ncols);
+            let mut n = 0u64;
+            while let Some(row) = res.next().await.map_err(|e| self.err(&format!("cannot read {}", q(&st.name)), e))? {
+                batch.extend(row.unwrap_raw().into_iter().map(|v| v.unwrap_or(Value::NULL)));
+                n += 1;
+                if batch.len() == per * ncols && tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    // The writer failed: its error is the one reported.
+                    return Ok(n);
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch).await;
+            }
+            Ok::<u64, Error>(n)
+        };
+        // Owns `rx`: when it fails, the reader's next send fails and the read stops.
+        let write = async move {
+            while let Some(batch) = rx.recv().await {
+                let rows = batch.len() / ncols.max(1);
+                let r = if rows == per {
+                    writer.exec_drop(&full, batch).await
+                } else {
+                    writer.exec_drop(stmt_for(rows), batch).await
+                };
+                r.map_err(|e| self.err(&format!("cannot copy {}", q(&st.name)), e))?;
+            }
+            Ok::<(), Error>(())
+        };
+        let (n, w) = tokio::join!(read, write);
+        w?;
+        n
     }
 
     /// Copies the snapshot schema into `<schema>_r`, tables as captured (foreign keys
