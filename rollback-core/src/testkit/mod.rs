@@ -101,6 +101,13 @@ pub trait Fixture: Send + Sync {
         Ok(None)
     }
 
+    /// Whether the component runs (serves, accepts work), read without the driver.
+    /// Required of a driver with `Capability::lifecycle`: the lifecycle trial checks
+    /// that its `stop` stops and its `start` starts.
+    async fn running(&self, _name: &str, _dir: &Path) -> Result<Option<bool>> {
+        Ok(None)
+    }
+
     /// The registry the trial's stack is built from; a driver from another crate
     /// registers itself here.
     fn registry(&self) -> Registry {
@@ -227,7 +234,8 @@ macro_rules! behavior_tests {
             idempotent_restore IdempotentRestore, read_only_operations ReadOnlyOperations,
             verify_detects_mutation VerifyDetectsMutation, discards_name_mutation DiscardsNameMutation,
             compensation_truth CompensationTruth, perturb_then_rollback PerturbThenRollback, drill Drill,
-            gc_releases GcReleases, unfinished_capture_released UnfinishedCaptureReleased);
+            gc_releases GcReleases, unfinished_capture_released UnfinishedCaptureReleased,
+            lifecycle Lifecycle);
     };
     (@each $fixture:expr, $known:expr; $($name:ident $variant:ident),*) => {
         $(

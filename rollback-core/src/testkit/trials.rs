@@ -55,6 +55,10 @@ pub enum Trial {
     /// the driver's capture returned) is freed by `release_unfinished` given only its
     /// snapshot id, when the fixture can count what it pinned.
     UnfinishedCaptureReleased,
+    /// `stop` stops the component and `start` starts it again, as the fixture's
+    /// `running` sees it, both safe to repeat, and the component is then equal to a
+    /// snapshot taken before (with `Capability::lifecycle`).
+    Lifecycle,
 }
 
 impl Trial {
@@ -72,6 +76,7 @@ impl Trial {
         Trial::Drill,
         Trial::GcReleases,
         Trial::UnfinishedCaptureReleased,
+        Trial::Lifecycle,
     ];
 
     /// Snake-case name.
@@ -89,6 +94,7 @@ impl Trial {
             Trial::Drill => "drill",
             Trial::GcReleases => "gc_releases",
             Trial::UnfinishedCaptureReleased => "unfinished_capture_released",
+            Trial::Lifecycle => "lifecycle",
         }
     }
 
@@ -98,6 +104,7 @@ impl Trial {
             Trial::IdempotentRestore if !cap.idempotent_restore => Some("idempotent_restore is false"),
             Trial::DiscardsNameMutation if !cap.discard_report => Some("discard_report is false"),
             Trial::PerturbThenRollback | Trial::Drill if !cap.perturb => Some("perturb is false"),
+            Trial::Lifecycle if !cap.lifecycle => Some("lifecycle is false"),
             _ => None,
         }
     }
@@ -221,6 +228,7 @@ async fn run_trial(env: &Env<'_>, trial: Trial) -> Checked {
         Trial::Drill => drill(env).await,
         Trial::GcReleases => gc_releases(env).await,
         Trial::UnfinishedCaptureReleased => unfinished_capture_released(env).await,
+        Trial::Lifecycle => lifecycle(env).await,
     }
 }
 
@@ -495,4 +503,24 @@ async fn unfinished_capture_released(e: &Env<'_>) -> Checked {
     e.mutate(&before).await?;
     e.rollback_ok(&s).await?;
     e.same(&before, "after a rollback past an unfinished capture").await
+}
+
+async fn lifecycle(e: &Env<'_>) -> Checked {
+    let running = || async { e.f.running(&e.name, &e.dir).await.at("fixture: running") };
+    let Some(up) = running().await? else {
+        return Err("the driver has lifecycle, and the fixture's `running` cannot tell whether it runs".into());
+    };
+    ensure!(up, "the fresh component does not run");
+    let snap = e.snapshot(&e.stack).await?;
+    let driver = e.stack.driver(&e.name).at("the driver")?;
+    let ctx = e.context(&snap);
+    for round in ["", " a second time"] {
+        driver.stop(&ctx).await.at(&format!("stop{round}"))?;
+        ensure!(running().await? == Some(false), "the component still runs after stop{round}");
+    }
+    for round in ["", " a second time"] {
+        driver.start(&ctx).await.at(&format!("start{round}"))?;
+        ensure!(running().await? == Some(true), "the component does not run after start{round}");
+    }
+    e.verify_equal(&snap, "after stop and start").await
 }

@@ -1,6 +1,5 @@
 //! Stop, start, and the wait for a started container to be up.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as DockerError;
@@ -65,7 +64,9 @@ impl DockerDriver {
     /// `start` starts those and no others (a finished one-shot job stays finished).
     pub(crate) async fn stop_all(&self, ctx: &Context) -> Result<()> {
         let d = self.connect().await?;
-        let mut stopped = BTreeSet::new();
+        // Added to what an earlier stop stopped and no start has started yet: a second
+        // stop finds them stopped, and must not make `start` forget them.
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
         for n in self.select_present(&d, ctx, "stop").await? {
             let Some(i) = self.inspect(&d, &n).await? else { continue };
             if i["State"]["Running"] != true {

@@ -211,7 +211,23 @@ impl DockerDriver {
             None => self.inspect(d, &aside).await?,
         };
         let carried = self.carried(d, ctx, &name, &snap, previous.as_ref()).await?;
-        let (body, extra_networks) = spec::create_body(&snap, &image, &image_id, &want_mode, &carried)?;
+        // The snapshot's image reference (`app:1.4`) while it still names the snapshot's
+        // image: the container then reads as it did (`docker ps`, compose, anything that
+        // reads Config.Image). A tag the deploy moved names another image: by id then.
+        let reference = match snap["Config"]["Image"].as_str() {
+            Some(r) if !r.is_empty() && r != image_id => match self.inspect_image(d, r).await? {
+                Some(i) if i["Id"].as_str() == Some(image_id.as_str()) => r.to_string(),
+                _ => {
+                    ctx.progress(format!(
+                        "`{r}` now names another image: `{name}` is created on the snapshot's image {}",
+                        short_id(&image_id)
+                    ));
+                    image_id.clone()
+                }
+            },
+            _ => image_id.clone(),
+        };
+        let (body, extra_networks) = spec::create_body(&snap, &image, &reference, &want_mode, &carried)?;
         let body: ContainerCreateBody = serde_json::from_value(body).map_err(|e| {
             Error::new(ErrorKind::Corrupt, format!("captured config of `{name}` is invalid")).with_source(e)
         })?;

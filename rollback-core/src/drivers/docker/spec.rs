@@ -114,7 +114,8 @@ pub(crate) struct Carried {
     pub(crate) read_only: bool,
 }
 
-/// The create request recreating `snap` on `image_id`, and the networks to connect
+/// The create request recreating `snap` on `image_id` (an id, or a reference that
+/// names that image), and the networks to connect
 /// after create (engines before API 1.44 take one network at create).
 ///
 /// `network_mode` replaces a captured `container:<id>`: the id is of a container that a

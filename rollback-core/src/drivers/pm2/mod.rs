@@ -1,5 +1,6 @@
 #![doc = include_str!("docs.md")]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -343,6 +344,10 @@ struct Want {
     /// The app's declaration with its environment (snapshots taken before the driver
     /// stored it have none: their restores reload the app as it is).
     definition: Option<Value>,
+    /// Variables the processes already ran with at capture that their declaration did
+    /// not list (left by an earlier `--update-env` reload): names only. Verify names
+    /// only leftovers newer than the snapshot; a restore starts the app without any.
+    stale_env: BTreeSet<String>,
 }
 
 impl Want {
@@ -358,6 +363,7 @@ impl Want {
             release_dir: None,
             exec_mode: procs.first().map(|p| p.exec_mode.clone()),
             definition: definition(raw),
+            stale_env: BTreeSet::new(),
         }
     }
 }
@@ -509,6 +515,10 @@ impl Pm2Driver {
             release_dir: part.state["release_dir"].as_str().map(PathBuf::from),
             exec_mode: procs.iter().find_map(|p| p["exec_mode"].as_str().map(String::from)),
             definition,
+            stale_env: part.state["stale_env"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -546,7 +556,12 @@ impl Pm2Driver {
             }
             let stale: Vec<&str> = want
                 .env()
-                .map(|w| p.stale_keys(w).into_iter().filter(|k| !p.env.0.contains_key(*k)).collect())
+                .map(|w| {
+                    p.stale_keys(w)
+                        .into_iter()
+                        .filter(|k| !p.env.0.contains_key(*k) && !want.stale_env.contains(*k))
+                        .collect()
+                })
                 .unwrap_or_default();
             if !stale.is_empty() {
                 d.push(format!(
@@ -762,6 +777,12 @@ impl Pm2Driver {
         if let Some(def) = definition(&raw) {
             state["exec_mode"] = def["exec_mode"].clone();
             state["instances"] = def["instances"].clone();
+            let declared = def["env"].as_object().cloned().unwrap_or_default();
+            let stale: BTreeSet<&str> = procs
+                .iter()
+                .flat_map(|p| p.stale_keys(&declared).into_iter().filter(|k| !p.env.0.contains_key(*k)))
+                .collect();
+            state["stale_env"] = json!(stale);
             let bytes = serde_json::to_vec(&def)
                 .map_err(|e| Error::unexpected("cannot encode the pm2 app declaration").with_source(e))?;
             artifacts.push(ctx.store.put_bytes("app", &bytes)?);
