@@ -18,7 +18,15 @@ use crate::driver::Context;
 ///
 /// A Ctrl-C at the operator's terminal then no longer reaches it halfway through a
 /// restore: the CLI turns it into a stop at the next step boundary.
-#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "driver-command",
+        feature = "driver-dokku",
+        feature = "driver-pm2",
+        feature = "driver-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn own_group(cmd: &mut tokio::process::Command) {
     cmd.process_group(0);
 }
@@ -26,12 +34,28 @@ pub(crate) fn own_group(cmd: &mut tokio::process::Command) {
 /// Ends a child's process group when dropped before [`GroupGuard::finished`]: the
 /// step timed out or was given up. A command that ran to its end keeps what it
 /// started on purpose (a daemon).
-#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "driver-command",
+        feature = "driver-dokku",
+        feature = "driver-pm2",
+        feature = "driver-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) struct GroupGuard {
     pgid: Option<u32>,
 }
 
-#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "driver-command",
+        feature = "driver-dokku",
+        feature = "driver-pm2",
+        feature = "driver-postgres"
+    )),
+    allow(dead_code)
+)]
 impl GroupGuard {
     /// Guards the group of `pid` (spawned with [`own_group`]) and records it beside
     /// the journal of the rollback running the step, if any.
@@ -50,7 +74,15 @@ impl GroupGuard {
     }
 }
 
-#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "driver-command",
+        feature = "driver-dokku",
+        feature = "driver-pm2",
+        feature = "driver-postgres"
+    )),
+    allow(dead_code)
+)]
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
@@ -60,9 +92,50 @@ impl Drop for GroupGuard {
     }
 }
 
+/// How running a program to its end failed.
+#[cfg_attr(not(any(feature = "driver-dokku", feature = "driver-pm2", feature = "driver-postgres")), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// It could not be started (not found, not executable).
+    Spawn(std::io::Error),
+    /// It did not end within its limit; its whole group was ended.
+    Timeout,
+    /// Its output could not be read.
+    Wait(std::io::Error),
+}
+
+/// Runs `cmd` to its end and collects its output, the one way drivers run programs
+/// (`pm2`, `dokku`/`ssh`, `pg_dump`): in a process group of its own, recorded beside
+/// the journal while it runs (a `resume` after a kill ends what is left of it before
+/// the step runs again), and the whole group ended when `limit` passes or the caller
+/// gives up on it (a cancelled or timed-out step).
+#[cfg_attr(not(any(feature = "driver-dokku", feature = "driver-pm2", feature = "driver-postgres")), allow(dead_code))]
+pub(crate) async fn output(
+    ctx: &Context,
+    mut cmd: tokio::process::Command,
+    limit: Duration,
+) -> Result<std::process::Output, RunError> {
+    cmd.kill_on_drop(true).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    own_group(&mut cmd);
+    let child = cmd.spawn().map_err(RunError::Spawn)?;
+    let mut group = GroupGuard::new(ctx, child.id());
+    let out = tokio::time::timeout(limit, child.wait_with_output()).await.map_err(|_| RunError::Timeout)?;
+    let out = out.map_err(RunError::Wait)?;
+    group.finished();
+    Ok(out)
+}
+
 /// Appends `pid start-time` to the record, durably: it must be on disk before the
 /// process can outlive us.
-#[cfg_attr(not(any(feature = "driver-command", feature = "driver-dokku")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "driver-command",
+        feature = "driver-dokku",
+        feature = "driver-pm2",
+        feature = "driver-postgres"
+    )),
+    allow(dead_code)
+)]
 fn record(log: &Path, pid: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let start = start_time(pid).unwrap_or(0);
@@ -133,4 +206,48 @@ fn group_alive(pgid: u32) -> bool {
     // until reaped, which the wait loop tolerates up to its deadline.
     let r = unsafe { libc::kill(-(pgid as libc::pid_t), 0) };
     r == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(sleep 1; touch late) & sleep 30`: the background job outlives its parent
+    /// unless the whole group is ended.
+    fn with_a_background_job(late: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(format!("(sleep 1; touch '{}') & sleep 30", late.display()));
+        cmd
+    }
+
+    /// What pm2, dokku and pg_dump run through: given up on (a cancelled or timed-out
+    /// step drops it) or past its limit, it ends the whole group, and while it runs
+    /// the group is recorded beside the journal for a later `resume`. With
+    /// `kill_on_drop` alone (how pm2 and pg_dump ran) the background job wrote `late`.
+    #[tokio::test]
+    async fn a_program_given_up_or_timed_out_ends_its_whole_group_and_was_recorded() {
+        let d = tempfile::tempdir().unwrap();
+        let mut ctx = Context::new("c", crate::Store::open(d.path().join("store")).unwrap(), d.path());
+        let log = d.path().join("children");
+        ctx.child_log = Some(log.clone());
+        let late = d.path().join("late");
+
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            output(&ctx, with_a_background_job(&late), Duration::from_secs(60)),
+        )
+        .await;
+        assert!(given_up.is_err());
+        let recorded = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(recorded.lines().count(), 1, "{recorded}");
+
+        let timed_out = output(&ctx, with_a_background_job(&late), Duration::from_millis(300)).await;
+        assert!(matches!(timed_out, Err(RunError::Timeout)), "{timed_out:?}");
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!late.exists(), "a background job outlived the program it belonged to");
+
+        let ran = output(&ctx, tokio::process::Command::new("true"), Duration::from_secs(5)).await.unwrap();
+        assert!(ran.status.success());
+    }
 }

@@ -126,23 +126,18 @@ impl DokkuDriver {
                 c
             }
         };
-        cmd.kill_on_drop(true)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        crate::process::own_group(&mut cmd);
+        cmd.stdin(std::process::Stdio::null());
         let spawn_error = |e: std::io::Error| {
             let kind =
                 if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::Unreachable } else { ErrorKind::Unexpected };
             Error::new(kind, format!("cannot run `{bin}` {} (set `dokku_bin`/`docker_bin`/`host`)", self.where_()))
         };
-        let child = cmd.spawn().map_err(&spawn_error)?;
-        let mut group = crate::process::GroupGuard::new(ctx, child.id());
-        let out = tokio::time::timeout(Duration::from_secs(1800), child.wait_with_output())
-            .await
-            .map_err(|_| Error::new(ErrorKind::Timeout, format!("`{shown}` did not finish within 30 min")))?
-            .map_err(&spawn_error)?;
-        group.finished();
+        let out = crate::process::output(ctx, cmd, Duration::from_secs(1800)).await.map_err(|e| match e {
+            crate::process::RunError::Spawn(e) | crate::process::RunError::Wait(e) => spawn_error(e),
+            crate::process::RunError::Timeout => {
+                Error::new(ErrorKind::Timeout, format!("`{shown}` did not finish within 30 min"))
+            }
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);

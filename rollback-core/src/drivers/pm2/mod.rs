@@ -416,25 +416,25 @@ impl Pm2Driver {
     async fn pm2(&self, ctx: &Context, args: &[&str]) -> Result<String> {
         self.ensure_daemon().await?;
         let mut cmd = tokio::process::Command::new(&self.pm2_bin);
-        cmd.args(args).kill_on_drop(true).stdin(std::process::Stdio::null());
+        cmd.args(args).stdin(std::process::Stdio::null());
         // Set before every call: without it pm2 starts a second daemon under ~/.pm2.
         if let Some(h) = &self.pm2_home {
             cmd.env("PM2_HOME", h);
         }
         cmd.env("FORCE_COLOR", "0").env("PM2_DISCRETE_MODE", "true");
-        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-            .await
-            .map_err(|_| {
+        let out = crate::process::output(ctx, cmd, Duration::from_secs(120)).await.map_err(|e| match e {
+            crate::process::RunError::Timeout => {
                 Error::new(ErrorKind::Timeout, format!("`pm2 {}` did not finish within 120s", args.join(" ")))
-            })?
-            .map_err(|e| {
+            }
+            crate::process::RunError::Spawn(e) | crate::process::RunError::Wait(e) => {
                 let kind = if e.kind() == std::io::ErrorKind::NotFound {
                     ErrorKind::Unreachable
                 } else {
                     ErrorKind::Unexpected
                 };
                 Error::new(kind, format!("cannot run `{}` (set `pm2_bin`)", self.pm2_bin)).with_source(e)
-            })?;
+            }
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {
             let text = format!("{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -117,7 +118,13 @@ async fn pg_dump_major(bin: &str) -> Result<i32> {
 /// `extensions`: those created in a scoped schema. `pg_dump --schema` leaves every
 /// extension out, so without `--extension` the restore's DROP SCHEMA … CASCADE would
 /// take such an extension and the re-created tables would miss its types.
-async fn run_pg_dump(d: &PostgresDriver, section: &str, snapshot: &str, extensions: &[String]) -> Result<Vec<u8>> {
+async fn run_pg_dump(
+    d: &PostgresDriver,
+    ctx: &Context,
+    section: &str,
+    snapshot: &str,
+    extensions: &[String],
+) -> Result<Vec<u8>> {
     let mut cmd = tokio::process::Command::new(&d.pg_dump);
     cmd.args(["--schema-only", "--no-password", "--section", section, "--snapshot", snapshot]);
     match &d.scope {
@@ -149,11 +156,15 @@ async fn run_pg_dump(d: &PostgresDriver, section: &str, snapshot: &str, extensio
     ] {
         cmd.env_remove(k);
     }
-    cmd.envs(d.target.libpq_env()).kill_on_drop(true).stdin(std::process::Stdio::null());
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| Error::new(ErrorKind::NotFound, format!("cannot run `{}`", d.pg_dump)).with_source(e))?;
+    cmd.envs(d.target.libpq_env()).stdin(std::process::Stdio::null());
+    // The capture's own timeout bounds it (the group is ended when the capture is
+    // given up); this limit only keeps the runner's contract.
+    let out = crate::process::output(ctx, cmd, Duration::from_secs(7 * 24 * 3600)).await.map_err(|e| match e {
+        crate::process::RunError::Spawn(e) | crate::process::RunError::Wait(e) => {
+            Error::new(ErrorKind::NotFound, format!("cannot run `{}`", d.pg_dump)).with_source(e)
+        }
+        crate::process::RunError::Timeout => Error::new(ErrorKind::Timeout, "pg_dump did not finish"),
+    })?;
     if !out.status.success() {
         return Err(Error::unexpected(format!(
             "pg_dump --section={section} failed: {}",
@@ -316,8 +327,8 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
     };
 
     // The schema comes from pg_dump (it knows every object kind), reading the same snapshot.
-    let pre = run_pg_dump(d, "pre-data", &snapshot, &extensions);
-    let post = run_pg_dump(d, "post-data", &snapshot, &extensions);
+    let pre = run_pg_dump(d, ctx, "pre-data", &snapshot, &extensions);
+    let post = run_pg_dump(d, ctx, "post-data", &snapshot, &extensions);
 
     let mut sequences = Vec::new();
     for r in rels.iter().filter(|r| r.kind == 'S') {
