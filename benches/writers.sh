@@ -70,7 +70,12 @@ out, loops = sys.argv[1], sys.argv[2]
 p99 = re.search(r"99th percentile:\s+([\d.]+)", out)
 mx = re.search(r"max:\s+([\d.]+)", out)
 err = re.search(r"ignored errors:\s+(\d+)", out)
-print(p99.group(1) if p99 else "nan", mx.group(1) if mx else "nan", err.group(1) if err else "0", loops)
+fatal = next((l.split("FATAL:", 1)[1].strip() for l in out.splitlines() if "FATAL:" in l), None)
+if p99 and not fatal:
+    print(p99.group(1), mx.group(1) if mx else "", err.group(1) if err else "0", loops, sep="\t")
+else:
+    # The writer gave up: say why instead of a latency.
+    print("-", "-", "stopped: " + (fatal or "no result")[:120].replace("|", "/"), loops, sep="\t")
 EOF
 }
 
@@ -82,6 +87,10 @@ stack_dir() { # name, component toml
 PGD=$(stack_dir pg-dump "driver = \"postgres\"
 url = \"$PG/$PGDB\"
 strategy = \"dump\"")
+PGD1=$(stack_dir pg-dump1 "driver = \"postgres\"
+url = \"$PG/$PGDB\"
+strategy = \"dump\"
+jobs = 1")
 PGF=$(stack_dir pg-fast "driver = \"postgres\"
 url = \"$PG/$PGDB\"
 strategy = \"fast\"")
@@ -99,6 +108,7 @@ echo "measuring (each case ${SECS}s at ${RATE} tx/s)" >&2
 R[pg_idle]=$(measure "$PGA" "")
 R[pg_tool]=$(measure "$PGA" "pg_dump -Fc -f $WORK/pg.dump $PG/$PGDB")
 R[pg_dump]=$(measure "$PGA" "(cd $PGD && $RB snapshot && $RB gc --keep 1)")
+R[pg_dump1]=$(measure "$PGA" "(cd $PGD1 && $RB snapshot && $RB gc --keep 1)")
 R[pg_fast]=$(measure "$PGA" "(cd $PGF && $RB snapshot && $RB gc --keep 1)")
 R[my_idle]=$(measure "$MYA" "")
 R[my_tool]=$(measure "$MYA" "mysqldump -uroot -h127.0.0.1 --single-transaction $MYDB > $WORK/my.sql")
@@ -115,21 +125,24 @@ R[my_fast]=$(measure "$MYA" "(cd $MYF && $RB snapshot && $RB gc --keep 1)")
   echo
   echo "| database | while | p99 ms | max ms | writer errors | snapshots taken | p99 / tool's |"
   echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-  for k in pg_idle pg_tool pg_dump pg_fast my_idle my_tool my_dump my_fast; do
-    read -r p99 mx err loops <<<"${R[$k]}"
+  for k in pg_idle pg_tool pg_dump pg_dump1 pg_fast my_idle my_tool my_dump my_fast; do
+    IFS=$'\t' read -r p99 mx err loops <<<"${R[$k]}"
     db=${k%%_*}; what=${k#*_}
-    tool=${R[${db}_tool]%% *}
+    tool=${R[${db}_tool]%%$'\t'*}
     case "$k" in
       pg_idle|my_idle) label="nothing" ;;
       pg_tool) label="\`pg_dump -Fc\`" ;;
       my_tool) label="\`mysqldump --single-transaction\`" ;;
       *_dump) label="\`rollback snapshot\`, strategy \`dump\`" ;;
+      *_dump1) label="\`rollback snapshot\`, strategy \`dump\`, \`jobs = 1\`" ;;
       *_fast) label="\`rollback snapshot\`, strategy \`fast\`" ;;
     esac
     case "$what" in
       idle) ratio=""; loops="" ;;
       tool) ratio="1.00x" ;;
-      *) ratio=$(python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b > 0 else '')" "$p99" "$tool") ;;
+      *) ratio=$(python3 -c "import sys
+try: print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}x')
+except ValueError: print('')" "$p99" "$tool") ;;
     esac
     name=PostgreSQL; [ "$db" = my ] && name=MariaDB
     echo "| $name | $label | $p99 | $mx | $err | $loops | $ratio |"

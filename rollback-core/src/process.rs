@@ -8,6 +8,18 @@
 //! running the same restore beside the orphan could see it overwrite what was just
 //! put back.
 
+// Used by the drivers that run programs: a build without some of them leaves some of
+// this unused (a build with all of them, the default, still checks for dead code).
+#![cfg_attr(
+    not(all(
+        feature = "driver-command",
+        feature = "driver-dokku",
+        feature = "driver-pm2",
+        feature = "driver-postgres"
+    )),
+    allow(dead_code)
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,15 +30,6 @@ use crate::driver::Context;
 ///
 /// A Ctrl-C at the operator's terminal then no longer reaches it halfway through a
 /// restore: the CLI turns it into a stop at the next step boundary.
-#[cfg_attr(
-    not(any(
-        feature = "driver-command",
-        feature = "driver-dokku",
-        feature = "driver-pm2",
-        feature = "driver-postgres"
-    )),
-    allow(dead_code)
-)]
 pub(crate) fn own_group(cmd: &mut tokio::process::Command) {
     cmd.process_group(0);
 }
@@ -34,28 +37,10 @@ pub(crate) fn own_group(cmd: &mut tokio::process::Command) {
 /// Ends a child's process group when dropped before [`GroupGuard::finished`]: the
 /// step timed out or was given up. A command that ran to its end keeps what it
 /// started on purpose (a daemon).
-#[cfg_attr(
-    not(any(
-        feature = "driver-command",
-        feature = "driver-dokku",
-        feature = "driver-pm2",
-        feature = "driver-postgres"
-    )),
-    allow(dead_code)
-)]
 pub(crate) struct GroupGuard {
     pgid: Option<u32>,
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "driver-command",
-        feature = "driver-dokku",
-        feature = "driver-pm2",
-        feature = "driver-postgres"
-    )),
-    allow(dead_code)
-)]
 impl GroupGuard {
     /// Guards the group of `pid` (spawned with [`own_group`]) and records it beside
     /// the journal of the rollback running the step, if any.
@@ -74,15 +59,6 @@ impl GroupGuard {
     }
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "driver-command",
-        feature = "driver-dokku",
-        feature = "driver-pm2",
-        feature = "driver-postgres"
-    )),
-    allow(dead_code)
-)]
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
@@ -93,7 +69,6 @@ impl Drop for GroupGuard {
 }
 
 /// How running a program to its end failed.
-#[cfg_attr(not(any(feature = "driver-dokku", feature = "driver-pm2", feature = "driver-postgres")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) enum RunError {
     /// It could not be started (not found, not executable).
@@ -109,7 +84,6 @@ pub(crate) enum RunError {
 /// the journal while it runs (a `resume` after a kill ends what is left of it before
 /// the step runs again), and the whole group ended when `limit` passes or the caller
 /// gives up on it (a cancelled or timed-out step).
-#[cfg_attr(not(any(feature = "driver-dokku", feature = "driver-pm2", feature = "driver-postgres")), allow(dead_code))]
 pub(crate) async fn output(
     ctx: &Context,
     mut cmd: tokio::process::Command,
@@ -127,15 +101,6 @@ pub(crate) async fn output(
 
 /// Appends `pid start-time` to the record, durably: it must be on disk before the
 /// process can outlive us.
-#[cfg_attr(
-    not(any(
-        feature = "driver-command",
-        feature = "driver-dokku",
-        feature = "driver-pm2",
-        feature = "driver-postgres"
-    )),
-    allow(dead_code)
-)]
 fn record(log: &Path, pid: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let start = start_time(pid).unwrap_or(0);

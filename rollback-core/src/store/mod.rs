@@ -357,18 +357,7 @@ impl Store {
 
     /// Snapshots forgotten by a gc whose releases have not finished.
     pub(crate) fn list_forgotten(&self) -> Result<Vec<SnapshotManifest>> {
-        let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(self.root.join("gc")) else { return Ok(out) };
-        for e in rd {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                let data = fs::read(&p).ctx(|| format!("cannot read {}", p.display()))?;
-                out.push(serde_json::from_slice(&data).map_err(|e| {
-                    Error::new(ErrorKind::Corrupt, format!("{} is unreadable", p.display())).with_source(e)
-                })?);
-            }
-        }
-        Ok(out)
+        read_json_dir(&self.root.join("gc"))
     }
 
     /// Drops a forgotten snapshot's entry once what it pinned is released.
@@ -456,18 +445,8 @@ impl Store {
     /// Captures begun and never ended. Only meaningful under the exclusive lock (a
     /// capture in progress holds the shared one): then each of these was killed.
     pub(crate) fn unfinished_captures(&self) -> Result<Vec<UnfinishedCapture>> {
-        let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(self.root.join("captures")) else { return Ok(out) };
-        for e in rd {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                let data = fs::read(&p).ctx(|| format!("cannot read {}", p.display()))?;
-                out.push(serde_json::from_slice(&data).map_err(|e| {
-                    Error::new(ErrorKind::Corrupt, format!("{} is unreadable", p.display())).with_source(e)
-                })?);
-            }
-        }
-        out.sort_by(|a: &UnfinishedCapture, b| a.id.cmp(&b.id));
+        let mut out: Vec<UnfinishedCapture> = read_json_dir(&self.root.join("captures"))?;
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
@@ -591,6 +570,23 @@ impl Drop for ArtifactWriter {
         // Abandoned (error path): never leave half-written files behind.
         let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// Every `*.json` file of `dir` (none when it does not exist); one that cannot be
+/// read is an error naming it, never skipped.
+fn read_json_dir<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else { return Ok(out) };
+    for e in rd {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let data = fs::read(&p).ctx(|| format!("cannot read {}", p.display()))?;
+            out.push(serde_json::from_slice(&data).map_err(|e| {
+                Error::new(ErrorKind::Corrupt, format!("{} is unreadable", p.display())).with_source(e)
+            })?);
+        }
+    }
+    Ok(out)
 }
 
 /// Ids travel from users into file names: letters, digits, `-`, `_`, `.`, no `..`.
