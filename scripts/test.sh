@@ -16,7 +16,9 @@ export ROLLBACK_TLS_DIR="${ROLLBACK_TLS_DIR:-/tmp/rollback-tls-servers}"
 bash scripts/tls-servers.sh start "$ROLLBACK_TLS_DIR"
 # The docker tests start a second engine, `dockerd --tlsverify`, on 2376 when they need it.
 export ROLLBACK_DOCKER_TLS_DIR="${ROLLBACK_DOCKER_TLS_DIR:-/tmp/rollback-docker-tls}"
-trap 'bash scripts/docker-tls.sh stop "$ROLLBACK_DOCKER_TLS_DIR" || true; bash scripts/tls-servers.sh stop "$ROLLBACK_TLS_DIR" || true' EXIT
+# ... and an sshd on 127.0.0.1:2022 in front of this machine's engine (`ssh://` hosts).
+export ROLLBACK_SSH_DIR="${ROLLBACK_SSH_DIR:-/tmp/rollback-ssh-server}"
+trap 'bash scripts/ssh-server.sh stop "$ROLLBACK_SSH_DIR" || true; bash scripts/docker-tls.sh stop "$ROLLBACK_DOCKER_TLS_DIR" || true; bash scripts/tls-servers.sh stop "$ROLLBACK_TLS_DIR" || true' EXIT
 for s in scripts/setup-*.sh; do [ -e "$s" ] && bash "$s"; done
 
 echo "== cargo fmt / clippy"

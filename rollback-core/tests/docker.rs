@@ -785,3 +785,65 @@ async fn an_engine_over_tls_with_a_client_certificate() {
     let env = tls_docker(&["inspect", "-f", "{{range .Config.Env}}{{.}} {{end}}", &name]);
     assert!(env.contains("V=3"), "nothing changed: {env}");
 }
+
+/// This machine's engine behind an sshd of the test's own (scripts/ssh-server.sh on
+/// 127.0.0.1:2022): the directory holding its `ssh_config`.
+fn ssh_server() -> &'static String {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let dir = std::env::var("ROLLBACK_SSH_DIR").unwrap_or_else(|_| "/tmp/rollback-ssh-server".into());
+        let out = Command::new("bash").arg(root.join("scripts/ssh-server.sh")).args(["start", &dir]).output().unwrap();
+        assert!(out.status.success(), "ssh-server.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+}
+
+/// ssh processes forwarding a socket of this test process (`rollback-ssh-<pid>-…`).
+fn our_tunnels() -> usize {
+    let out = Command::new("pgrep").args(["-f", &format!("rollback-ssh-{}-", std::process::id())]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// An engine reached over ssh (`host = "ssh://…"`, the keys and known host in the
+/// `ssh_config` it names): snapshot, rollback and verify work through one tunnel,
+/// `check` says the connection is ssh, and no ssh is left once the stack is gone. A
+/// host ssh cannot reach is an error that says why, and changes nothing.
+#[tokio::test]
+async fn an_engine_over_ssh() {
+    let dir_ssh = ssh_server().clone();
+    let name = uid();
+    let _c = Cleanup { containers: vec![name.clone()], networks: vec![], volumes: vec![] };
+    docker(&["run", "-d", "--name", &name, "-e", "V=1", OK]);
+    let dir = tempfile::tempdir().unwrap();
+    let keys =
+        format!("host = \"ssh://rollback-ssh-test\"\nssh_config = \"{dir_ssh}/ssh_config\"\nmin_uptime = \"1s\"\n");
+    let s = stack(dir.path(), &format!("{}{keys}", component("web", &name)));
+    let line = serde_json::to_string(&s.check().await.unwrap()).unwrap();
+    assert!(line.contains("ssh to rollback-ssh-test"), "{line}");
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    docker(&["rm", "-f", &name]);
+    docker(&["run", "-d", "--name", &name, "-e", "V=2", V2]);
+    let rec = s.rollback(&snap.id, opts()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    let env = docker(&["inspect", "-f", "{{range .Config.Env}}{{.}} {{end}}", &name]);
+    assert!(env.contains("V=1") && !env.contains("V=2"), "{env}");
+    assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    assert_eq!(our_tunnels(), 1, "one tunnel, reused");
+    drop(s);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(our_tunnels(), 0, "the tunnel ends with the stack");
+
+    // A host ssh cannot reach: refused before anything changes, saying why.
+    docker(&["rm", "-f", &name]);
+    docker(&["run", "-d", "--name", &name, "-e", "V=3", V2]);
+    let keys = format!(
+        "host = \"ssh://nobody@rollback-ssh-test\"\nssh_config = \"{dir_ssh}/ssh_config\"\nmin_uptime = \"1s\"\n"
+    );
+    let bad = stack(dir.path(), &format!("{}{keys}", component("web", &name)));
+    let e = bad.rollback(&snap.id, opts()).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("ssh to nobody@rollback-ssh-test") && msg.contains("Permission denied"), "{msg}");
+    let env = docker(&["inspect", "-f", "{{range .Config.Env}}{{.}} {{end}}", &name]);
+    assert!(env.contains("V=3"), "nothing changed: {env}");
+}

@@ -23,10 +23,15 @@ pub struct DockerConfig {
     /// Every container carrying this label (`key=value`), e.g. a compose project.
     #[serde(default)]
     pub label: Option<String>,
-    /// Engine address: `unix:///var/run/docker.sock`, `tcp://host:2376`; default
-    /// `DOCKER_HOST`, else the local socket.
+    /// Engine address: `unix:///var/run/docker.sock`, `tcp://host:2376`,
+    /// `ssh://[user@]host[:port][/path/to/docker.sock]`; default `DOCKER_HOST`, else
+    /// the local socket.
     #[serde(default)]
     pub host: Option<String>,
+    /// With an `ssh://` host: the ssh config file to use (`ssh -F`) instead of
+    /// `~/.ssh/config`.
+    #[serde(default)]
+    pub ssh_config: Option<String>,
     /// TLS with the engine, the server checked against the CA and this client
     /// presenting its certificate (`dockerd --tlsverify`); default `DOCKER_TLS_VERIFY`.
     #[serde(default)]
@@ -73,11 +78,12 @@ fn engine(
 ) -> Result<(Option<String>, Option<EngineTls>)> {
     let host = cfg.host.clone().or_else(|| var("DOCKER_HOST").filter(|h| !h.is_empty()));
     if let Some(h) = &host {
-        let ok = ["unix://", "tcp://", "http://", "https://"].iter().any(|p| h.starts_with(p));
+        let ok = ["unix://", "tcp://", "http://", "https://", "ssh://"].iter().any(|p| h.starts_with(p));
         if !ok {
             return Err(c.options.error(
                 "host",
-                "must be unix:///path/to/docker.sock, tcp://host:port, http://host:port or https://host:port",
+                "must be unix:///path/to/docker.sock, tcp://host:port, http://host:port, https://host:port or \
+                 ssh://[user@]host[:port]",
             ));
         }
     }
@@ -129,6 +135,14 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         (Some(_), Some(_)) => return Err(c.options.error("label", "give either `container` or `label`, not both")),
         _ => return Err(c.options.error("container", "a `docker` component needs `container` (name) or `label`")),
     };
+    let ssh_config = cfg.ssh_config.as_ref().map(|p| env.base_dir.join(p));
+    let ssh = match host.as_deref() {
+        Some(h) => super::ssh::SshEngine::parse(h, ssh_config).map_err(|why| c.options.error("host", why))?,
+        None => None,
+    };
+    if ssh.is_none() && cfg.ssh_config.is_some() {
+        return Err(c.options.error("ssh_config", "is for an ssh://… `host`"));
+    }
     let health_timeout = cfg.health_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60));
     let min_uptime = cfg.min_uptime.map(|d| d.0).unwrap_or(Duration::from_secs(5));
     if min_uptime >= health_timeout {
@@ -138,6 +152,8 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         selector,
         host,
         tls,
+        ssh,
+        tunnel: tokio::sync::Mutex::new(None),
         stop_grace: cfg.stop_grace.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
         health_timeout,
         min_uptime,
@@ -200,5 +216,19 @@ mod tests {
         let (d, c, e) = parts(t.path(), "tls_verify = true\n");
         let err = engine(&d, &c, &e, &vars(&[])).unwrap_err();
         assert!(err.to_string().contains("tcp://"), "{err}");
+    }
+
+    #[test]
+    fn ssh_hosts_are_checked_when_the_config_loads() {
+        let t = tempfile::tempdir().unwrap();
+        let err = |keys: &str| {
+            let (_, c, e) = parts(t.path(), keys);
+            factory(&c, &e).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert_eq!(err("host = \"ssh://deploy@docker-1:2222\"\nssh_config = \"ssh/config\"\n"), "");
+        assert!(err("host = \"ssh://-oProxyCommand=x\"\n").contains("`host`"));
+        assert!(err("host = \"ssh://box:port\"\n").contains("not a port"));
+        assert!(err("ssh_config = \"ssh/config\"\n").contains("`ssh_config`"));
+        assert!(err("host = \"ssh://box\"\ntls_verify = true\n").contains("tls_verify"));
     }
 }

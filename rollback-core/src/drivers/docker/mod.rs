@@ -5,6 +5,7 @@ mod config;
 mod lifecycle;
 mod restore;
 mod spec;
+mod ssh;
 mod verify;
 
 use std::collections::{BTreeSet, HashMap};
@@ -35,6 +36,9 @@ pub struct DockerDriver {
     selector: Selector,
     host: Option<String>,
     tls: Option<config::EngineTls>,
+    /// An `ssh://` host, reached through `tunnel`.
+    ssh: Option<ssh::SshEngine>,
+    tunnel: tokio::sync::Mutex<Option<ssh::Tunnel>>,
     stop_grace: Duration,
     health_timeout: Duration,
     min_uptime: Duration,
@@ -103,7 +107,20 @@ fn short_id(id: &str) -> &str {
 impl DockerDriver {
     async fn connect(&self) -> Result<Docker> {
         let scrub = Redactor::default();
+        let tunneled = match &self.ssh {
+            Some(e) => {
+                let mut t = self.tunnel.lock().await;
+                if !t.as_mut().is_some_and(|t| t.alive()) {
+                    *t = Some(ssh::Tunnel::open(e).await?);
+                }
+                t.as_ref().map(|t| format!("unix://{}", t.socket().display()))
+            }
+            None => None,
+        };
         let d = match (&self.host, &self.tls) {
+            _ if tunneled.is_some() => {
+                Docker::connect_with_unix(tunneled.as_deref().unwrap_or_default(), 120, bollard::API_DEFAULT_VERSION)
+            }
             (Some(h), Some(t)) => {
                 crate::tls::install_provider();
                 Docker::connect_with_ssl(h, &t.key, &t.cert, &t.ca, 120, bollard::API_DEFAULT_VERSION)
@@ -128,6 +145,9 @@ impl DockerDriver {
 
     /// How the connection to the engine is protected, for `check`.
     fn transport(&self) -> String {
+        if let Some(e) = &self.ssh {
+            return format!("ssh to {} (encrypted by ssh; the engine's socket {} forwarded)", e.dest, e.socket);
+        }
         match (&self.host, &self.tls) {
             (Some(_), Some(t)) => {
                 format!("TLS: the engine verified against {} and this client's certificate presented", t.ca.display())
