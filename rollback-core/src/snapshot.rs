@@ -75,6 +75,19 @@ impl Part {
     pub fn artifact(&self, name: &str) -> Option<&ArtifactRef> {
         self.artifacts.iter().find(|a| a.name == name)
     }
+
+    /// The driver's state, typed: what each driver reads back from its own capture.
+    /// A state that does not parse (a damaged manifest, or another driver's part) is
+    /// `Corrupt`, naming the driver and the component.
+    pub fn state_as<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
+        serde_json::from_value(self.state.clone()).map_err(|e| {
+            crate::Error::new(
+                crate::ErrorKind::Corrupt,
+                format!("the `{}` state of component `{}` in the snapshot is unreadable", self.driver, self.component),
+            )
+            .with_source(e)
+        })
+    }
 }
 
 impl SnapshotManifest {

@@ -90,11 +90,6 @@ fn git_err(what: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
     }
 }
 
-fn state_of(part: &Part) -> Result<State> {
-    serde_json::from_value(part.state.clone())
-        .map_err(|e| Error::new(ErrorKind::Corrupt, "git snapshot state is unreadable").with_source(e))
-}
-
 fn signature(repo: &Repository) -> Signature<'static> {
     repo.signature()
         .map(|s| s.to_owned())
@@ -395,7 +390,7 @@ impl Driver for GitDriver {
     }
 
     async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         self.with_repo(move |me| {
             let repo = me.open()?;
             let oid = Oid::from_str(&st.commit).map_err(git_err("bad commit id in snapshot"))?;
@@ -408,13 +403,13 @@ impl Driver for GitDriver {
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         let ctx = ctx.clone();
         self.with_repo(move |me| me.restore_blocking(&st, &ctx)).await
     }
 
     async fn verify(&self, _ctx: &Context, part: &Part) -> Result<Drift> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         self.with_repo(move |me| {
             let repo = me.open()?;
             Ok(Drift::from_differences(me.verify_repo(&repo, &st)?))
@@ -423,7 +418,7 @@ impl Driver for GitDriver {
     }
 
     async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         let component = ctx.component.clone();
         self.with_repo(move |me| {
             let repo = me.open()?;
@@ -527,7 +522,7 @@ impl Driver for GitDriver {
     }
 
     async fn release(&self, _ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         self.with_repo(move |me| {
             let repo = me.open()?;
             if let Ok(mut r) = repo.find_reference(&format!("refs/tags/{}", st.tag)) {
@@ -551,7 +546,7 @@ impl Driver for GitDriver {
     }
 
     fn describe_restore(&self, part: &Part) -> String {
-        let st = state_of(part).ok();
+        let st = part.state_as::<State>().ok();
         let c = st.as_ref().map(|s| s.commit[..12].to_string()).unwrap_or_default();
         let b = st.and_then(|s| s.branch).unwrap_or_else(|| "HEAD".into());
         if !self.paths.is_empty() {

@@ -282,11 +282,6 @@ struct State {
     objects: Option<Vec<objects::Object>>,
 }
 
-fn state_of(part: &Part) -> Result<State> {
-    serde_json::from_value(part.state.clone())
-        .map_err(|e| Error::new(ErrorKind::Corrupt, "mysql snapshot state is unreadable").with_source(e))
-}
-
 fn text(v: &Value) -> String {
     match v {
         Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
@@ -1215,7 +1210,7 @@ impl Driver for MysqlDriver {
     }
 
     async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         let mut conn = self.connect().await?;
         if !self.database_exists(&mut conn, &self.db).await? {
             return Err(Error::not_found(format!("mysql {}: database `{}` does not exist", self.target, self.db)));
@@ -1291,7 +1286,7 @@ impl Driver for MysqlDriver {
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         self.restore_tables(ctx, part, &st).await?;
         if let Some(objects) = &st.objects {
             // After the tables: a view is checked against the columns it selects.
@@ -1303,7 +1298,7 @@ impl Driver for MysqlDriver {
     }
 
     async fn verify(&self, _ctx: &Context, part: &Part) -> Result<Drift> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         let mut conn = self.connect().await?;
         let mut d = Vec::new();
         let now: BTreeSet<String> = self.list_tables(&mut conn, &self.db).await?.into_iter().collect();
@@ -1342,7 +1337,7 @@ impl Driver for MysqlDriver {
     }
 
     async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         let mut conn = self.connect().await?;
         let mut out = Vec::new();
         let now: BTreeSet<String> = self.list_tables(&mut conn, &self.db).await?.into_iter().collect();
@@ -1399,7 +1394,7 @@ impl Driver for MysqlDriver {
     }
 
     async fn release(&self, _ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         let schemas: Vec<String> = st.ready_schema.into_iter().chain(st.snapshot_schema).collect();
         if !schemas.is_empty() {
             let mut conn = self.connect().await?;
@@ -1441,7 +1436,7 @@ impl Driver for MysqlDriver {
     }
 
     fn describe_restore(&self, part: &Part) -> String {
-        let Ok(st) = state_of(part) else {
+        let Ok(st) = part.state_as::<State>() else {
             return "restore mysql tables".into();
         };
         let rows: u64 = st.tables.iter().map(|t| t.rows).sum();

@@ -91,11 +91,6 @@ struct SeqState {
     is_called: bool,
 }
 
-fn state(part: &Part) -> Result<DumpState> {
-    serde_json::from_value(part.state.clone())
-        .map_err(|e| Error::new(ErrorKind::Corrupt, "the snapshot's postgres dump state is unreadable").with_source(e))
-}
-
 fn artifact<'a>(part: &'a Part, name: &str) -> Result<&'a ArtifactRef> {
     part.artifact(name).ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("the snapshot has no artifact `{name}`")))
 }
@@ -396,7 +391,7 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
 }
 
 pub(super) async fn preflight(d: &PostgresDriver, _ctx: &Context, part: &Part, c: &Common) -> Result<()> {
-    let st = state(part)?;
+    let st = part.state_as::<DumpState>()?;
     for n in [PRE, POST, LINES] {
         artifact(part, n)?;
     }
@@ -438,13 +433,15 @@ async fn refuse_outside_dependents(client: &Client, scope: &Scope, rels: &[Rel])
 }
 
 pub(super) fn describe(part: &Part, c: &Common) -> String {
-    let (tables, rows) =
-        state(part).map(|s| (s.tables.len(), s.tables.iter().map(|t| t.rows).sum::<u64>())).unwrap_or((0, 0));
+    let (tables, rows) = part
+        .state_as::<DumpState>()
+        .map(|s| (s.tables.len(), s.tables.iter().map(|t| t.rows).sum::<u64>()))
+        .unwrap_or((0, 0));
     format!(
         "restore {} ({}) from the dump: in one transaction drop the scoped objects, re-create the schema, \
          load {tables} tables ({rows} rows), set sequences, rebuild indexes and constraints; writers wait on locks meanwhile",
         c.target,
-        state(part).map(|s| s.scope.describe()).unwrap_or_default()
+        part.state_as::<DumpState>().map(|s| s.scope.describe()).unwrap_or_default()
     )
 }
 
@@ -472,7 +469,7 @@ async fn copy_in_file(client: &Client, ctx: &Context, a: &ArtifactRef, format: D
 }
 
 pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &Common) -> Result<()> {
-    let st = state(part)?;
+    let st = part.state_as::<DumpState>()?;
     let pre = String::from_utf8(strip_meta(&ctx.store.read_artifact(artifact(part, PRE)?)?))
         .map_err(|_| Error::new(ErrorKind::Corrupt, "the schema artifact is not UTF-8"))?;
     let post = String::from_utf8(strip_meta(&ctx.store.read_artifact(artifact(part, POST)?)?))
@@ -606,7 +603,7 @@ pub(super) fn line_diff(then: &[String], now: &[String], out: &mut Vec<String>) 
 }
 
 pub(super) async fn verify(d: &PostgresDriver, ctx: &Context, part: &Part) -> Result<Drift> {
-    let st = state(part)?;
+    let st = part.state_as::<DumpState>()?;
     let (client, _) = d.open().await?;
     let cur = current(&client, &st.scope, st.facts).await?;
     let mut diffs = Vec::new();
@@ -665,7 +662,7 @@ async fn hash_artifact(ctx: &Context, a: &ArtifactRef, algo: RowHash, format: Da
 }
 
 pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
-    let st = state(part)?;
+    let st = part.state_as::<DumpState>()?;
     let (client, _) = d.open().await?;
     let cur = current(&client, &st.scope, st.facts).await?;
     let mut out = Vec::new();

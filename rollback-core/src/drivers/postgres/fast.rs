@@ -32,11 +32,6 @@ struct FastState {
     ready_db: Option<String>,
 }
 
-fn state(part: &Part) -> Result<FastState> {
-    serde_json::from_value(part.state.clone())
-        .map_err(|e| Error::new(ErrorKind::Corrupt, "the snapshot's postgres fast state is unreadable").with_source(e))
-}
-
 /// `<db>__<tag>`, shortened (with a hash of the name) to PostgreSQL's 63 bytes.
 fn derived(db: &str, tag: &str) -> String {
     let full = format!("{db}__{tag}");
@@ -366,7 +361,7 @@ async fn require_copy(client: &Client, st: &FastState) -> Result<()> {
 }
 
 pub(super) async fn preflight(d: &PostgresDriver, _ctx: &Context, part: &Part, c: &Common) -> Result<()> {
-    let st = state(part)?;
+    let st = part.state_as::<FastState>()?;
     let (client, version) = maintenance(d).await?;
     d.same_major(c.server_version_num, version)?;
     require_createdb(&client, d).await?;
@@ -374,7 +369,7 @@ pub(super) async fn preflight(d: &PostgresDriver, _ctx: &Context, part: &Part, c
 }
 
 pub(super) fn describe(part: &Part, c: &Common) -> String {
-    let copy = state(part).map(|s| s.copy_db).unwrap_or_default();
+    let copy = part.state_as::<FastState>().map(|s| s.copy_db).unwrap_or_default();
     format!(
         "swap database `{}` ({}) for a copy of `{copy}` (its spare copy the first time, else CREATE DATABASE … \
          TEMPLATE), then END EVERY SESSION connected to `{}` and rename both in one transaction; the replaced \
@@ -384,7 +379,7 @@ pub(super) fn describe(part: &Part, c: &Common) -> String {
 }
 
 pub(super) async fn restore(d: &PostgresDriver, ctx: &Context, part: &Part, c: &Common) -> Result<()> {
-    let st = state(part)?;
+    let st = part.state_as::<FastState>()?;
     let (client, version) = maintenance(d).await?;
     d.same_major(c.server_version_num, version)?;
     require_createdb(&client, d).await?;
@@ -501,7 +496,7 @@ async fn read_database(
 }
 
 async fn compare(d: &PostgresDriver, part: &Part) -> Result<(Vec<String>, Vec<(String, u64, &'static str)>)> {
-    let st = state(part)?;
+    let st = part.state_as::<FastState>()?;
     let (client, _) = maintenance(d).await?;
     require_copy(&client, &st).await?;
     let copy = connect_copy(d, &client, &st.copy_db).await?;
@@ -607,7 +602,7 @@ pub(super) async fn release_unfinished(d: &PostgresDriver, ctx: &Context) -> Res
 }
 
 pub(super) async fn release(d: &PostgresDriver, part: &Part) -> Result<()> {
-    let st = state(part)?;
+    let st = part.state_as::<FastState>()?;
     let (client, version) = maintenance(d).await?;
     if let Some(r) = &st.ready_db {
         drop_database(&client, r, version).await?;

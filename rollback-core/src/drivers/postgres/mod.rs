@@ -222,8 +222,7 @@ impl PostgresDriver {
     }
 
     fn common(&self, part: &Part) -> Result<Common> {
-        serde_json::from_value(part.state.clone())
-            .map_err(|e| Error::new(ErrorKind::Corrupt, "the snapshot's postgres state is unreadable").with_source(e))
+        part.state_as()
     }
 
     fn same_major(&self, captured: i32, now: i32) -> Result<()> {

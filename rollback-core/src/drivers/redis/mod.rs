@@ -200,11 +200,6 @@ struct State {
     safety: bool,
 }
 
-fn state_of(part: &Part) -> Result<State> {
-    serde_json::from_value(part.state.clone())
-        .map_err(|e| Error::new(ErrorKind::Corrupt, "redis snapshot state is unreadable").with_source(e))
-}
-
 /// One key as read from the server.
 struct Entry {
     key: Vec<u8>,
@@ -856,7 +851,7 @@ impl Driver for RedisDriver {
     }
 
     async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         let mut con = self.connect().await?;
         let now = self.server_version(&mut con).await?;
         // RESTORE refuses payloads from a newer RDB version: say so before changing anything.
@@ -879,7 +874,7 @@ impl Driver for RedisDriver {
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
-        let st = state_of(part)?;
+        let st = part.state_as::<State>()?;
         if st.pattern != self.pattern || st.db != self.db {
             tracing::warn!(component = %ctx.component, "restoring a snapshot taken with another pattern or db");
         }
@@ -921,7 +916,7 @@ impl Driver for RedisDriver {
     }
 
     async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
-        let mode = mode_for(self.mode, state_of(part)?.safety);
+        let mode = mode_for(self.mode, part.state_as::<State>()?.safety);
         let con = self.connect().await?;
         if mode == Mode::Flush {
             let (n, first) = self.count_live(&con).await?;
@@ -956,7 +951,7 @@ impl Driver for RedisDriver {
     }
 
     async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
-        let mode = mode_for(self.mode, state_of(part)?.safety);
+        let mode = mode_for(self.mode, part.state_as::<State>()?.safety);
         let con = self.connect().await?;
         let (changes, unit) = match mode {
             Mode::Flush => {

@@ -284,11 +284,6 @@ fn side_files(p: &Path) -> [PathBuf; 3] {
 }
 
 impl SqliteDriver {
-    fn state(part: &Part) -> Result<State> {
-        serde_json::from_value(part.state.clone())
-            .map_err(|e| Error::new(ErrorKind::Corrupt, "the snapshot's sqlite state is unreadable").with_source(e))
-    }
-
     fn artifact(part: &Part) -> Result<&crate::store::ArtifactRef> {
         part.artifact(ARTIFACT)
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("the snapshot has no artifact `{ARTIFACT}`")))
@@ -467,7 +462,7 @@ impl Driver for SqliteDriver {
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
         let r = (|| {
-            let st = Self::state(part)?;
+            let st = part.state_as::<State>()?;
             if st.absent {
                 return Ok(());
             }
@@ -497,7 +492,7 @@ impl Driver for SqliteDriver {
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
         let r = async {
-            if Self::state(part)?.absent {
+            if part.state_as::<State>()?.absent {
                 let path = self.path.clone();
                 return blocking(move || {
                     for f in std::iter::once(path.clone()).chain(side_files(&path)) {
@@ -512,7 +507,7 @@ impl Driver for SqliteDriver {
                 })
                 .await;
             }
-            let owner = Self::state(part)?.owner;
+            let owner = part.state_as::<State>()?.owner;
             let a = Self::artifact(part)?.clone();
             let file = ctx.store.artifact_path(&a)?;
             let (path, mode) = (self.path.clone(), self.mode);
@@ -528,7 +523,7 @@ impl Driver for SqliteDriver {
 
     async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
         let r = async {
-            let st = Self::state(part)?;
+            let st = part.state_as::<State>()?;
             if st.absent {
                 return Ok(if self.path.exists() {
                     Drift::from_differences(vec![format!(
@@ -572,7 +567,7 @@ impl Driver for SqliteDriver {
 
     async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
         let r = async {
-            if Self::state(part)?.absent {
+            if part.state_as::<State>()?.absent {
                 return Ok(Vec::new());
             }
             let a = Self::artifact(part)?.clone();
