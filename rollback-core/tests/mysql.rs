@@ -959,13 +959,15 @@ async fn invisible_generated_and_defaulted_columns_round_trip() {
 const EVERY_KIND: &[&str] = &[
     "CREATE TABLE accounts (id INT PRIMARY KEY, owner VARCHAR(50) NOT NULL DEFAULT 'nobody',
        doc JSON, created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, secret INT INVISIBLE DEFAULT 7,
-       owner_len INT AS (CHAR_LENGTH(owner)) VIRTUAL, note TEXT, FULLTEXT KEY ft_note (note)) ENGINE=InnoDB",
+       owner_len INT AS (CHAR_LENGTH(owner)) VIRTUAL, note TEXT, ratio FLOAT, FULLTEXT KEY ft_note (note)) ENGINE=InnoDB",
     "CREATE TABLE trades (id INT PRIMARY KEY, account INT, qty INT DEFAULT (1 + 1),
        CONSTRAINT trades_account FOREIGN KEY (account) REFERENCES accounts (id)) ENGINE=InnoDB",
     "CREATE TABLE places (id INT PRIMARY KEY, pos POINT NOT NULL, SPATIAL KEY sp_pos (pos)) ENGINE=InnoDB",
     "CREATE TABLE ticks (at DATE NOT NULL, v INT) PARTITION BY RANGE (YEAR(at))
        (PARTITION p2025 VALUES LESS THAN (2026), PARTITION p2026 VALUES LESS THAN (2027))",
-    "INSERT INTO accounts (id, owner, doc, note) VALUES (1, 'ada', '{\"a\": [1, 2]}', 'long trading note'), (2, 'bob', NULL, NULL)",
+    // A FLOAT the server prints with 6 significant digits (1234567 as 1234570).
+    "INSERT INTO accounts (id, owner, doc, note, ratio) VALUES (1, 'ada', '{\"a\": [1, 2]}', 'long trading note', 1234567),
+       (2, 'bob', NULL, NULL, 0.123456789)",
     "INSERT INTO trades VALUES (1, 1, 5), (2, 2, DEFAULT)",
     "INSERT INTO places VALUES (1, ST_GeomFromText('POINT(1 2)'))",
     "INSERT INTO ticks VALUES ('2025-06-01', 1), ('2026-06-01', 2)",
@@ -981,6 +983,7 @@ const EVERY_KIND: &[&str] = &[
 const CHANGES: &[(&str, &str)] = &[
     ("column default", "ALTER TABLE accounts ALTER COLUMN owner SET DEFAULT 'anon'"),
     ("json", "UPDATE accounts SET doc = JSON_SET(doc, '$.b', 3) WHERE id = 1"),
+    ("float", "UPDATE accounts SET ratio = 1 WHERE id = 2"),
     ("invisible column", "ALTER TABLE accounts MODIFY secret INT INVISIBLE DEFAULT 8"),
     ("generated column", "ALTER TABLE accounts MODIFY owner_len INT AS (LENGTH(owner)) VIRTUAL"),
     ("fulltext key", "ALTER TABLE accounts DROP INDEX ft_note"),

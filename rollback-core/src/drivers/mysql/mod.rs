@@ -517,6 +517,32 @@ impl MysqlDriver {
             .collect())
     }
 
+    /// The columns of `st` for a `SELECT` whose text output loads back bit for bit:
+    /// a FLOAT is read as the DOUBLE it exactly is (`f + 0E0`), because the server
+    /// prints a FLOAT with 6 significant digits (1234567 as 1234570), and that text
+    /// would load back as another number.
+    async fn exact_select_list(&self, conn: &mut Conn, st: &TableState) -> Result<String> {
+        let rows = self
+            .rows(
+                conn,
+                &format!(
+                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
+                     AND DATA_TYPE = 'float'",
+                    lit(&self.db),
+                    lit(&st.name)
+                ),
+                "cannot list columns",
+            )
+            .await?;
+        let floats: BTreeSet<String> = rows.iter().filter_map(|r| r.first().map(text)).collect();
+        Ok(st
+            .columns
+            .iter()
+            .map(|c| if floats.contains(c) { format!("({} + 0E0)", q(c)) } else { q(c) })
+            .collect::<Vec<_>>()
+            .join(", "))
+    }
+
     async fn checksum(&self, conn: &mut Conn, schema: &str, table: &str) -> Result<Option<u64>> {
         let r = self.rows(conn, &format!("CHECKSUM TABLE {}", qt(schema, table)), "CHECKSUM TABLE failed").await?;
         Ok(r.first().and_then(|r| r.get(1)).and_then(num))
@@ -610,8 +636,7 @@ impl MysqlDriver {
             }
             w.finish()
         });
-        let cols = st.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-        let select = format!("SELECT {cols} FROM {}", qt(&self.db, &st.name));
+        let select = format!("SELECT {} FROM {}", self.exact_select_list(conn, st).await?, qt(&self.db, &st.name));
         let mut n = 0u64;
         let read = async {
             let mut res =
@@ -735,8 +760,10 @@ impl MysqlDriver {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Value>>(2);
         let select = format!("SELECT {cols} FROM {}", qt(&self.db, &st.name));
         let read = async move {
+            // The binary protocol: each value as the server stores it. The text
+            // protocol prints a FLOAT with 6 significant digits (1234567 as 1234570).
             let mut res =
-                reader.query_iter(select).await.map_err(|e| self.err(&format!("cannot read {}", q(&st.name)), e))?;
+                reader.exec_iter(select, ()).await.map_err(|e| self.err(&format!("cannot read {}", q(&st.name)), e))?;
             let mut batch = Vec::with_capacity(per * ncols);
             let mut n = 0u64;
             while let Some(row) = res.next().await.map_err(|e| self.err(&format!("cannot read {}", q(&st.name)), e))? {

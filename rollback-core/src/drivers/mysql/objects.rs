@@ -215,9 +215,10 @@ impl MysqlDriver {
             lit(&o.character_set_client),
             lit(&o.collation_connection)
         );
-        if !o.sql_mode.is_empty() || o.kind != "VIEW" {
-            set.push_str(&format!(", sql_mode = {}", lit(&o.sql_mode)));
-        }
+        // A view's text is canonical (qualified, quoted): no mode of its own, and none
+        // left over from the routine created before it (ONLY_FULL_GROUP_BY would
+        // refuse a view that was valid when it was made).
+        set.push_str(&format!(", sql_mode = {}", lit(if o.kind == "VIEW" { "" } else { &o.sql_mode })));
         if !o.time_zone.is_empty() {
             set.push_str(&format!(", time_zone = {}", lit(&o.time_zone)));
         }
