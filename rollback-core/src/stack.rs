@@ -300,10 +300,10 @@ impl Stack {
     /// the ids still pending (a driver could not release: the next call retries).
     pub(crate) async fn release_unfinished_captures(&self) -> Result<Vec<String>> {
         let mut pending = Vec::new();
-        for c in self.inner.store.unfinished_captures()? {
+        for c in self.inner.store.unfinished_captures() {
             // Killed after its manifest was written: a finished snapshot, whose pins
             // are its own. Only the note is left over.
-            let finished = self.inner.store.load_snapshot(&c.id).is_ok();
+            let finished = self.inner.store.has_snapshot(&c.id);
             if finished || self.release_unfinished_capture(&c).await {
                 if !finished {
                     tracing::info!(snapshot = %c.id, "released what an interrupted capture pinned");
@@ -314,6 +314,22 @@ impl Stack {
             }
         }
         Ok(pending)
+    }
+
+    /// [`Stack::release_unfinished_captures`] within 10 s, before a rollback or resume:
+    /// an unreachable server must not hold up the rollback that an outage calls for.
+    /// What is not released by then stays noted for the next one, or `gc`.
+    async fn release_some_unfinished_captures(&self) {
+        match tokio::time::timeout(Duration::from_secs(10), self.release_unfinished_captures()).await {
+            Ok(Ok(pending)) if pending.is_empty() => {}
+            Ok(Ok(pending)) => tracing::warn!(?pending, "interrupted captures still pin things; `rollback gc` retries"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot release what interrupted captures pinned; `rollback gc` retries")
+            }
+            Err(_) => {
+                tracing::warn!("releasing what interrupted captures pinned takes long; `rollback gc` finishes it")
+            }
+        }
     }
 
     /// Asks each component's driver to release what a capture of `c.id` pinned;
@@ -436,7 +452,7 @@ impl Stack {
             ));
         }
         self.inner.store.clean_tmp();
-        self.release_unfinished_captures().await?;
+        self.release_some_unfinished_captures().await;
         Ok(lock)
     }
 
@@ -487,7 +503,7 @@ impl Stack {
         let _lock = self.inner.store.lock_patiently(false).await?;
         self.inner.store.clean_tmp();
         // A safety snapshot the killed run was taking is retaken under a new id.
-        self.release_unfinished_captures().await?;
+        self.release_some_unfinished_captures().await;
         let id = if rollback_id == "latest" {
             exec::unfinished(self)?
                 .into_iter()
@@ -680,8 +696,8 @@ impl Stack {
         let unfinished_rollbacks = exec::unfinished(self)?.into_iter().map(|(id, _, _)| id).collect();
         let mut warnings = self.inner.store.permission_warnings(5);
         // `check` takes no lock: such a capture may still be running.
-        for c in self.inner.store.unfinished_captures()? {
-            if self.inner.store.load_snapshot(&c.id).is_err() {
+        for c in self.inner.store.unfinished_captures() {
+            if !self.inner.store.has_snapshot(&c.id) {
                 warnings.push(format!(
                     "snapshot {} of {} began {} s ago and has no manifest: still running, or killed; \
                      `rollback gc` releases what a killed one pinned outside the store",

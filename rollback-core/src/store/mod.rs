@@ -444,10 +444,30 @@ impl Store {
 
     /// Captures begun and never ended. Only meaningful under the exclusive lock (a
     /// capture in progress holds the shared one): then each of these was killed.
-    pub(crate) fn unfinished_captures(&self) -> Result<Vec<UnfinishedCapture>> {
-        let mut out: Vec<UnfinishedCapture> = read_json_dir(&self.root.join("captures"))?;
+    ///
+    /// A note that cannot be read is skipped with a warning, never an error: it must
+    /// not stop the rollbacks and gc that would clean up after it.
+    pub(crate) fn unfinished_captures(&self) -> Vec<UnfinishedCapture> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(self.root.join("captures")) else { return out };
+        for p in rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")) {
+            // Gone since the listing: that capture just ended.
+            let Ok(data) = fs::read(&p) else { continue };
+            match serde_json::from_slice::<UnfinishedCapture>(&data) {
+                Ok(c) => out.push(c),
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "an unreadable capture note is left as it is")
+                }
+            }
+        }
         out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        out
+    }
+
+    /// Whether the manifest of snapshot `id` exists (readable or not: a snapshot
+    /// whose manifest is there finished, and its pins are its own).
+    pub(crate) fn has_snapshot(&self, id: &str) -> bool {
+        self.snapshot_path(id).is_ok_and(|p| p.exists())
     }
 
     // ---- journals and records ----
