@@ -7,7 +7,7 @@
 //! this crate, which run in every `cargo test`. Compiled only for those (the
 //! `fuzzing` feature, or this crate's own tests); not part of the public API.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// The config loader (`rollback.toml`), then what the planner and the health gate
@@ -90,7 +90,6 @@ pub fn redis_snapshot(data: &[u8]) {
 
 /// A store and a stack in a temporary directory, made once per process.
 struct Scratch {
-    _dir: PathBuf,
     stack: crate::Stack,
     lock: std::sync::Mutex<()>,
 }
@@ -109,6 +108,6 @@ fn scratch() -> &'static Scratch {
         std::fs::create_dir_all(&dir).expect("a scratch directory");
         let cfg = crate::StackConfig::new(&dir);
         let stack = crate::Stack::new(cfg, &crate::Registry::with_default_drivers()).expect("an empty stack");
-        Scratch { _dir: dir, stack, lock: std::sync::Mutex::new(()) }
+        Scratch { stack, lock: std::sync::Mutex::new(()) }
     })
 }

@@ -82,18 +82,21 @@ pub(crate) enum RunError {
 /// Runs `cmd` to its end and collects its output, the one way drivers run programs
 /// (`pm2`, `dokku`/`ssh`, `pg_dump`): in a process group of its own, recorded beside
 /// the journal while it runs (a `resume` after a kill ends what is left of it before
-/// the step runs again), and the whole group ended when `limit` passes or the caller
+/// the step runs again), and the whole group ended when `limit` (if any) passes or the caller
 /// gives up on it (a cancelled or timed-out step).
 pub(crate) async fn output(
     ctx: &Context,
     mut cmd: tokio::process::Command,
-    limit: Duration,
+    limit: Option<Duration>,
 ) -> Result<std::process::Output, RunError> {
     cmd.kill_on_drop(true).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     own_group(&mut cmd);
     let child = cmd.spawn().map_err(RunError::Spawn)?;
     let mut group = GroupGuard::new(ctx, child.id());
-    let out = tokio::time::timeout(limit, child.wait_with_output()).await.map_err(|_| RunError::Timeout)?;
+    let out = match limit {
+        Some(limit) => tokio::time::timeout(limit, child.wait_with_output()).await.map_err(|_| RunError::Timeout)?,
+        None => child.wait_with_output().await,
+    };
     let out = out.map_err(RunError::Wait)?;
     group.finished();
     Ok(out)
@@ -197,22 +200,19 @@ mod tests {
         ctx.child_log = Some(log.clone());
         let late = d.path().join("late");
 
-        let given_up = tokio::time::timeout(
-            Duration::from_millis(300),
-            output(&ctx, with_a_background_job(&late), Duration::from_secs(60)),
-        )
-        .await;
+        let given_up =
+            tokio::time::timeout(Duration::from_millis(300), output(&ctx, with_a_background_job(&late), None)).await;
         assert!(given_up.is_err());
         let recorded = std::fs::read_to_string(&log).unwrap();
         assert_eq!(recorded.lines().count(), 1, "{recorded}");
 
-        let timed_out = output(&ctx, with_a_background_job(&late), Duration::from_millis(300)).await;
+        let timed_out = output(&ctx, with_a_background_job(&late), Some(Duration::from_millis(300))).await;
         assert!(matches!(timed_out, Err(RunError::Timeout)), "{timed_out:?}");
 
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(!late.exists(), "a background job outlived the program it belonged to");
 
-        let ran = output(&ctx, tokio::process::Command::new("true"), Duration::from_secs(5)).await.unwrap();
+        let ran = output(&ctx, tokio::process::Command::new("true"), Some(Duration::from_secs(5))).await.unwrap();
         assert!(ran.status.success());
     }
 }

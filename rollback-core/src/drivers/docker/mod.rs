@@ -117,10 +117,8 @@ impl DockerDriver {
             }
             None => None,
         };
-        let d = match (&self.host, &self.tls) {
-            _ if tunneled.is_some() => {
-                Docker::connect_with_unix(tunneled.as_deref().unwrap_or_default(), 120, bollard::API_DEFAULT_VERSION)
-            }
+        // An ssh host is reached through its tunnel's socket (and never with TLS).
+        let d = match (tunneled.as_deref().or(self.host.as_deref()), &self.tls) {
             (Some(h), Some(t)) => {
                 crate::tls::install_provider();
                 Docker::connect_with_ssl(h, &t.key, &t.cert, &t.ca, 120, bollard::API_DEFAULT_VERSION)

@@ -132,7 +132,7 @@ impl DokkuDriver {
                 if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::Unreachable } else { ErrorKind::Unexpected };
             Error::new(kind, format!("cannot run `{bin}` {} (set `dokku_bin`/`docker_bin`/`host`)", self.where_()))
         };
-        let out = crate::process::output(ctx, cmd, Duration::from_secs(1800)).await.map_err(|e| match e {
+        let out = crate::process::output(ctx, cmd, Some(Duration::from_secs(1800))).await.map_err(|e| match e {
             crate::process::RunError::Spawn(e) | crate::process::RunError::Wait(e) => spawn_error(e),
             crate::process::RunError::Timeout => {
                 Error::new(ErrorKind::Timeout, format!("`{shown}` did not finish within 30 min"))

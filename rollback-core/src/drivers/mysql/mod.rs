@@ -497,50 +497,31 @@ impl MysqlDriver {
         }
     }
 
-    async fn stored_columns(&self, conn: &mut Conn, table: &str) -> Result<Vec<String>> {
+    /// The stored (not generated) columns of `table`, and a `SELECT` list of them
+    /// whose text output loads back bit for bit: a FLOAT is read as the DOUBLE it
+    /// exactly is (`f + 0E0`), because the server prints a FLOAT with 6 significant
+    /// digits (1234567 as 1234570), and that text would load back as another number.
+    async fn stored_columns(&self, conn: &mut Conn, table: &str) -> Result<(Vec<String>, String)> {
         let rows = self
             .rows(
                 conn,
                 &format!(
-                    "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
-                     ORDER BY ORDINAL_POSITION",
+                    "SELECT COLUMN_NAME, EXTRA, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
+                     AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
                     lit(&self.db),
                     lit(table)
                 ),
                 "cannot list columns",
             )
             .await?;
-        Ok(rows
+        let field = |r: &Vec<Value>, i: usize| r.get(i).map(text).unwrap_or_default();
+        let stored: Vec<&Vec<Value>> = rows.iter().filter(|r| !is_generated(&field(r, 1))).collect();
+        let select = stored
             .iter()
-            .filter(|r| !is_generated(&r.get(1).map(text).unwrap_or_default()))
-            .filter_map(|r| r.first().map(text))
-            .collect())
-    }
-
-    /// The columns of `st` for a `SELECT` whose text output loads back bit for bit:
-    /// a FLOAT is read as the DOUBLE it exactly is (`f + 0E0`), because the server
-    /// prints a FLOAT with 6 significant digits (1234567 as 1234570), and that text
-    /// would load back as another number.
-    async fn exact_select_list(&self, conn: &mut Conn, st: &TableState) -> Result<String> {
-        let rows = self
-            .rows(
-                conn,
-                &format!(
-                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
-                     AND DATA_TYPE = 'float'",
-                    lit(&self.db),
-                    lit(&st.name)
-                ),
-                "cannot list columns",
-            )
-            .await?;
-        let floats: BTreeSet<String> = rows.iter().filter_map(|r| r.first().map(text)).collect();
-        Ok(st
-            .columns
-            .iter()
-            .map(|c| if floats.contains(c) { format!("({} + 0E0)", q(c)) } else { q(c) })
+            .map(|r| if field(r, 2) == "float" { format!("({} + 0E0)", q(&field(r, 0))) } else { q(&field(r, 0)) })
             .collect::<Vec<_>>()
-            .join(", "))
+            .join(", ");
+        Ok((stored.iter().map(|r| field(r, 0)).collect(), select))
     }
 
     async fn checksum(&self, conn: &mut Conn, schema: &str, table: &str) -> Result<Option<u64>> {
@@ -585,13 +566,15 @@ impl MysqlDriver {
         tables: &[String],
     ) -> Result<(Vec<TableState>, Vec<ArtifactRef>)> {
         let mut states = Vec::new();
+        let mut selects = Vec::new();
         for t in tables {
             let create = self
                 .show_create(conn, &self.db, t)
                 .await?
                 .ok_or_else(|| Error::not_found(format!("mysql {}: table {} vanished", self.target, q(t))))?;
-            let columns = self.stored_columns(conn, t).await?;
+            let (columns, select) = self.stored_columns(conn, t).await?;
             states.push(TableState { name: t.clone(), create, columns, rows: 0, checksum: None, artifact: None });
+            selects.push(select);
         }
         // One read view for every table: consistent while writers run, and no locks.
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -604,7 +587,7 @@ impl MysqlDriver {
         for (i, st) in states.iter_mut().enumerate() {
             let name = format!("mysql/data/{i}.tsv");
             let t0 = Instant::now();
-            let (rows, art) = self.stream_table(ctx, conn, st, &name).await?;
+            let (rows, art) = self.stream_table(ctx, conn, st, &selects[i], &name).await?;
             st.rows = rows;
             st.checksum = self.checksum(conn, &self.db, &st.name).await?;
             st.artifact = Some(name);
@@ -626,6 +609,7 @@ impl MysqlDriver {
         ctx: &Context,
         conn: &mut Conn,
         st: &TableState,
+        columns: &str,
         name: &str,
     ) -> Result<(u64, ArtifactRef)> {
         let mut w = ctx.store.artifact_writer(name)?;
@@ -636,7 +620,7 @@ impl MysqlDriver {
             }
             w.finish()
         });
-        let select = format!("SELECT {} FROM {}", self.exact_select_list(conn, st).await?, qt(&self.db, &st.name));
+        let select = format!("SELECT {columns} FROM {}", qt(&self.db, &st.name));
         let mut n = 0u64;
         let read = async {
             let mut res =
@@ -704,7 +688,8 @@ impl MysqlDriver {
                     .show_create(conn, &self.db, t)
                     .await?
                     .ok_or_else(|| Error::not_found(format!("mysql {}: table {} vanished", self.target, q(t))))?;
-                let columns = self.stored_columns(conn, t).await?;
+                // The copy reads through the binary protocol: no FLOAT text to mind.
+                let (columns, _) = self.stored_columns(conn, t).await?;
                 conn.query_drop(format!("CREATE TABLE {} LIKE {}", qt(&schema, t), qt(&self.db, t)))
                     .await
                     .map_err(|e| self.err(&format!("cannot create the copy of {}", q(t)), e))?;

@@ -422,7 +422,7 @@ impl Pm2Driver {
             cmd.env("PM2_HOME", h);
         }
         cmd.env("FORCE_COLOR", "0").env("PM2_DISCRETE_MODE", "true");
-        let out = crate::process::output(ctx, cmd, Duration::from_secs(120)).await.map_err(|e| match e {
+        let out = crate::process::output(ctx, cmd, Some(Duration::from_secs(120))).await.map_err(|e| match e {
             crate::process::RunError::Timeout => {
                 Error::new(ErrorKind::Timeout, format!("`pm2 {}` did not finish within 120s", args.join(" ")))
             }

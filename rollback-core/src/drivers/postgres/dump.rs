@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -152,9 +151,9 @@ async fn run_pg_dump(
         cmd.env_remove(k);
     }
     cmd.envs(d.target.libpq_env()).stdin(std::process::Stdio::null());
-    // The capture's own timeout bounds it (the group is ended when the capture is
-    // given up); this limit only keeps the runner's contract.
-    let out = crate::process::output(ctx, cmd, Duration::from_secs(7 * 24 * 3600)).await.map_err(|e| match e {
+    // No limit of its own: the capture's timeout bounds it (the group is ended when
+    // the capture is given up).
+    let out = crate::process::output(ctx, cmd, None).await.map_err(|e| match e {
         crate::process::RunError::Spawn(e) | crate::process::RunError::Wait(e) => {
             Error::new(ErrorKind::NotFound, format!("cannot run `{}`", d.pg_dump)).with_source(e)
         }
