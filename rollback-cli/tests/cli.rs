@@ -627,6 +627,58 @@ fn a_rollback_killed_with_its_write_fence_up_is_lifted_by_resume_or_abandon() {
     }
 }
 
+/// Held by each test that rolls a Redis component back: its write fence takes write
+/// commands from every user of the server, so the others' `redis-cli` would fail.
+fn redis_turn() -> std::sync::MutexGuard<'static, ()> {
+    static REDIS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    REDIS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The same for a Redis fence, killed inside the restore (after its delete) with
+/// write commands taken from every ACL user: `resume` raises the fence again (the
+/// killed run's user and password are gone with it) and finishes the restore;
+/// `resume` and `abandon` give every user its rules back and delete the fence's user.
+#[test]
+fn a_rollback_killed_with_its_redis_fence_up_is_lifted_by_resume_or_abandon() {
+    let _redis = redis_turn();
+    for finish in ["resume", "abandon"] {
+        let (_t, d) = tmp();
+        let key = format!("rbcli:fence:{}:{finish}", std::process::id());
+        redis_cli(&["-n", "14", "SET", &key, "before"]);
+        write(
+            &d.join("rollback.toml"),
+            &format!(
+                "[[component]]\nname = \"cache\"\ndriver = \"redis\"\nurl = \"redis://127.0.0.1:6379/14\"\npattern = \"{key}\"\n"
+            ),
+        );
+        let snap = snapshot(&d);
+        redis_cli(&["-n", "14", "SET", &key, "deployed"]);
+        let acl = || redis_cli(&["ACL", "LIST"]);
+        let before = acl();
+        run_until_failpoint(&d, "redis-deleted", &["rollback", &snap, "--yes"]);
+        let fenced = acl();
+        assert!(fenced.contains("user default on nopass ~* &* +@all -@write"), "killed with the fence up: {fenced}");
+        assert!(fenced.contains("user rollback-fence on"), "{fenced}");
+        let h = run(&d, &["--json", "history"]);
+        let h: Vec<serde_json::Value> = serde_json::from_slice(&h.stdout).unwrap();
+        let id = h[0]["rollback_id"].as_str().unwrap().to_string();
+        let o = run(&d, &["--json", finish, &id]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(acl(), before, "{finish} gives every user its rules back: {rec}");
+        let value = redis_cli(&["-n", "14", "GET", &key]);
+        if finish == "resume" {
+            assert_eq!(rec["status"], "succeeded", "{rec}");
+            assert_eq!(value, "before");
+            assert!(rec["fences"][0]["how"].as_str().unwrap().contains("NOPERM"), "{rec}");
+        } else {
+            assert_eq!(rec["status"], "failed", "{rec}");
+            assert_eq!(value, "", "abandoned after the delete: the safety snapshot holds the key");
+        }
+        redis_cli(&["-n", "14", "DEL", &key]);
+    }
+}
+
 /// A tmpfs of a few hundred KiB, unmounted when dropped.
 struct SmallDisk(PathBuf);
 
@@ -762,6 +814,7 @@ fn aside_files(dir: &Path) -> Vec<String> {
 /// the snapshot, and nothing the killed run made is left behind.
 #[test]
 fn killed_inside_each_drivers_restore_then_resumed_ends_equal_and_leaves_nothing() {
+    let _redis = redis_turn();
     let pid = std::process::id();
     for case in [
         "postgres-dropped",

@@ -547,6 +547,18 @@ impl<'a> Executor<'a> {
         j.resumed = true;
         j.notes.push(format!("resumed at step {} of {}", j.next + 1, j.plan.steps.len()));
         self.save(&j)?;
+        // The fences a killed run left up are raised again, by this process: a fence
+        // may let only the raising process's sessions write (redis logs them in as a
+        // user whose password died with the killed run).
+        for (name, st) in j.fences.clone() {
+            let ctx = self.ctx(&name, &j.snapshot_id);
+            let how = self.stack.driver(&name)?.fence(&ctx, &st.undo).await.map_err(|e| e.with_component(&name))?;
+            if let Some(f) = j.fences.get_mut(&name) {
+                f.how = how;
+                f.raised_at.get_or_insert_with(Utc::now);
+            }
+        }
+        self.save(&j)?;
         self.drive(j, snap).await
     }
 

@@ -1,7 +1,8 @@
 //! The `redis` driver against a real Redis (`ROLLBACK_REDIS_URL`, default
 //! `redis://127.0.0.1:6379`). Each test owns a db number and a unique key prefix, and
-//! every test but one uses a pattern, so they run in parallel without touching each
-//! other's keys. A missing server fails the tests.
+//! every test but one uses a pattern, so they never touch each other's keys. They
+//! take turns all the same (`server()`): a rollback's write fence refuses every
+//! user's writes, in every db, for its window. A missing server fails the tests.
 #![cfg(feature = "driver-redis")]
 
 use std::path::Path;
@@ -13,6 +14,13 @@ use redis::AsyncCommands;
 use rollback_core::{
     ComponentConfig, Context, ErrorKind, Registry, RollbackOptions, Scope, SnapshotOptions, Stack, StackConfig, Status,
 };
+
+/// Held for the whole of each test: a rollback's fence takes write commands from every
+/// ACL user of the server, so another test's writes would be refused meanwhile.
+async fn server() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERVER.lock().await
+}
 
 fn base_url() -> String {
     std::env::var("ROLLBACK_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -87,6 +95,7 @@ async fn ttl_of(c: &mut MultiplexedConnection, key: &str) -> i64 {
 
 #[tokio::test]
 async fn replace_round_trip_of_every_type_through_the_stack() {
+    let _server = server().await;
     let db = 1;
     let dir = tempfile::tempdir().unwrap();
     let mut c = con(db).await;
@@ -165,6 +174,7 @@ async fn replace_round_trip_of_every_type_through_the_stack() {
 
 #[tokio::test]
 async fn merge_restores_captured_keys_and_keeps_new_ones() {
+    let _server = server().await;
     let db = 2;
     let dir = tempfile::tempdir().unwrap();
     let mut c = con(db).await;
@@ -194,6 +204,7 @@ async fn merge_restores_captured_keys_and_keeps_new_ones() {
 
 #[tokio::test]
 async fn flush_clears_only_the_matching_keys() {
+    let _server = server().await;
     let db = 3;
     let dir = tempfile::tempdir().unwrap();
     let mut c = con(db).await;
@@ -225,6 +236,7 @@ async fn flush_clears_only_the_matching_keys() {
 /// The one test that owns a whole db (15): pattern `*` restores with FLUSHDB.
 #[tokio::test]
 async fn whole_db_replace_uses_flushdb_and_skips_keys_expired_since() {
+    let _server = server().await;
     let db = 15;
     let dir = tempfile::tempdir().unwrap();
     let mut c = con(db).await;
@@ -261,6 +273,7 @@ async fn whole_db_replace_uses_flushdb_and_skips_keys_expired_since() {
 /// RESTORE pipelines run) is finished by `resume` to a verified state.
 #[tokio::test]
 async fn killed_restore_resumes_to_a_verified_state() {
+    let _server = server().await;
     let db = 4;
     let dir = tempfile::tempdir().unwrap();
     let mut c = con(db).await;
@@ -310,6 +323,7 @@ async fn killed_restore_resumes_to_a_verified_state() {
 /// artifact is refused before anything changes.
 #[tokio::test]
 async fn driver_restore_twice_ttl_drift_and_corrupt_artifact() {
+    let _server = server().await;
     let db = 5;
     let dir = tempfile::tempdir().unwrap();
     let mut c = con(db).await;
@@ -356,6 +370,7 @@ async fn driver_restore_twice_ttl_drift_and_corrupt_artifact() {
 
 #[tokio::test]
 async fn unreachable_server_and_bad_password_name_the_component_and_hide_the_password() {
+    let _server = server().await;
     let dir = tempfile::tempdir().unwrap();
     let secret = "hunter2-very-secret";
     let text = format!(
@@ -426,6 +441,7 @@ async fn key_space(
 /// (what its safety snapshot captured), not clear it again.
 #[tokio::test]
 async fn flush_mode_compensation_puts_every_key_and_ttl_back() {
+    let _server = server().await;
     let db = 7;
     let dir = tempfile::tempdir().unwrap();
     let mut c = con(db).await;
@@ -479,4 +495,143 @@ async fn flush_mode_compensation_puts_every_key_and_ttl_back() {
     let v = stack.verify(&safety, &[]).await.unwrap();
     assert!(v.components["cache"].ok, "{v:?}");
     cleanup(&mut c, &pattern).await;
+}
+
+/// `ACL GETUSER`'s command rules and selectors of `user`, as text.
+async fn acl_rules(c: &mut MultiplexedConnection, user: &str) -> Option<String> {
+    let v: redis::Value = redis::cmd("ACL").arg("GETUSER").arg(user).query_async(c).await.unwrap();
+    if v == redis::Value::Nil {
+        return None;
+    }
+    let redis::Value::Array(items) = v else { panic!("{v:?}") };
+    let mut out = Vec::new();
+    for pair in items.chunks(2) {
+        let k: String = redis::from_redis_value(&pair[0]).unwrap();
+        if k == "commands" || k == "keys" || k == "selectors" {
+            out.push(format!("{k}={:?}", pair[1]));
+        }
+    }
+    Some(out.join(" "))
+}
+
+/// A writer the rollback does not know about (no component stops it) sets one key at
+/// a time as an ACL user of its own, with a selector, reconnecting after each error,
+/// through a rollback: every write it was told succeeded is in the final key space or
+/// in the safety snapshot, its writes were refused while the fence was up, and every
+/// user has its own rules back afterwards.
+async fn an_unknown_writer_loses_no_acknowledged_write(mode: &str, db: u32) {
+    let _server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix(&format!("fence-{mode}"));
+    let pattern = format!("{p}*");
+    fill(&mut c, &p).await;
+    let user = AclUser(format!("rbtest-writer-{:08x}", rand::random::<u32>()));
+    let user = &user.0;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", user, "on", ">writer-pw", "~rbtest:*", "+@all", "-flushall", "(~other:* +get)"][..])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let (rules_default, rules_user) = (acl_rules(&mut c, "default").await, acl_rules(&mut c, user).await);
+    let stack = stack_toml(dir.path(), &component("cache", db, &pattern, mode));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wurl = format!(
+        "redis://{user}:writer-pw@{}/{db}",
+        base_url().trim_start_matches("redis://").trim_end_matches('/').rsplit('@').next().unwrap()
+    );
+    let (a, r, st, wp) = (acked.clone(), refused.clone(), stop.clone(), p.clone());
+    let writer = tokio::spawn(async move {
+        let mut id = 0u64;
+        let mut w: Option<MultiplexedConnection> = None;
+        while !st.load(std::sync::atomic::Ordering::SeqCst) {
+            if w.is_none() {
+                match redis::Client::open(wurl.as_str()).unwrap().get_multiplexed_async_connection().await {
+                    Ok(x) => w = Some(x),
+                    Err(_) => {
+                        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+            }
+            id += 1;
+            let res: redis::RedisResult<()> = w.as_mut().unwrap().set(format!("{wp}w:{id}"), id).await;
+            match res {
+                Ok(()) => a.lock().unwrap().push(id),
+                Err(_) => {
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    w = None;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    });
+    let len = || acked.lock().unwrap().len();
+    let t0 = std::time::Instant::now();
+    while len() < 50 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the writer cannot write before the rollback");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    let after = len();
+    let t = std::time::Instant::now();
+    while len() < after + 20 && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    let fence = rec.fences.iter().find(|f| f.component == "cache").unwrap_or_else(|| panic!("{}", rec.to_json()));
+    assert!(fence.error.is_none() && fence.how.contains("NOPERM") && fence.how.contains(user.as_str()), "{fence:?}");
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fence refused the writer at least once");
+    assert!(acked.len() >= after + 20, "the writer writes again once the fence is lifted");
+    assert_eq!(acl_rules(&mut c, "default").await, rules_default, "default has its rules back");
+    assert_eq!(acl_rules(&mut c, user).await, rules_user, "the writer's user has its rules and selector back");
+    assert_eq!(acl_rules(&mut c, "rollback-fence").await, None, "the fence's user is gone");
+
+    let ids = |keys: Vec<String>| {
+        keys.iter().filter_map(|k| k.rsplit(':').next()?.parse::<u64>().ok()).collect::<std::collections::BTreeSet<_>>()
+    };
+    let now = ids(c.keys(format!("{p}w:*")).await.unwrap());
+    let back = stack.rollback(rec.safety_snapshot_id.as_deref().unwrap(), RollbackOptions::default()).await.unwrap();
+    assert_eq!(back.status, Status::Succeeded, "{}", back.to_json());
+    let kept = ids(c.keys(format!("{p}w:*")).await.unwrap());
+    let lost: Vec<_> = acked.iter().filter(|i| !now.contains(i) && !kept.contains(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes in neither the key space nor the safety snapshot: {lost:?}",
+        lost.len()
+    );
+    cleanup(&mut c, &pattern).await;
+}
+
+/// An ACL user of the test's, deleted at the end whatever happens.
+struct AclUser(String);
+
+impl Drop for AclUser {
+    fn drop(&mut self) {
+        let u = url(0);
+        let _ = std::process::Command::new("redis-cli").args(["-u", &u, "ACL", "DELUSER", &self.0]).output();
+    }
+}
+
+#[tokio::test]
+async fn replace_fences_writers_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("replace", 11).await;
+}
+
+#[tokio::test]
+async fn merge_fences_writers_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("merge", 12).await;
+}
+
+#[tokio::test]
+async fn flush_fences_writers_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("flush", 13).await;
 }

@@ -113,6 +113,13 @@ pub trait Fixture: Send + Sync {
     fn registry(&self) -> Registry {
         Registry::with_default_drivers()
     }
+
+    /// Whether this fixture's trials must run one at a time in a test process: `true`
+    /// when a rollback of one trial's component reaches past it (a write fence that
+    /// holds the whole server), so that another trial's writes would be refused.
+    fn serial(&self) -> bool {
+        false
+    }
 }
 
 /// How one trial ended.
@@ -209,6 +216,8 @@ pub async fn run_behavior(fixture: &dyn Fixture) -> BehaviorReport {
 
 /// Runs only the given trials (when a driver's test wants one trial per `#[test]`).
 pub async fn run_trials(fixture: &dyn Fixture, which: &[Trial]) -> BehaviorReport {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = if fixture.serial() { Some(SERIAL.lock().await) } else { None };
     let mut out = Vec::new();
     for t in which {
         out.push(TrialReport { trial: *t, outcome: trials::run(fixture, *t).await });

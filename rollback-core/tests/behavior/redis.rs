@@ -74,6 +74,11 @@ impl Fixture for Redis {
         cli(&["EVAL", DIGEST, "0", &format!("{name}:*")]).await
     }
 
+    /// A rollback's fence takes write commands from every user of the server.
+    fn serial(&self) -> bool {
+        true
+    }
+
     async fn cleanup(&self, name: &str, _dir: &Path) {
         let script = "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end";
         let _ = cli(&["EVAL", script, "0", &format!("{name}:*")]).await;

@@ -1,5 +1,6 @@
 #![doc = include_str!("docs.md")]
 
+mod fence;
 mod format;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use format::fuzz_readers;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::ComponentConfig;
-use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver, FencePlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::DriverEnv;
 use crate::secret::{redact_url_passwords, Redactor};
@@ -87,10 +88,17 @@ pub struct RedisConfig {
     /// Glob of the keys this component owns (default `*`: the whole db).
     #[serde(default = "default_pattern")]
     pub pattern: String,
+    /// Fence the server's other ACL users' writes during a rollback (default true).
+    #[serde(default = "yes")]
+    pub fence: bool,
 }
 
 fn default_pattern() -> String {
     "*".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -112,6 +120,11 @@ pub struct RedisDriver {
     /// `host:port/db`, for messages.
     target: String,
     redactor: Redactor,
+    /// `fence = true`: fence other users' writes during a rollback.
+    fence: bool,
+    /// The password of [`fence::FENCE_USER`] while this process holds the fence: its
+    /// connections log in as that user, the only one that may write.
+    fence_auth: tokio::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RedisDriver {
@@ -177,6 +190,8 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         pattern: cfg.pattern,
         target,
         redactor: env.redactor.clone(),
+        fence: cfg.fence,
+        fence_auth: tokio::sync::Mutex::new(None),
     }))
 }
 
@@ -303,7 +318,22 @@ impl RedisDriver {
         out
     }
 
+    /// A connection that writes through this process's fence when one is up.
     async fn connect(&self) -> Result<MultiplexedConnection> {
+        let mut con = self.connect_as_configured().await?;
+        if let Some(pw) = self.fence_auth.lock().await.clone() {
+            redis::cmd("AUTH")
+                .arg(fence::FENCE_USER)
+                .arg(pw)
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| self.err("cannot log in as the fence's user", e))?;
+        }
+        Ok(con)
+    }
+
+    /// A connection as the url's user.
+    async fn connect_as_configured(&self) -> Result<MultiplexedConnection> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Duration::from_secs(10))
             .set_response_timeout(Duration::from_secs(300));
@@ -554,13 +584,18 @@ impl RedisDriver {
         let store = ctx.store.clone();
         let reader = tokio::task::spawn_blocking(move || format::read_keys(&store, &art, BATCH, &tx));
         let info = self.client.get_connection_info();
+        let fence_pw = self.fence_auth.lock().await.clone();
         if let redis::ConnectionAddr::Tcp(host, port) = &info.addr {
+            let (username, password) = match &fence_pw {
+                Some(pw) => (Some(fence::FENCE_USER), Some(pw.as_str())),
+                None => (info.redis.username.as_deref(), info.redis.password.as_deref()),
+            };
             let target = pipe::Target {
                 host,
                 port: *port,
                 db: self.db,
-                username: info.redis.username.as_deref(),
-                password: info.redis.password.as_deref(),
+                username,
+                password,
                 name: &self.target,
                 redactor: &self.redactor,
             };
@@ -785,8 +820,21 @@ impl Driver for RedisDriver {
             discard_report: true,
             perturb: true,
             idempotent_restore: true,
+            fence: true,
             ..Default::default()
         }
+    }
+
+    async fn plan_fence(&self, _ctx: &Context) -> Result<FencePlan> {
+        self.plan_write_fence().await
+    }
+
+    async fn fence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<String> {
+        self.raise_write_fence(ctx, undo).await
+    }
+
+    async fn unfence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<()> {
+        self.lift_write_fence(ctx, undo).await
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
