@@ -257,3 +257,164 @@ async fn rename_restore_keeps_the_owner_group_and_mode_of_the_database() {
     let out = as_app_user(&db, "INSERT INTO t VALUES (5)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Another process that inserts one row at a time (autocommit, 50 ms busy timeout),
+/// appending each id SQLite acknowledged to `acked`, until `stop` exists. With
+/// `reconnect` it opens a connection per write, as a CLI or a cron job does.
+const WRITER: &str = r#"
+import os, sqlite3, sys, time
+db, acked, stop, reconnect = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+out = open(acked, "a", buffering=1)
+c, i = None, 1000000
+while not os.path.exists(stop):
+    try:
+        if c is None:
+            c = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+        i += 1
+        c.execute("INSERT INTO trades (id) VALUES (?)", (i,))
+        out.write(f"{i}\n")
+        if reconnect:
+            c.close(); c = None
+    except sqlite3.Error:
+        out.write("refused\n")
+        try:
+            c.close()
+        except Exception:
+            pass
+        c = None
+        time.sleep(0.01)
+"#;
+
+struct Writer {
+    child: std::process::Child,
+    acked: std::path::PathBuf,
+    stop: std::path::PathBuf,
+}
+
+impl Writer {
+    fn start(db: &Path, dir: &Path, reconnect: bool) -> Writer {
+        let (acked, stop) = (dir.join("acked.txt"), dir.join("stop"));
+        let child = std::process::Command::new("python3")
+            .args(["-c", WRITER])
+            .arg(db)
+            .arg(&acked)
+            .arg(&stop)
+            .arg(if reconnect { "1" } else { "0" })
+            .spawn()
+            .expect("python3");
+        Writer { child, acked, stop }
+    }
+
+    /// (acknowledged ids, refused writes) so far.
+    fn read(&self) -> (Vec<i64>, usize) {
+        let text = std::fs::read_to_string(&self.acked).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        (lines.iter().filter_map(|l| l.parse().ok()).collect(), lines.iter().filter(|l| **l == "refused").count())
+    }
+
+    fn wait_for(&self, n: usize) {
+        let t0 = std::time::Instant::now();
+        while self.read().0.len() < n {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(30),
+                "the writer stalled at {:?}",
+                self.read().0.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn stop(mut self) -> (Vec<i64>, usize) {
+        std::fs::write(&self.stop, "").unwrap();
+        assert!(self.child.wait().unwrap().success());
+        self.read()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A writer the rollback does not know about, in another process: every write it
+/// was told succeeded is in the restored database or in the safety snapshot, it was
+/// refused while the fence was up, and it writes again (to the restored database,
+/// not a replaced file) afterwards.
+async fn an_unknown_writer_loses_no_acknowledged_write(journal: &str, reconnect: bool) {
+    let (_t, dir) = tmp();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let db = dir.join("data/app.db");
+    open(&db)
+        .execute_batch(&format!(
+            "PRAGMA journal_mode = {journal}; CREATE TABLE trades (id INTEGER PRIMARY KEY, note TEXT);
+             WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 20000)
+             INSERT INTO trades SELECT i, hex(randomblob(16)) FROM g;"
+        ))
+        .unwrap();
+    let s = sqlite_stack(&dir, "");
+    let snap = snap(&s).await;
+    let w = Writer::start(&db, &dir, reconnect);
+    w.wait_for(50);
+    let rec = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    let after = w.read().0.len();
+    w.wait_for(after + 20);
+    let (acked, refused) = w.stop();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    let fence = rec.fences.iter().find(|f| f.component == "db").unwrap_or_else(|| panic!("{}", rec.to_json()));
+    assert!(fence.error.is_none() && fence.how.contains("locked exclusively"), "{fence:?}");
+    assert!(refused > 0, "the fence refused the writer at least once");
+
+    let ids = |c: &Connection| -> std::collections::BTreeSet<i64> {
+        let mut st = c.prepare("SELECT id FROM trades WHERE id > 1000000").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let now = ids(&open(&db));
+    assert!(acked.iter().rev().take(20).all(|i| now.contains(i)), "writes after the fence land in the restored file");
+    let back = s.rollback(rec.safety_snapshot_id.as_deref().unwrap(), opts(Scope::Complete)).await.unwrap();
+    assert_eq!(back.status, Status::Succeeded, "{}", back.to_json());
+    let kept = ids(&open(&db));
+    let lost: Vec<_> = acked.iter().filter(|i| !now.contains(i) && !kept.contains(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes in neither the database nor the safety snapshot: {lost:?}",
+        lost.len()
+    );
+}
+
+#[tokio::test]
+async fn rollback_journal_fences_a_writer_it_does_not_know() {
+    an_unknown_writer_loses_no_acknowledged_write("delete", false).await;
+}
+
+#[tokio::test]
+async fn wal_fences_a_writer_that_reconnects() {
+    an_unknown_writer_loses_no_acknowledged_write("wal", true).await;
+}
+
+/// In WAL mode a connection held open keeps a shared lock, so no fence can be had:
+/// the record says the writer was neither stopped nor fenced, naming its process.
+#[tokio::test]
+async fn wal_with_a_connection_held_open_is_named_unfenced() {
+    let (_t, dir) = tmp();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let db = dir.join("data/app.db");
+    open(&db)
+        .execute_batch("PRAGMA journal_mode = wal; CREATE TABLE trades (id INTEGER PRIMARY KEY, note TEXT);")
+        .unwrap();
+    let s = sqlite_stack(&dir, "restore = \"online\"");
+    let snap = snap(&s).await;
+    let w = Writer::start(&db, &dir, false);
+    w.wait_for(20);
+    let rec = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    drop(w);
+    assert!(rec.fences.is_empty(), "{}", rec.to_json());
+    let note = rec
+        .notes
+        .iter()
+        .find(|n| n.contains("were not stopped nor fenced"))
+        .unwrap_or_else(|| panic!("{}", rec.to_json()));
+    assert!(note.contains("held open by") && note.contains("(python3)"), "{note}");
+}

@@ -15,9 +15,11 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod fence;
+
 use super::blocking;
 use crate::config::ComponentConfig;
-use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver};
+use crate::driver::{Capability, Captured, Context, Discard, Drift, Driver, DynDriver, FencePlan};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::registry::DriverEnv;
 use crate::snapshot::Part;
@@ -47,6 +49,13 @@ pub struct SqliteConfig {
     /// `rename` (default) or `online`.
     #[serde(default)]
     pub restore: RestoreMode,
+    /// Lock other connections out while the database is put back (default true).
+    #[serde(default = "yes")]
+    pub fence: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The `sqlite` driver.
@@ -54,6 +63,9 @@ pub struct SqliteConfig {
 pub struct SqliteDriver {
     path: PathBuf,
     mode: RestoreMode,
+    fence: bool,
+    /// The connection that holds the database's exclusive lock while the fence is up.
+    fenced: std::sync::Mutex<Option<Connection>>,
 }
 
 pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
@@ -63,7 +75,7 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
     }
     let p = Path::new(&cfg.path);
     let path = if p.is_absolute() { p.to_path_buf() } else { env.base_dir.join(p) };
-    Ok(Arc::new(SqliteDriver { path, mode: cfg.restore }))
+    Ok(Arc::new(SqliteDriver { path, mode: cfg.restore, fence: cfg.fence, fenced: std::sync::Mutex::new(None) }))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,13 +306,11 @@ impl SqliteDriver {
     }
 }
 
-fn capture_blocking(path: PathBuf, store: crate::store::Store) -> Result<Captured> {
-    let src = open_existing(&path)?;
+fn capture_blocking(src: &Connection, path: PathBuf, store: crate::store::Store) -> Result<Captured> {
     let tmp = store.tmp_dir().join(format!(".sqlite-{:016x}.db", rand::random::<u64>()));
     let r = (|| {
         let mut dst = Connection::open(&tmp).map_err(|e| sq(e, "cannot create a temporary database"))?;
-        backup_all(&src, &mut dst)?;
-        drop(src);
+        backup_all(src, &mut dst)?;
         let content = read_content(&dst)?;
         dst.close().map_err(|(_, e)| sq(e, "cannot close the temporary database"))?;
         let a = store.put_file(ARTIFACT, &tmp)?;
@@ -443,7 +453,25 @@ impl Driver for SqliteDriver {
     }
 
     fn capability(&self) -> Capability {
-        Capability { shared_data: true, discard_report: true, idempotent_restore: true, ..Capability::default() }
+        Capability {
+            shared_data: true,
+            discard_report: true,
+            idempotent_restore: true,
+            fence: true,
+            ..Capability::default()
+        }
+    }
+
+    async fn plan_fence(&self, _ctx: &Context) -> Result<FencePlan> {
+        self.plan_write_fence().await
+    }
+
+    async fn fence(&self, ctx: &Context, _undo: &serde_json::Value) -> Result<String> {
+        self.raise_write_fence().await.map_err(|e| self.err(ctx, e))
+    }
+
+    async fn unfence(&self, ctx: &Context, _undo: &serde_json::Value) -> Result<()> {
+        self.lift_write_fence().await.map_err(|e| self.err(ctx, e))
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
@@ -457,7 +485,7 @@ impl Driver for SqliteDriver {
             });
         }
         let (path, store) = (self.path.clone(), ctx.store.clone());
-        blocking(move || capture_blocking(path, store)).await.map_err(|e| self.err(ctx, e))
+        self.on_live(move |c, _| capture_blocking(c, path, store)).await.map_err(|e| self.err(ctx, e))
     }
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
@@ -509,6 +537,12 @@ impl Driver for SqliteDriver {
             }
             let owner = part.state_as::<State>()?.owner;
             let a = Self::artifact(part)?.clone();
+            if self.fenced() {
+                // In place, through the connection holding the lock: the fence stays
+                // up, and processes holding the file open see what they write to.
+                let file = ctx.store.check_artifact(&a)?;
+                return self.on_live(move |c, _| backup_all(&open_artifact(&file)?, c)).await;
+            }
             let file = ctx.store.artifact_path(&a)?;
             let (path, mode) = (self.path.clone(), self.mode);
             blocking(move || match mode {
@@ -534,8 +568,7 @@ impl Driver for SqliteDriver {
                     Drift::equal()
                 });
             }
-            let path = self.path.clone();
-            let now = blocking(move || read_content(&open_existing(&path)?)).await?;
+            let now = self.on_live(|c, _| read_content(c)).await?;
             let mut diffs = Vec::new();
             if digest(&now.schema) != st.schema_digest {
                 for l in st.schema.iter().filter(|l| !now.schema.contains(l)).take(10) {
@@ -572,17 +605,12 @@ impl Driver for SqliteDriver {
             }
             let a = Self::artifact(part)?.clone();
             let file = ctx.store.check_artifact(&a)?;
-            let path = self.path.clone();
-            let (then, now) = blocking(move || {
-                let then = read_content(&open_artifact(&file)?)?;
-                let now = if path.is_file() {
-                    read_content(&open_existing(&path)?)?
-                } else {
-                    Content { schema: Vec::new(), tables: BTreeMap::new() }
-                };
-                Ok((then, now))
-            })
-            .await?;
+            let then = blocking(move || read_content(&open_artifact(&file)?)).await?;
+            let now = if self.path.is_file() {
+                self.on_live(|c, _| read_content(c)).await?
+            } else {
+                Content { schema: Vec::new(), tables: BTreeMap::new() }
+            };
             let d = |target: String, changes: u64, unit: &str| Discard {
                 component: ctx.component.clone(),
                 target,
