@@ -749,12 +749,17 @@ async fn the_record_says_when_nothing_stopped_a_databases_writers() {
     let repo = three(&d);
     let py = "import sqlite3; c = sqlite3.connect('t.db'); c.execute('create table t(x)'); c.commit()";
     assert!(std::process::Command::new("python3").args(["-c", py]).current_dir(&d).status().unwrap().success());
-    let s = stack(&d, &format!("{THREE}\n[[component]]\nname = \"db\"\ndriver = \"sqlite\"\npath = \"t.db\"\n"));
+    // Without its fence: no component stops the database's writers, and nothing fences them.
+    let s = stack(
+        &d,
+        &format!("{THREE}\n[[component]]\nname = \"db\"\ndriver = \"sqlite\"\npath = \"t.db\"\nfence = false\n"),
+    );
     let snap = common::snap(&s).await;
     bad_deploy(&d, &repo);
     let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
     let notes: Vec<_> = r.notes.iter().filter(|n| n.contains("were not stopped")).collect();
+    assert!(notes[0].contains("nor fenced (`fence = false` is set)"), "{notes:?}");
     assert_eq!(notes.len(), 1, "only the database, not code or files: {:?}", r.notes);
     assert!(notes[0].contains("`db`"), "{notes:?}");
 }

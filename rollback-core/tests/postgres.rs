@@ -541,6 +541,9 @@ async fn a_rollback_killed_mid_restore_changes_nothing_and_resumes_to_a_verified
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
     assert!(r.resumed);
     assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    // `resume` raised the fence again, which ended every other session, this one too.
+    assert!(c.is_closed());
+    let c = db.client().await;
     let n: i64 = c.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
     assert_eq!(n, 150000);
 }
