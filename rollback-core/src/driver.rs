@@ -185,9 +185,10 @@ pub trait Driver: Send + Sync + Debug {
     /// The driver's name (`git`, `postgres`, ...).
     fn name(&self) -> &str;
 
-    /// What it can do.
+    /// What it can do. The default, [`Capability::default()`], claims nothing: a flag
+    /// is a promise the behaviour suite holds the driver to, so each is declared.
     fn capability(&self) -> Capability {
-        Capability { idempotent_restore: true, ..Capability::default() }
+        Capability::default()
     }
 
     /// Captures the current state into the store.
@@ -271,6 +272,70 @@ pub trait Driver: Send + Sync + Debug {
 
 /// A shared driver.
 pub type DynDriver = Arc<dyn Driver>;
+
+/// A stack's driver for one component: every error it returns names the component
+/// and has the stack's secrets redacted, here once instead of in each driver.
+#[derive(Debug)]
+pub(crate) struct Named(pub(crate) DynDriver);
+
+fn named(ctx: &Context, e: crate::Error) -> crate::Error {
+    e.redacted(&ctx.redactor).with_component(&ctx.component)
+}
+
+#[async_trait]
+impl Driver for Named {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn capability(&self) -> Capability {
+        self.0.capability()
+    }
+    async fn capture(&self, ctx: &Context) -> Result<Captured> {
+        self.0.capture(ctx).await.map_err(|e| named(ctx, e))
+    }
+    async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
+        self.0.preflight(ctx, part).await.map_err(|e| named(ctx, e))
+    }
+    async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
+        self.0.restore(ctx, part).await.map_err(|e| named(ctx, e))
+    }
+    async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+        self.0.verify(ctx, part).await.map_err(|e| named(ctx, e))
+    }
+    async fn stop(&self, ctx: &Context) -> Result<()> {
+        self.0.stop(ctx).await.map_err(|e| named(ctx, e))
+    }
+    async fn start(&self, ctx: &Context) -> Result<()> {
+        self.0.start(ctx).await.map_err(|e| named(ctx, e))
+    }
+    async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
+        self.0.discards(ctx, part).await.map_err(|e| named(ctx, e))
+    }
+    async fn perturb(&self, ctx: &Context) -> Result<String> {
+        self.0.perturb(ctx).await.map_err(|e| named(ctx, e))
+    }
+    async fn plan_fence(&self, ctx: &Context) -> Result<FencePlan> {
+        self.0.plan_fence(ctx).await.map_err(|e| named(ctx, e))
+    }
+    async fn fence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<String> {
+        self.0.fence(ctx, undo).await.map_err(|e| named(ctx, e))
+    }
+    async fn unfence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<()> {
+        self.0.unfence(ctx, undo).await.map_err(|e| named(ctx, e))
+    }
+    async fn release(&self, ctx: &Context, part: &Part) -> Result<()> {
+        self.0.release(ctx, part).await.map_err(|e| named(ctx, e))
+    }
+    async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
+        self.0.release_unfinished(ctx).await.map_err(|e| named(ctx, e))
+    }
+    fn describe_restore(&self, part: &Part) -> String {
+        self.0.describe_restore(part)
+    }
+    async fn check(&self, ctx: &Context) -> Result<String> {
+        self.0.check(ctx).await.map_err(|e| named(ctx, e))
+    }
+}
 
 #[cfg(test)]
 mod tests {

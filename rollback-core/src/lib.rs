@@ -24,6 +24,7 @@ pub mod config;
 pub mod decision;
 pub mod driver;
 pub mod drivers;
+pub(crate) mod durable;
 pub mod error;
 pub mod event;
 pub mod exec;

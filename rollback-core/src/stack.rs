@@ -112,7 +112,7 @@ impl Stack {
         let mut drivers = BTreeMap::new();
         for c in &config.components {
             let d = registry.build(c, &env).map_err(|e| e.redacted(&config.redactor))?;
-            drivers.insert(c.name.clone(), d);
+            drivers.insert(c.name.clone(), Arc::new(crate::driver::Named(d)) as DynDriver);
         }
         let store = Store::open(&config.store_path)?;
         Ok(Stack { inner: Arc::new(Inner { config, store, drivers }) })

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rollback_core::{
-    Captured, ComponentConfig, Context, Drift, Driver, DriverEnv, DynDriver, Error, ErrorKind, Part, Registry, Result,
+    Capability, Captured, ComponentConfig, Context, Drift, Driver, DriverEnv, DynDriver, Error, ErrorKind, Part,
+    Registry, Result,
 };
 
 /// The `flags` driver.
@@ -40,6 +41,12 @@ pub fn registry() -> Registry {
 impl Driver for FlagsDriver {
     fn name(&self) -> &str {
         "flags"
+    }
+
+    /// The restore writes the whole file aside and renames it over: run twice, it
+    /// ends the same, so `resume` may run it again.
+    fn capability(&self) -> Capability {
+        Capability { idempotent_restore: true, ..Capability::default() }
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {

@@ -649,28 +649,12 @@ fn tempfile_in(dir: &Path) -> Result<(File, PathBuf)> {
     Err(Error::unexpected(format!("cannot create a temporary file in {}", dir.display())))
 }
 
-fn sync_dir(p: &Path) {
-    if let Some(d) = p.parent() {
-        if let Ok(f) = File::open(d) {
-            let _ = f.sync_all();
-        }
-    }
-}
+use crate::durable::sync_dir;
 
-/// Write aside, fsync, rename over, fsync the directory.
+/// Write aside (0600), fsync, rename over, fsync the directory.
 pub(crate) fn replace_durable(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let (mut f, tmp) = tempfile_in(tmp_dir)?;
-    let r = (|| -> io::Result<()> {
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, dest)
-    })();
-    if let Err(e) = r {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::from(e));
-    }
-    sync_dir(dest);
-    Ok(())
+    let tmp = tmp_dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+    crate::durable::replace_with_bytes(&tmp, dest, 0o600, bytes)
 }
 
 /// Like [`replace_durable`] but fails (kind `Locked`) when `dest` exists.

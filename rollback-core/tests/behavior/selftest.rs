@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rollback_core::testkit::{async_trait, run_trials, tree_digest, unique, Fixture, Outcome, Trial};
-use rollback_core::{Captured, ComponentConfig, Context, Drift, Driver, Part, Registry, Result};
+use rollback_core::{Capability, Captured, ComponentConfig, Context, Drift, Driver, Part, Registry, Result};
 
 /// Captures nothing, restores nothing, and says every state is equal.
 #[derive(Debug)]
@@ -15,6 +15,9 @@ struct Liar;
 impl Driver for Liar {
     fn name(&self) -> &str {
         "liar"
+    }
+    fn capability(&self) -> Capability {
+        Capability { idempotent_restore: true, ..Capability::default() }
     }
     async fn capture(&self, _ctx: &Context) -> Result<Captured> {
         Ok(Captured::default())

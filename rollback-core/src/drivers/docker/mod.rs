@@ -338,31 +338,31 @@ impl Driver for DockerDriver {
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
-        self.capture_all(ctx).await.map_err(|e| e.with_component(&ctx.component))
+        self.capture_all(ctx).await
     }
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
-        self.preflight_all(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+        self.preflight_all(ctx, part).await
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
-        self.restore_all(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+        self.restore_all(ctx, part).await
     }
 
     async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
-        self.verify_all(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+        self.verify_all(ctx, part).await
     }
 
     async fn stop(&self, ctx: &Context) -> Result<()> {
-        self.stop_all(ctx).await.map_err(|e| e.with_component(&ctx.component))
+        self.stop_all(ctx).await
     }
 
     async fn start(&self, ctx: &Context) -> Result<()> {
-        self.start_all(ctx).await.map_err(|e| e.with_component(&ctx.component))
+        self.start_all(ctx).await
     }
 
-    async fn release(&self, ctx: &Context, part: &Part) -> Result<()> {
-        self.release_all(part).await.map_err(|e| e.with_component(&ctx.component))
+    async fn release(&self, _ctx: &Context, part: &Part) -> Result<()> {
+        self.release_all(part).await
     }
 
     async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
@@ -372,12 +372,12 @@ impl Driver for DockerDriver {
         // The containers a label selected then may not be the ones it selects now: find
         // the snapshot's tags by the tag itself.
         let (_, tag) = protect_tag("", &ctx.snapshot_id);
-        let d = self.connect().await.map_err(|e| e.with_component(&ctx.component))?;
+        let d = self.connect().await?;
         let filters = HashMap::from([("reference", vec![format!("rollback/*:{tag}")])]);
         let images = d
             .list_images(Some(ListImagesOptionsBuilder::default().filters(&filters).build()))
             .await
-            .map_err(|e| docker_err("cannot list images", e, &Redactor::default()).with_component(&ctx.component))?;
+            .map_err(|e| docker_err("cannot list images", e, &Redactor::default()))?;
         let suffix = format!(":{tag}");
         for name in images.iter().flat_map(|i| i.repo_tags.iter()) {
             if !(name.starts_with("rollback/") && name.ends_with(&suffix)) {
@@ -386,10 +386,7 @@ impl Driver for DockerDriver {
             match d.remove_image(name, Some(RemoveImageOptions { force: false, noprune: true }), None).await {
                 Ok(_) => {}
                 Err(e) if not_found_err(&e) => {}
-                Err(e) => {
-                    return Err(docker_err(format!("cannot remove image tag {name}"), e, &Redactor::default())
-                        .with_component(&ctx.component))
-                }
+                Err(e) => return Err(docker_err(format!("cannot remove image tag {name}"), e, &Redactor::default())),
             }
         }
         Ok(())

@@ -411,7 +411,7 @@ impl Driver for DokkuDriver {
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
-        self.capture_inner(ctx).await.map_err(|e| e.with_component(&ctx.component))
+        self.capture_inner(ctx).await
     }
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
@@ -423,20 +423,20 @@ impl Driver for DokkuDriver {
             })?;
             Ok(())
         };
-        r.await.map_err(|e: Error| e.with_component(&ctx.component))
+        r.await
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
-        self.restore_inner(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+        self.restore_inner(ctx, part).await
     }
 
     async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
-        self.verify_inner(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+        self.verify_inner(ctx, part).await
     }
 
     async fn release(&self, ctx: &Context, part: &Part) -> Result<()> {
         if let Some(tag) = part.state["protect_tag"].as_str() {
-            self.docker(ctx, &["image", "rm", tag]).await.map_err(|e| e.with_component(&ctx.component))?;
+            self.docker(ctx, &["image", "rm", tag]).await?;
         }
         Ok(())
     }
@@ -452,7 +452,7 @@ impl Driver for DokkuDriver {
             }
             Ok(())
         };
-        r.await.map_err(|e: Error| e.with_component(&ctx.component))
+        r.await
     }
 
     fn describe_restore(&self, part: &Part) -> String {
@@ -464,7 +464,7 @@ impl Driver for DokkuDriver {
     }
 
     async fn check(&self, ctx: &Context) -> Result<String> {
-        let img = self.running_image(ctx).await.map_err(|e| e.with_component(&ctx.component))?;
+        let img = self.running_image(ctx).await?;
         Ok(format!("dokku app `{}` {}: image {}", self.app, self.where_(), img.unwrap_or_else(|| "none".into())))
     }
 }

@@ -347,19 +347,22 @@ fn write_aside(dest: &Path, src: &Path, mode: u32, uid: u32, gid: u32) -> Result
     super::remove_stale_aside(dest);
     let tmp =
         super::aside_path(dest).ok_or_else(|| Error::config(format!("cannot write beside {}", dest.display())))?;
-    let r = (|| -> Result<()> {
-        fs::copy(src, &tmp).ctx(|| format!("cannot write {}", tmp.display()))?;
-        chown(&tmp, uid, gid)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-            .ctx(|| format!("cannot chmod {}", tmp.display()))?;
-        fs::File::open(&tmp).and_then(|f| f.sync_all()).ctx(|| format!("cannot sync {}", tmp.display()))?;
+    crate::durable::replace(&tmp, dest, mode, |f| {
+        let mut from = fs::File::open(src).ctx(|| format!("cannot read {}", src.display()))?;
+        std::io::copy(&mut from, f).ctx(|| format!("cannot write {}", tmp.display()))?;
+        match std::os::unix::fs::fchown(&*f, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            // Not root: the file keeps the restoring user's ownership; verify says so.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(path = %dest.display(), "cannot restore file ownership (not permitted)");
+            }
+            Err(e) => return Err(e).ctx(|| format!("cannot set the owner of {}", tmp.display())),
+        }
+        // A chown clears set-id bits: the mode again.
+        f.set_permissions(fs::Permissions::from_mode(mode)).ctx(|| format!("cannot chmod {}", tmp.display()))?;
         crate::failpoint::hit("files-written-aside");
-        fs::rename(&tmp, dest).ctx(|| format!("cannot replace {}", dest.display()))
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r
+        Ok(())
+    })
 }
 
 fn remove_any(p: &Path) -> Result<()> {

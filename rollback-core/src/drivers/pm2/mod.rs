@@ -711,25 +711,17 @@ impl Pm2Driver {
         let Some(p) = self.ecosystem.clone() else { return Ok(()) };
         blocking(move || {
             use std::io::Write;
-            use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let meta = std::fs::metadata(&p)?;
-            let mode = meta.permissions().mode() & 0o7777;
             let tmp = p.with_extension(format!("rollback-{:08x}", rand::random::<u32>()));
-            let written = (|| -> std::io::Result<()> {
-                // Created with the final mode (0600 stays 0600 from the first byte), then
-                // set again because the umask narrows what `mode` asks for.
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+            crate::durable::replace(&tmp, &p, meta.permissions().mode() & 0o7777, |f| {
                 f.write_all(&bytes)?;
-                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
                 if (meta.uid(), meta.gid()) != (f.metadata()?.uid(), f.metadata()?.gid()) {
-                    std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+                    std::os::unix::fs::fchown(&*f, Some(meta.uid()), Some(meta.gid()))?;
+                    // A chown clears set-id bits: the mode again.
+                    f.set_permissions(std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
                 }
-                f.sync_all()?;
-                std::fs::rename(&tmp, &p)
-            })();
-            written.map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                Error::from(e)
+                Ok(())
             })
         })
         .await
@@ -937,7 +929,7 @@ impl Driver for Pm2Driver {
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
-        self.capture_inner(ctx).await.map_err(|e| e.with_component(&ctx.component))
+        self.capture_inner(ctx).await
     }
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
@@ -953,25 +945,25 @@ impl Driver for Pm2Driver {
             }
             self.procs(ctx).await.map(|_| ())
         };
-        r.await.map_err(|e| e.with_component(&ctx.component))
+        r.await
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
-        self.restore_inner(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+        self.restore_inner(ctx, part).await
     }
 
     async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
-        self.verify_inner(ctx, part).await.map_err(|e| e.with_component(&ctx.component))
+        self.verify_inner(ctx, part).await
     }
 
     async fn stop(&self, ctx: &Context) -> Result<()> {
         ctx.progress(format!("pm2 stop {}", self.app));
-        self.pm2(ctx, &["stop", &self.app]).await.map(|_| ()).map_err(|e| e.with_component(&ctx.component))
+        self.pm2(ctx, &["stop", &self.app]).await.map(|_| ())
     }
 
     async fn start(&self, ctx: &Context) -> Result<()> {
         ctx.progress(format!("pm2 start {}", self.app));
-        self.pm2(ctx, &["start", &self.app]).await.map(|_| ()).map_err(|e| e.with_component(&ctx.component))
+        self.pm2(ctx, &["start", &self.app]).await.map(|_| ())
     }
 
     fn describe_restore(&self, part: &Part) -> String {
@@ -996,7 +988,7 @@ impl Driver for Pm2Driver {
     }
 
     async fn check(&self, ctx: &Context) -> Result<String> {
-        let procs = self.procs(ctx).await.map_err(|e| e.with_component(&ctx.component))?;
+        let procs = self.procs(ctx).await?;
         let online = procs.iter().filter(|p| p.status == "online").count();
         Ok(format!("pm2 app `{}`: {online}/{} online (PM2_HOME {})", self.app, procs.len(), self.pm2_home_desc()))
     }

@@ -174,10 +174,6 @@ struct Common {
 }
 
 impl PostgresDriver {
-    fn err(&self, ctx: &Context, e: Error) -> Error {
-        e.redacted(&ctx.redactor).with_component(&ctx.component)
-    }
-
     /// Connects and reads the server version: the preflight of every operation.
     async fn open(&self) -> Result<(tokio_postgres::Client, i32)> {
         if self.target.port() == TRANSACTION_POOLER_PORT {
@@ -258,16 +254,16 @@ impl Driver for PostgresDriver {
         }
     }
 
-    async fn plan_fence(&self, ctx: &Context) -> Result<FencePlan> {
-        fence::plan(self).await.map_err(|e| self.err(ctx, e))
+    async fn plan_fence(&self, _ctx: &Context) -> Result<FencePlan> {
+        fence::plan(self).await
     }
 
-    async fn fence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<String> {
-        fence::raise(self, undo).await.map_err(|e| self.err(ctx, e))
+    async fn fence(&self, _ctx: &Context, undo: &serde_json::Value) -> Result<String> {
+        fence::raise(self, undo).await
     }
 
-    async fn unfence(&self, ctx: &Context, undo: &serde_json::Value) -> Result<()> {
-        fence::lift(self, undo).await.map_err(|e| self.err(ctx, e))
+    async fn unfence(&self, _ctx: &Context, undo: &serde_json::Value) -> Result<()> {
+        fence::lift(self, undo).await
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
@@ -275,7 +271,7 @@ impl Driver for PostgresDriver {
             Strategy::Dump => dump::capture(self, ctx).await,
             Strategy::Fast => fast::capture(self, ctx).await,
         };
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
@@ -287,7 +283,7 @@ impl Driver for PostgresDriver {
             }
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
@@ -299,7 +295,7 @@ impl Driver for PostgresDriver {
             }
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
@@ -311,7 +307,7 @@ impl Driver for PostgresDriver {
             }
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
@@ -323,10 +319,10 @@ impl Driver for PostgresDriver {
             }
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
-    async fn release(&self, ctx: &Context, part: &Part) -> Result<()> {
+    async fn release(&self, _ctx: &Context, part: &Part) -> Result<()> {
         let r = async {
             match self.common(part)?.strategy {
                 Strategy::Dump => Ok(()),
@@ -334,14 +330,14 @@ impl Driver for PostgresDriver {
             }
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     async fn release_unfinished(&self, ctx: &Context) -> Result<()> {
         match self.strategy {
             // `dump` keeps everything in the store.
             Strategy::Dump => Ok(()),
-            Strategy::Fast => fast::release_unfinished(self, ctx).await.map_err(|e| self.err(ctx, e)),
+            Strategy::Fast => fast::release_unfinished(self, ctx).await,
         }
     }
 
@@ -355,7 +351,7 @@ impl Driver for PostgresDriver {
 
     /// A table the snapshot does not have, in the first schema in scope: the drill's
     /// restore must remove it (both strategies), and `verify` must see it gone.
-    async fn perturb(&self, ctx: &Context) -> Result<String> {
+    async fn perturb(&self, _ctx: &Context) -> Result<String> {
         let r = async {
             let (client, _) = self.open().await?;
             let schema = match &self.scope {
@@ -382,10 +378,10 @@ impl Driver for PostgresDriver {
             Ok(format!("created table {schema}.rollback_drill"))
         }
         .await;
-        r.map_err(|e: Error| self.err(ctx, e))
+        r
     }
 
-    async fn check(&self, ctx: &Context) -> Result<String> {
+    async fn check(&self, _ctx: &Context) -> Result<String> {
         let r = async {
             let (client, v) = self.open().await?;
             let rels = catalog::relations(&client, &self.scope).await?;
@@ -401,6 +397,6 @@ impl Driver for PostgresDriver {
             ))
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 }

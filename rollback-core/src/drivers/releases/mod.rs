@@ -150,9 +150,7 @@ impl ReleasesDriver {
             None => {}
         }
         std::fs::rename(&from, &link).ctx(|| format!("cannot move {} back to {}", from.display(), link.display()))?;
-        if let Ok(d) = std::fs::File::open(&self.root) {
-            let _ = d.sync_all();
-        }
+        crate::durable::sync_dir(&link);
         ctx.progress(format!("moved {} back to {}", from.display(), link.display()));
         Ok(())
     }
@@ -197,9 +195,7 @@ pub(crate) fn swap_link(link: &Path, target: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::new(ErrorKind::Unexpected, format!("cannot swap {}", link.display())).with_source(e));
     }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::durable::sync_dir(link);
     Ok(())
 }
 

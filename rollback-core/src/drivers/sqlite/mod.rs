@@ -277,14 +277,6 @@ fn backup_all(from: &Connection, to: &mut Connection) -> Result<()> {
     }
 }
 
-fn sync_parent(p: &Path) {
-    if let Some(d) = p.parent() {
-        if let Ok(f) = fs::File::open(d) {
-            let _ = f.sync_all();
-        }
-    }
-}
-
 fn side_files(p: &Path) -> [PathBuf; 3] {
     let s = p.as_os_str().to_owned();
     let with = |suffix: &str| {
@@ -299,10 +291,6 @@ impl SqliteDriver {
     fn artifact(part: &Part) -> Result<&crate::store::ArtifactRef> {
         part.artifact(ARTIFACT)
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("the snapshot has no artifact `{ARTIFACT}`")))
-    }
-
-    fn err(&self, ctx: &Context, e: Error) -> Error {
-        e.with_component(&ctx.component)
     }
 }
 
@@ -380,12 +368,12 @@ fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str, recorded: Op
     // A restore killed before its rename left its copy beside the database.
     super::remove_stale_aside(path);
     let tmp = temp_beside(path)?;
-    let r = (|| -> Result<()> {
-        let mut from = fs::File::open(artifact).ctx(|| "cannot read the snapshot's database copy".into())?;
-        let mut to = fs::File::create(&tmp).ctx(|| format!("cannot write {}", tmp.display()))?;
-        if let Some(o) = wanted_owner(path, recorded) {
-            set_owner(&to, path, o)?;
+    let owner = wanted_owner(path, recorded);
+    crate::durable::replace(&tmp, path, owner.map(|o| o.mode).unwrap_or(0o644), |to| {
+        if let Some(o) = owner {
+            set_owner(to, path, o)?;
         }
+        let mut from = fs::File::open(artifact).ctx(|| "cannot read the snapshot's database copy".into())?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -403,7 +391,6 @@ fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str, recorded: Op
                 "the snapshot's database copy changed in the store; refusing it",
             ));
         }
-        to.sync_all().ctx(|| format!("cannot sync {}", tmp.display()))?;
         // A journal or WAL left beside the old file would be replayed into the new one.
         for f in side_files(path) {
             match fs::remove_file(&f) {
@@ -413,14 +400,8 @@ fn restore_rename(path: &Path, artifact: &Path, expected_sha: &str, recorded: Op
             }
         }
         crate::failpoint::hit("sqlite-written-aside");
-        fs::rename(&tmp, path).ctx(|| format!("cannot rename the restored database over {}", path.display()))?;
-        sync_parent(path);
         Ok(())
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r
+    })
 }
 
 /// Whether a rename restore can give the new file the owner it must have: tried on an
@@ -466,12 +447,12 @@ impl Driver for SqliteDriver {
         self.plan_write_fence().await
     }
 
-    async fn fence(&self, ctx: &Context, _undo: &serde_json::Value) -> Result<String> {
-        self.raise_write_fence().await.map_err(|e| self.err(ctx, e))
+    async fn fence(&self, _ctx: &Context, _undo: &serde_json::Value) -> Result<String> {
+        self.raise_write_fence().await
     }
 
-    async fn unfence(&self, ctx: &Context, _undo: &serde_json::Value) -> Result<()> {
-        self.lift_write_fence().await.map_err(|e| self.err(ctx, e))
+    async fn unfence(&self, _ctx: &Context, _undo: &serde_json::Value) -> Result<()> {
+        self.lift_write_fence().await
     }
 
     async fn capture(&self, ctx: &Context) -> Result<Captured> {
@@ -485,10 +466,10 @@ impl Driver for SqliteDriver {
             });
         }
         let (path, store) = (self.path.clone(), ctx.store.clone());
-        self.on_live(move |c, _| capture_blocking(c, path, store)).await.map_err(|e| self.err(ctx, e))
+        self.on_live(move |c, _| capture_blocking(c, path, store)).await
     }
 
-    async fn preflight(&self, ctx: &Context, part: &Part) -> Result<()> {
+    async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
         let r = (|| {
             let st = part.state_as::<State>()?;
             if st.absent {
@@ -515,7 +496,7 @@ impl Driver for SqliteDriver {
             }
             Ok(())
         })();
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     async fn restore(&self, ctx: &Context, part: &Part) -> Result<()> {
@@ -530,7 +511,7 @@ impl Driver for SqliteDriver {
                             Err(e) => return Err(Error::from(e)),
                         }
                     }
-                    sync_parent(&path);
+                    crate::durable::sync_dir(&path);
                     Ok(())
                 })
                 .await;
@@ -552,10 +533,10 @@ impl Driver for SqliteDriver {
             .await
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
-    async fn verify(&self, ctx: &Context, part: &Part) -> Result<Drift> {
+    async fn verify(&self, _ctx: &Context, part: &Part) -> Result<Drift> {
         let r = async {
             let st = part.state_as::<State>()?;
             if st.absent {
@@ -595,7 +576,7 @@ impl Driver for SqliteDriver {
             Ok(Drift::from_differences(diffs))
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     async fn discards(&self, ctx: &Context, part: &Part) -> Result<Vec<Discard>> {
@@ -645,7 +626,7 @@ impl Driver for SqliteDriver {
             Ok(out)
         }
         .await;
-        r.map_err(|e| self.err(ctx, e))
+        r
     }
 
     fn describe_restore(&self, _part: &Part) -> String {
@@ -662,7 +643,7 @@ impl Driver for SqliteDriver {
         }
     }
 
-    async fn check(&self, ctx: &Context) -> Result<String> {
+    async fn check(&self, _ctx: &Context) -> Result<String> {
         let path = self.path.clone();
         blocking(move || {
             let c = open_existing(&path)?;
@@ -672,6 +653,5 @@ impl Driver for SqliteDriver {
             Ok(format!("SQLite {} database {}: {n} tables", rusqlite::version(), path.display()))
         })
         .await
-        .map_err(|e| self.err(ctx, e))
     }
 }
