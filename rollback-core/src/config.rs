@@ -34,6 +34,8 @@ pub struct StackConfig {
     pub components: Vec<ComponentConfig>,
     /// Secrets known to this stack.
     pub redactor: Redactor,
+    /// Where rollbacks, resumes and drills are announced (`[[notify]]`).
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 /// Recovery-time objectives.
@@ -245,6 +247,86 @@ struct RawDoc {
     decision: Thresholds,
     #[serde(default)]
     component: Vec<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
+    #[serde(default)]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    kind: String,
+    url: Option<String>,
+    command: Option<Vec<String>>,
+    on: Option<Vec<String>>,
+    timeout: Option<DurationValue>,
+    retries: Option<u32>,
+    ca: Option<String>,
+}
+
+/// One `[[notify]]` entry, checked; `at` is `file:line` for errors.
+fn notify_entry(
+    n: RawNotify,
+    at: &str,
+    base_dir: &Path,
+    redactor: &Redactor,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::notify::NotifyConfig> {
+    use crate::notify::{NotifyConfig, NotifyOn, NotifyTarget};
+    let bad = |m: String| Error::config(format!("{at}: [[notify]]: {m}"));
+    let target = match n.kind.as_str() {
+        "webhook" => {
+            if n.command.is_some() {
+                return Err(bad("`command` is for kind = \"command\"".into()));
+            }
+            let url = expand_env(n.url.as_deref().ok_or_else(|| bad("a webhook needs `url`".into()))?, redactor, env)?;
+            // Never the URL itself in a message: Slack's carries its token in the path.
+            let parsed = reqwest::Url::parse(&url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+            let Some(parsed) = parsed else {
+                return Err(bad("`url` must be an http:// or https:// URL".into()));
+            };
+            redactor.add(&url);
+            if parsed.path().len() > 3 {
+                redactor.add(parsed.path());
+            }
+            if let Some(q) = parsed.query() {
+                redactor.add(q);
+            }
+            NotifyTarget::Webhook { url, ca: n.ca.map(|c| resolve(base_dir, &c)) }
+        }
+        "command" => {
+            if n.url.is_some() || n.ca.is_some() {
+                return Err(bad("`url` and `ca` are for kind = \"webhook\"".into()));
+            }
+            let argv = n
+                .command
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| bad("a command needs `command`, a list of program and arguments".into()))?;
+            let argv = argv.iter().map(|a| expand_env(a, redactor, env)).collect::<Result<Vec<_>>>()?;
+            NotifyTarget::Command { argv }
+        }
+        other => return Err(bad(format!("`kind` must be \"webhook\" or \"command\", not \"{other}\""))),
+    };
+    let on = match n.on {
+        None => NotifyOn::ALL.iter().copied().collect(),
+        Some(list) => list
+            .iter()
+            .map(|e| {
+                NotifyOn::parse(e).ok_or_else(|| {
+                    let all: Vec<_> = NotifyOn::ALL.iter().map(|x| x.as_str()).collect();
+                    bad(format!("unknown event `{e}` in `on` (events: {})", all.join(", ")))
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let timeout = n.timeout.map(|t| t.0).unwrap_or(Duration::from_secs(5));
+    if timeout.is_zero() {
+        return Err(bad("`timeout` must be more than 0".into()));
+    }
+    let retries = n.retries.unwrap_or(2);
+    if retries > 10 {
+        return Err(bad(format!("`retries` is {retries}; at most 10")));
+    }
+    Ok(NotifyConfig { target, on, timeout, retries })
 }
 
 const COMMON_KEYS: &[&str] = &["name", "driver", "phase", "depends_on", "health", "timeout"];
@@ -261,6 +343,7 @@ impl StackConfig {
             decision: Thresholds::default(),
             components: Vec::new(),
             redactor: Redactor::default(),
+            notify: Vec::new(),
         }
     }
 
@@ -404,6 +487,10 @@ impl StackConfig {
                 health,
                 timeout,
             });
+        }
+        for n in doc.notify {
+            let at = format!("{fname}:{}", line_of(text, n.span().start));
+            cfg.notify.push(notify_entry(n.into_inner(), &at, base_dir, &redactor, env)?);
         }
         cfg.validate()?;
         Ok(cfg)

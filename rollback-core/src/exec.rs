@@ -17,6 +17,7 @@ use crate::driver::{Context, Discard, Drift, FencePlan};
 use crate::drivers::{InFlight, IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventCallback, EventSink};
+use crate::notify::{Notification, NotifyOn};
 use crate::plan::{Action, Plan, Scope};
 use crate::record::{FenceWindow, Record, Status, StepRecord};
 use crate::snapshot::{Snapshot, SnapshotManifest};
@@ -225,6 +226,8 @@ pub(crate) struct Executor<'a> {
     still_running: std::sync::Mutex<BTreeSet<String>>,
     /// Where the step running now records the process groups it starts.
     child_log: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// The stack's `[[notify]]` targets.
+    notifier: crate::notify::Notifier,
 }
 
 impl<'a> Executor<'a> {
@@ -235,6 +238,7 @@ impl<'a> Executor<'a> {
             cancel,
             in_flight: InFlight::default(),
             still_running: Default::default(),
+            notifier: crate::notify::Notifier::new(stack.config().notify.clone(), stack.config().redactor.clone()),
             child_log: Default::default(),
         }
     }
@@ -351,6 +355,7 @@ impl<'a> Executor<'a> {
         j.prepared = false;
         j.safety_wanted = !opts.no_safety_snapshot;
         self.save(&j)?;
+        self.notify(NotifyOn::Started, &j);
         self.drive(j, snap).await
     }
 
@@ -507,10 +512,20 @@ impl<'a> Executor<'a> {
         if j.done.iter().all(|s| s.status == "ok") {
             // Back as it was: no record, as for a failed preflight.
             let _ = std::fs::remove_file(self.stack.store().journal_path(&j.rollback_id)?);
+            if !self.stack.config().notify.is_empty() {
+                // `started` went out: say how it ended, though no record is kept.
+                let mut r = record_of(&j, Status::Failed);
+                r.error = Some(format!("{err}; nothing was changed"));
+                self.notifier.send(Notification::of(NotifyOn::Finished, &r, &self.stack_label()));
+                for f in self.notifier.flush().await {
+                    tracing::warn!(failure = %f, "notification not delivered");
+                }
+            }
             return Err(err);
         }
         j.stage = Stage::Compensating { error: err.to_string(), verify_only: false };
-        self.finish(j, Status::Failed)
+        let r = self.finish(j, Status::Failed)?;
+        Ok(self.announce(NotifyOn::Finished, r).await)
     }
 
     pub(crate) async fn resume(&self, mut j: Journal) -> Result<Record> {
@@ -559,6 +574,7 @@ impl<'a> Executor<'a> {
             }
         }
         self.save(&j)?;
+        self.notify(NotifyOn::Resumed, &j);
         self.drive(j, snap).await
     }
 
@@ -570,7 +586,8 @@ impl<'a> Executor<'a> {
                 if self.cancel.is_cancelled() {
                     j.notes.push(format!("interrupted before step {} of {total}", j.next + 1));
                     self.save(&j)?;
-                    return self.finish_interrupted(j);
+                    let r = self.finish_interrupted(j)?;
+                    return Ok(self.announce(NotifyOn::Interrupted, r).await);
                 }
                 let step = j.plan.steps[j.next].clone();
                 if step.action != Action::Stop && !j.prepared {
@@ -692,7 +709,39 @@ impl<'a> Executor<'a> {
             Stage::Compensating { .. } => self.compensate(&mut j, &snap).await?,
             Stage::Finished { status } => status,
         };
-        self.finish(j, status)
+        let r = self.finish(j, status)?;
+        Ok(self.announce(NotifyOn::Finished, r).await)
+    }
+
+    /// Sends `event` about the rollback as the journal has it (only if there is a
+    /// target: building the summary reads the journal).
+    fn notify(&self, event: NotifyOn, j: &Journal) {
+        if !self.stack.config().notify.is_empty() {
+            self.notifier.send(Notification::of(event, &record_of(j, Status::Interrupted), &self.stack_label()));
+        }
+    }
+
+    /// Sends `event` about the final record `r`, waits for every notification of
+    /// this run, and writes the record again with a note for each not delivered.
+    async fn announce(&self, event: NotifyOn, mut r: Record) -> Record {
+        if self.stack.config().notify.is_empty() {
+            return r;
+        }
+        self.notifier.send(Notification::of(event, &r, &self.stack_label()));
+        let failed = self.notifier.flush().await;
+        if !failed.is_empty() {
+            r.notes.extend(failed.into_iter().map(|f| format!("notification not delivered: {f}")));
+            if let Err(e) = self.stack.store().write_record(&r) {
+                tracing::error!(error = %e, "cannot note the undelivered notifications in the record");
+            }
+        }
+        r
+    }
+
+    /// The stack, as notifications name it: its config file, or its directory.
+    fn stack_label(&self) -> String {
+        let c = self.stack.config();
+        c.file.as_ref().unwrap_or(&c.base_dir).display().to_string()
     }
 
     fn step_timeout(&self, j: &Journal, component: &str, action: Action) -> Duration {
@@ -770,6 +819,7 @@ impl<'a> Executor<'a> {
     /// Puts every touched component back from the safety snapshot.
     async fn compensate(&self, j: &mut Journal, _snap: &SnapshotManifest) -> Result<Status> {
         self.emit(Event::new("compensating", "a step failed; putting changed components back"));
+        self.notify(NotifyOn::Compensating, j);
         let Some(safety_id) = j.safety_snapshot_id.clone() else {
             j.notes.push("no safety snapshot: changed components could not be put back".into());
             self.start_stopped(j, _snap).await;

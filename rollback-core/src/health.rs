@@ -469,7 +469,7 @@ const BODY_LIMIT: usize = 1 << 20;
 
 /// rustls configurations by CA file: the system's roots are read once per process,
 /// not at every probe (a watch probes every second).
-fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     use std::collections::HashMap;
     use std::sync::Mutex;
     type Cache = Mutex<Option<HashMap<Option<PathBuf>, rustls::ClientConfig>>>;

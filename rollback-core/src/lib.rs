@@ -30,6 +30,7 @@ pub mod event;
 pub mod exec;
 pub mod failpoint;
 pub mod health;
+pub mod notify;
 pub mod plan;
 pub(crate) mod process;
 pub mod record;

@@ -53,6 +53,12 @@ impl GroupGuard {
         GroupGuard { pgid: pid }
     }
 
+    /// Guards the group of `pid` without recording it anywhere (a program the library
+    /// runs outside any step, such as a notification's).
+    pub(crate) fn unrecorded(pid: Option<u32>) -> Self {
+        GroupGuard { pgid: pid }
+    }
+
     /// The child exited by itself: leave its group alone.
     pub(crate) fn finished(&mut self) {
         self.pgid = None;
