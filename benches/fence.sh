@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The write fence of a rollback, per driver and strategy: how long other clients'
 # writes are refused (the record's `fences[].window_ms`), against the whole rollback
-# (safety snapshot, restore, comparison) — on pgbench scale 10 for PostgreSQL and a
-# 250k-row table for MySQL/MariaDB, each restored after a 1% update.
+# (safety snapshot, restore, comparison) — on pgbench scale 10 for PostgreSQL, a
+# 250k-row table for MySQL/MariaDB and SQLite, and 250k keys for Redis, each
+# restored after a 1% update.
 # Not part of the test suite. Writes benches/results/fence.md.
 #
 #   bash benches/fence.sh
@@ -21,6 +22,7 @@ cleanup() {
     [ -e "$f" ] || continue
     python3 -c "import json,sys; m=json.load(open(sys.argv[1])); [print(p['state'].get(k)) for p in m['parts'] for k in ('snapshot_schema','ready_schema') if p['state'].get(k)]" "$f"
   done | while read -r s; do mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$s\`"; done
+  redis-cli -n 15 FLUSHDB >/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -65,6 +67,20 @@ url = \"mysql://root@127.0.0.1:3306/rb_bench_fence\"
 strategy = \"$s\"" "mysql -uroot -h127.0.0.1 -e 'UPDATE rb_bench_fence.t SET k = k + 1 WHERE id % 100 = 0'")
 done
 
+redis-cli -n 15 FLUSHDB >/dev/null
+redis-cli -n 15 EVAL "for i = 1, 250000 do redis.call('SET', 'k:' .. i, string.rep('v', 100)) end" 0 >/dev/null
+R[redis_replace]=$(run_case redis_replace "driver = \"redis\"
+url = \"redis://127.0.0.1:6379/15\"" "redis-cli -n 15 EVAL \"for i = 1, 250000, 100 do redis.call('SET', 'k:' .. i, 'changed') end\" 0 >/dev/null")
+mkdir -p "$WORK/sqlite_rename"
+python3 -c "
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode = wal')
+c.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, k INT, c TEXT, pad TEXT)')
+c.executemany('INSERT INTO t VALUES (?, ?, ?, ?)', ((i, i % 1000, 'c' * 120, 'p' * 60) for i in range(1, 250001)))
+c.commit()" "$WORK/sqlite_rename/app.db"
+R[sqlite_rename]=$(run_case sqlite_rename "driver = \"sqlite\"
+path = \"app.db\"" "python3 -c \"import sqlite3; c = sqlite3.connect('$WORK/sqlite_rename/app.db'); c.execute('UPDATE t SET k = k + 1 WHERE id % 100 = 0'); c.commit()\"")
+
 mkdir -p benches/results
 {
   echo "# Write fences (\`bash benches/fence.sh\`)"
@@ -75,13 +91,14 @@ mkdir -p benches/results
   echo
   echo "| driver, strategy | data | fence | window ms | whole rollback ms |"
   echo "| --- | --- | --- | --- | --- |"
-  for k in pg_dump pg_fast my_dump my_fast; do
+  for k in pg_dump pg_fast my_dump my_fast redis_replace sqlite_rename; do
     read -r w t <<<"${R[$k]}"
     case $k in
-      pg_*) data="pgbench scale 10"; how="connection limit 0, sessions ended";;
-      my_*) data="250k rows"; how="server read_only";;
+      pg_*) data="pgbench scale 10"; how="connection limit 0, sessions ended"; name="postgres, ${k#*_}";;
+      my_*) data="250k rows"; how="server read_only"; name="mysql, ${k#*_}";;
+      redis_*) data="250k keys"; how="ACL users' write commands taken"; name="redis, replace";;
+      sqlite_*) data="250k rows, WAL"; how="exclusive lock, restored in place"; name="sqlite (restore = rename)";;
     esac
-    name="$( [ "${k%%_*}" = pg ] && echo postgres || echo mysql ), ${k#*_}"
     echo "| $name | $data | $how | $w | $t |"
   done
 } >benches/results/fence.md
