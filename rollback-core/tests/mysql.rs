@@ -1154,3 +1154,63 @@ async fn a_fast_snapshot_takes_no_lock_on_the_rows_writers_change() {
     drop_copies(&mut c, &stack).await;
     db.drop_all().await;
 }
+
+/// A deploy that turned a table into a view (the table renamed, a view in its
+/// place): the swap's RENAME failed with 1050 on the view. Now a whole-database
+/// rollback moves the view aside in the same atomic RENAME and puts the table back;
+/// the safety snapshot brings the view back. A rollback of listed tables, whose
+/// safety snapshot keeps no views, is refused at preflight, naming the view.
+#[tokio::test]
+async fn a_table_turned_into_a_view_is_put_back() {
+    for strategy in ["dump", "fast"] {
+        let (db, mut c) = TestDb::new(&format!("view{strategy}")).await;
+        c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+            .await
+            .unwrap();
+        let (dir, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let s = stack(dir.path(), &component(&db.name, strategy, ""));
+        let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+        let listed = stack(dir2.path(), &component(&db.name, strategy, "tables = [\"t\"]"));
+        let lsnap = listed.snapshot(SnapshotOptions::default()).await.unwrap();
+        c.query_drop("RENAME TABLE t TO t_v2; CREATE VIEW t AS SELECT id, v FROM t_v2").await.unwrap();
+        let kind_sql = format!(
+            "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = 't'",
+            db.name
+        );
+
+        let e = listed.rollback(&lsnap.id, RollbackOptions::default()).await.unwrap_err().to_string();
+        assert!(e.contains("`t` is a view now") && e.contains("roll back the whole database"), "{e}");
+        assert_eq!(
+            c.query_first::<String, _>(&kind_sql).await.unwrap().as_deref(),
+            Some("VIEW"),
+            "refused: nothing changed"
+        );
+
+        let rec = s.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+        assert_eq!(rec.status, Status::Succeeded, "{strategy}: {}", rec.to_json());
+        assert_eq!(c.query_first::<String, _>(&kind_sql).await.unwrap().as_deref(), Some("BASE TABLE"));
+        let rows: Vec<(i32, String)> = c.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
+        assert_eq!(rows, [(1, "a".to_string()), (2, "b".to_string())]);
+        let left: Option<u64> = c
+            .query_first(format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME LIKE '\\_rollback%'",
+                db.name
+            ))
+            .await
+            .unwrap();
+        assert_eq!(left, Some(0), "the view moved aside is dropped");
+
+        let back = s.rollback(rec.safety_snapshot_id.as_deref().unwrap(), RollbackOptions::default()).await.unwrap();
+        assert_eq!(back.status, Status::Succeeded, "{strategy}: {}", back.to_json());
+        assert_eq!(
+            c.query_first::<String, _>(&kind_sql).await.unwrap().as_deref(),
+            Some("VIEW"),
+            "the safety snapshot has the view"
+        );
+        let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+        assert_eq!(n, Some(2));
+        drop_copies(&mut c, &s).await;
+        drop_copies(&mut c, &listed).await;
+        db.drop_all().await;
+    }
+}

@@ -415,7 +415,7 @@ impl MysqlDriver {
             .rows(
                 conn,
                 &format!(
-                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND \
+                    "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND \
                      (TABLE_NAME LIKE '\\_rollback\\_new\\_%' OR TABLE_NAME LIKE '\\_rollback\\_old\\_%')",
                     lit(&self.db)
                 ),
@@ -424,12 +424,58 @@ impl MysqlDriver {
             .await?;
         for r in rows {
             if let Some(n) = r.first().map(text) {
-                conn.query_drop(format!("DROP TABLE IF EXISTS {}", qt(&self.db, &n)))
+                // A view the swap moved out of a table's way is renamed like a table.
+                let kind = if r.get(1).map(text).as_deref() == Some("VIEW") { "VIEW" } else { "TABLE" };
+                conn.query_drop(format!("DROP {kind} IF EXISTS {}", qt(&self.db, &n)))
                     .await
                     .map_err(|e| self.err("cannot drop a scratch table", e))?;
             }
         }
         Ok(())
+    }
+
+    /// The views of the database named like a table of `st`: a deploy that turned a
+    /// table into a view.
+    async fn views_in_the_way(&self, conn: &mut Conn, st: &State) -> Result<Vec<String>> {
+        let rows = self
+            .rows(
+                conn,
+                &format!(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'VIEW'",
+                    lit(&self.db)
+                ),
+                "cannot list views",
+            )
+            .await?;
+        let mut v: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.first().map(text))
+            .filter(|n| st.tables.iter().any(|t| &t.name == n))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// A rollback of listed tables does not replace a view that took a table's
+    /// place: its safety snapshot keeps no views, so the view would be lost.
+    async fn refuse_views_in_the_way(&self, conn: &mut Conn, st: &State) -> Result<()> {
+        if !st.scoped {
+            return Ok(());
+        }
+        let views = self.views_in_the_way(conn, st).await?;
+        if views.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "mysql {}: {} {} a view now, where the snapshot has a table; a rollback of listed tables does not \
+                 replace views (its safety snapshot keeps none): drop the view first, or roll back the whole database",
+                self.target,
+                views.iter().map(|v| q(v)).collect::<Vec<_>>().join(", "),
+                if views.len() == 1 { "is" } else { "are" }
+            ),
+        ))
     }
 
     /// The live triggers a restore of `st` replaces: those on its tables, or every one
@@ -586,6 +632,7 @@ impl Driver for MysqlDriver {
             ));
         }
         self.refuse_foreign_keys_from_outside(&mut conn, &replaced).await?;
+        self.refuse_views_in_the_way(&mut conn, &st).await?;
         if st.scoped {
             // Trigger names are unique per database: one on a table the restore does
             // not replace would stop a snapshot trigger from being created after the swap.

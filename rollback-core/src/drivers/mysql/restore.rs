@@ -178,6 +178,13 @@ impl MysqlDriver {
                 old += 1;
             }
         }
+        // A view that took a table's place goes aside in the same RENAME (a whole-database
+        // safety snapshot keeps it; a scoped restore was refused at preflight).
+        self.refuse_views_in_the_way(&mut conn, st).await?;
+        for v in self.views_in_the_way(&mut conn, st).await? {
+            renames.push(format!("{} TO {}", qt(&self.db, &v), qt(&self.db, &format!("{TMP_OLD}{old}"))));
+            old += 1;
+        }
         for (_, t, tmp, _) in &plans {
             let from = match &ready {
                 Some(r) => qt(r, &t.name),
