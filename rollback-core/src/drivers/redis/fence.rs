@@ -31,13 +31,11 @@ const TURN_WAIT: Duration = Duration::from_secs(300);
 
 /// What lifting the fence puts back: each user's command rules and selectors (never
 /// its passwords, which the fence does not touch).
+/// Empty for a component that shares the fence another component of this process
+/// raised on the same server: the last holder lifts what every holder took.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Undo {
     users: Vec<UserRules>,
-    /// Another component of this rollback on the same server raised the fence; this
-    /// one shares it, and the last of them to let go lifts it.
-    #[serde(default)]
-    joined: bool,
 }
 
 /// The fences this process holds, by server: the components of one stack that share
@@ -146,19 +144,13 @@ impl RedisDriver {
         c.query_async(con).await.map_err(|e| self.err(what, e))
     }
 
-    async fn fence_user_exists(&self, con: &mut MultiplexedConnection) -> Result<bool> {
-        let v = self.acl(con, &["GETUSER", FENCE_USER], "cannot read the ACL users").await?;
-        Ok(!matches!(v, Value::Nil))
-    }
-
     pub(super) async fn plan_write_fence(&self) -> Result<FencePlan> {
         if !self.fence {
             return Ok(FencePlan::Unavailable { reason: "`fence = false` is set".into() });
         }
         if held().iter().any(|h| h.server == self.server()) {
-            let undo = Undo { users: Vec::new(), joined: true };
-            let undo =
-                serde_json::to_value(undo).map_err(|e| Error::unexpected("cannot encode the fence").with_source(e))?;
+            let undo = serde_json::to_value(Undo::default())
+                .map_err(|e| Error::unexpected("cannot encode the fence").with_source(e))?;
             return Ok(FencePlan::Ready { undo });
         }
         let mut con = self.connect_as_configured().await?;
@@ -178,7 +170,7 @@ impl RedisDriver {
         // Read the rules only once this rollback has the turn: another's fence would
         // read as the users' own rules.
         let t0 = Instant::now();
-        while self.fence_user_exists(&mut con).await? {
+        while self.user_exists(&mut con, FENCE_USER).await? {
             if t0.elapsed() > TURN_WAIT {
                 return Err(Error::new(
                     ErrorKind::Locked,
@@ -371,7 +363,7 @@ mod tests {
         let r = rules_of("app", v7);
         assert_eq!(r.commands, "+@all -debug");
         assert_eq!(r.selectors, vec!["(~app:* -@all +set)".to_string()]);
-        let json = serde_json::to_string(&Undo { users: vec![r], joined: false }).unwrap();
+        let json = serde_json::to_string(&Undo { users: vec![r] }).unwrap();
         assert!(!json.contains("2d9c"), "a password hash reached the journal: {json}");
 
         let v6 = Value::Array(vec![
