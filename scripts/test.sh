@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR=never
+# Each stage says how long it took, so a slow CI run shows where its time went.
+stage_start=$SECONDS
+stage() { echo "== ($((SECONDS - stage_start)) s) $*"; }
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (rustup)" >&2; exit 1
@@ -21,14 +24,14 @@ export ROLLBACK_SSH_DIR="${ROLLBACK_SSH_DIR:-/tmp/rollback-ssh-server}"
 trap 'bash scripts/ssh-server.sh stop "$ROLLBACK_SSH_DIR" || true; bash scripts/docker-tls.sh stop "$ROLLBACK_DOCKER_TLS_DIR" || true; bash scripts/tls-servers.sh stop "$ROLLBACK_TLS_DIR" || true' EXIT
 for s in scripts/setup-*.sh; do [ -e "$s" ] && bash "$s"; done
 
-echo "== cargo fmt / clippy"
+stage "cargo fmt / clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # A build without drivers must stay clean too (`--all-features` would hide broken cfgs).
 cargo clippy -p rollback-core --no-default-features -- -D warnings
 cargo clippy -p rollback-core --all-targets --features testkit -- -D warnings
 
-echo "== cargo test"
+stage "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$CARGO_TARGET_DIR/cargo-test.log"
 test "${PIPESTATUS[0]}" = 0
 
@@ -37,7 +40,7 @@ test "${PIPESTATUS[0]}" = 0
 # dev-dependency turns `testkit` on); should feature unification ever stop doing
 # so, it runs here instead of silently not at all.
 if ! grep -q "Running tests/behavior/main.rs" "$CARGO_TARGET_DIR/cargo-test.log"; then
-  echo "== behaviour suite"
+  stage "behaviour suite"
   cargo test -p rollback-core --features testkit --test behavior
 fi
 
@@ -46,7 +49,7 @@ for s in scripts/test-python.sh scripts/test-node.sh scripts/test-*.sh; do
   [ -e "$s" ] || continue
   case " ${ran:-} " in *" $s "*) continue ;; esac
   ran="${ran:-} $s"
-  echo "== $s"
+  stage "$s"
   bash "$s"
 done
-echo "== all suites passed"
+stage "all suites passed"
