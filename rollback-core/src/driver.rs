@@ -268,6 +268,13 @@ pub trait Driver: Send + Sync + Debug {
     async fn check(&self, _ctx: &Context) -> Result<String> {
         Ok("ok".into())
     }
+
+    /// How many times the component's processes have been restarted so far (a
+    /// counter that only grows), for `watch`'s crash-loop probe; `None` for drivers
+    /// that run no processes.
+    async fn restarts(&self, _ctx: &Context) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// A shared driver.
@@ -334,6 +341,9 @@ impl Driver for Named {
     }
     async fn check(&self, ctx: &Context) -> Result<String> {
         self.0.check(ctx).await.map_err(|e| named(ctx, e))
+    }
+    async fn restarts(&self, ctx: &Context) -> Result<Option<u64>> {
+        self.0.restarts(ctx).await.map_err(|e| named(ctx, e))
     }
 }
 

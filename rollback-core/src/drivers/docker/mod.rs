@@ -430,6 +430,19 @@ impl Driver for DockerDriver {
             names.join(", ")
         ))
     }
+
+    /// The engine's `RestartCount` over the selected containers: restarts by their
+    /// restart policy (a crash loop), not by `docker restart`.
+    async fn restarts(&self, _ctx: &Context) -> Result<Option<u64>> {
+        let d = self.connect().await?;
+        let mut total = 0;
+        for n in self.select(&d).await? {
+            if let Some(i) = self.inspect(&d, &n).await? {
+                total += i["RestartCount"].as_u64().unwrap_or(0);
+            }
+        }
+        Ok(Some(total))
+    }
 }
 
 impl DockerDriver {

@@ -992,4 +992,12 @@ impl Driver for Pm2Driver {
         let online = procs.iter().filter(|p| p.status == "online").count();
         Ok(format!("pm2 app `{}`: {online}/{} online (PM2_HOME {})", self.app, procs.len(), self.pm2_home_desc()))
     }
+
+    /// pm2's `restart_time` over the app's processes: it grows with every automatic
+    /// restart of a crashed process (and starts again from 0 when the app is
+    /// deleted and started anew, which `watch` reads as no restarts).
+    async fn restarts(&self, ctx: &Context) -> Result<Option<u64>> {
+        let procs = self.procs(ctx).await?;
+        Ok(Some(procs.iter().map(|p| p.restarts.max(0) as u64).sum()))
+    }
 }
