@@ -36,6 +36,8 @@ pub struct StackConfig {
     pub redactor: Redactor,
     /// Where rollbacks, resumes and drills are announced (`[[notify]]`).
     pub notify: Vec<crate::notify::NotifyConfig>,
+    /// What `rollback watch` probes and when it rolls back (`[watch]`).
+    pub watch: Option<crate::watch::WatchConfig>,
 }
 
 /// Recovery-time objectives.
@@ -249,6 +251,7 @@ struct RawDoc {
     component: Vec<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
     #[serde(default)]
     notify: Vec<Spanned<RawNotify>>,
+    watch: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -344,6 +347,7 @@ impl StackConfig {
             components: Vec::new(),
             redactor: Redactor::default(),
             notify: Vec::new(),
+            watch: None,
         }
     }
 
@@ -491,6 +495,34 @@ impl StackConfig {
         for n in doc.notify {
             let at = format!("{fname}:{}", line_of(text, n.span().start));
             cfg.notify.push(notify_entry(n.into_inner(), &at, base_dir, &redactor, env)?);
+        }
+        if let Some(w) = doc.watch {
+            let at = format!("{fname}:{}", line_of(text, w.span().start));
+            let serde_json::Value::Object(m) = toml_to_json(w.into_inner(), &redactor, env)? else {
+                return Err(Error::config(format!("{at}: [watch] must be a table")));
+            };
+            // Probe tables carry no spans of their own: the n-th `[[watch.probe]]`
+            // header is the n-th probe (inline arrays fall back to the table's line).
+            let headers: Vec<usize> = text
+                .match_indices("[[watch.probe]]")
+                .filter(|(i, _)| text[..*i].rsplit('\n').next().is_some_and(|l| l.trim().is_empty()))
+                .map(|(i, _)| line_of(text, i))
+                .collect();
+            let probe_at = |i: usize| headers.get(i).map(|l| format!("{fname}:{l}")).unwrap_or_else(|| at.clone());
+            let w = crate::watch::WatchConfig::parse(m, &at, &probe_at)?;
+            for (i, p) in w.probes.iter().enumerate() {
+                if let crate::watch::ProbeKind::Process { component, .. } = &p.kind {
+                    if !cfg.components.iter().any(|c| &c.name == component) {
+                        return Err(Error::config(format!(
+                            "{}: [[watch.probe]] `{}`: `process` names component `{component}`, which is not in \
+                             this config",
+                            probe_at(i),
+                            p.name
+                        )));
+                    }
+                }
+            }
+            cfg.watch = Some(w);
         }
         cfg.validate()?;
         Ok(cfg)

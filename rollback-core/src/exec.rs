@@ -59,6 +59,8 @@ pub struct RollbackOptions {
     pub cancel: CancelToken,
     /// Default deadline of a step (components may set their own `timeout`).
     pub step_timeout: Option<Duration>,
+    /// Set by `watch`: the decision that started this rollback, for the record.
+    pub watch: Option<crate::watch::WatchDecision>,
 }
 
 impl std::fmt::Debug for RollbackOptions {
@@ -121,6 +123,9 @@ pub(crate) struct Journal {
     /// Fences lifted (or that could not be), for the record.
     #[serde(default)]
     fence_windows: Vec<FenceWindow>,
+    /// The watch decision that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watch: Option<crate::watch::WatchDecision>,
 }
 
 /// A write fence of one component, as the journal keeps it.
@@ -162,6 +167,7 @@ impl Journal {
             plan,
             trigger: opts.trigger.clone(),
             severity: opts.severity.clone(),
+            watch: opts.watch.clone(),
             start_time,
             next: 0,
             stage: Stage::Running,
@@ -1069,6 +1075,7 @@ pub(crate) fn record_of(j: &Journal, status: Status) -> Record {
         resumed: j.resumed,
         notes: j.notes.clone(),
         fences: j.fence_windows.clone(),
+        watch: j.watch.clone(),
     }
 }
 

@@ -573,6 +573,19 @@ impl Headers {
     }
 }
 
+/// The value at `path` (keys and array indexes, dot-separated) in `body`.
+pub(crate) fn json_at<'a>(body: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let mut cur = body;
+    for key in path.split('.') {
+        cur = match cur {
+            serde_json::Value::Object(o) => o.get(key),
+            serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        }?;
+    }
+    Some(cur)
+}
+
 /// A comparison of a value in a JSON body: `error_rate < 0.3`, `status == "ok"`,
 /// `checks.db.latency_ms <= 50` (a path of keys and array indexes, dot-separated).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -616,15 +629,7 @@ impl Expect {
 
     /// Holds for `body`; else what was found.
     fn check(&self, body: &serde_json::Value) -> Result<(), String> {
-        let mut cur = body;
-        for key in self.path.split('.') {
-            let next = match cur {
-                serde_json::Value::Object(o) => o.get(key),
-                serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
-                _ => None,
-            };
-            cur = next.ok_or_else(|| format!("`{}` is not in the body", self.path))?;
-        }
+        let cur = json_at(body, &self.path).ok_or_else(|| format!("`{}` is not in the body", self.path))?;
         let holds = match self.op.as_str() {
             "==" => cur == &self.value,
             "!=" => cur != &self.value,

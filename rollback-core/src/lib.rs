@@ -40,6 +40,7 @@ pub mod snapshot;
 pub mod stack;
 pub mod store;
 mod tls;
+pub mod watch;
 
 #[cfg(test)]
 mod fuzz_tests;
@@ -63,3 +64,4 @@ pub use secret::Redactor;
 pub use snapshot::{Part, Snapshot, SnapshotManifest};
 pub use stack::{CheckReport, GcReport, SnapshotOptions, Stack, Verification};
 pub use store::{ArtifactRef, Store};
+pub use watch::{WatchDecision, WatchOptions, WatchOutcome, WatchReport};

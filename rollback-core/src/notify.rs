@@ -37,12 +37,20 @@ pub enum NotifyOn {
     Interrupted,
     /// The rollback or drill ended, whatever its status.
     Finished,
+    /// A watch decided to notify (or, in a dry run, that it would roll back).
+    Watch,
 }
 
 impl NotifyOn {
     /// Every event, in the order a rollback sends them.
-    pub const ALL: &'static [NotifyOn] =
-        &[NotifyOn::Started, NotifyOn::Resumed, NotifyOn::Compensating, NotifyOn::Interrupted, NotifyOn::Finished];
+    pub const ALL: &'static [NotifyOn] = &[
+        NotifyOn::Started,
+        NotifyOn::Resumed,
+        NotifyOn::Compensating,
+        NotifyOn::Interrupted,
+        NotifyOn::Finished,
+        NotifyOn::Watch,
+    ];
 
     /// The name in `rollback.toml` and in the payload.
     pub fn as_str(self) -> &'static str {
@@ -52,6 +60,7 @@ impl NotifyOn {
             NotifyOn::Compensating => "compensating",
             NotifyOn::Interrupted => "interrupted",
             NotifyOn::Finished => "finished",
+            NotifyOn::Watch => "watch",
         }
     }
 
@@ -117,9 +126,10 @@ pub struct Notification {
     pub text: String,
     /// Which event.
     pub event: NotifyOn,
-    /// `rollback` or `drill`.
+    /// `rollback`, `drill` or `watch`.
     pub kind: String,
-    /// The rollback's id.
+    /// The rollback's id (none for a watch decision).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub rollback_id: String,
     /// The snapshot it rolls back to.
     pub snapshot_id: String,
@@ -140,6 +150,9 @@ pub struct Notification {
     /// What set it off (`--trigger`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// The watch's decision (`watch` events, and a rollback a watch started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watch::WatchDecision>,
     /// The machine it ran on.
     pub host: String,
     /// The stack's config file (or directory).
@@ -172,6 +185,10 @@ impl Notification {
                 r.duration_ms as f64 / 1000.0,
                 r.rollback_id
             ),
+            NotifyOn::Watch => match &r.watch {
+                Some(d) => format!("watch on {}: {}", host(), d.reason),
+                None => format!("watch on {}", host()),
+            },
             NotifyOn::Finished => format!(
                 "{what} {} {} in {:.1} s{}{}",
                 r.rollback_id,
@@ -193,6 +210,28 @@ impl Notification {
             duration_ms: finished.then_some(r.duration_ms),
             error: if finished { r.error.clone() } else { None },
             trigger: r.trigger.clone(),
+            watch: r.watch.clone(),
+            host: host(),
+            stack: stack.to_string(),
+        }
+    }
+
+    /// A watch's decision to notify (or, in a dry run, to roll back); `what` is the
+    /// action in words.
+    pub(crate) fn watch(d: &crate::watch::WatchDecision, what: &str, snapshot_id: &str, stack: &str) -> Notification {
+        Notification {
+            text: format!("watch on {}: {} ({} severity) → {what}", host(), d.reason, d.severity.as_str()),
+            event: NotifyOn::Watch,
+            kind: "watch".into(),
+            rollback_id: String::new(),
+            snapshot_id: snapshot_id.to_string(),
+            components: Vec::new(),
+            status: None,
+            data_loss: None,
+            duration_ms: None,
+            error: None,
+            trigger: None,
+            watch: Some(d.clone()),
             host: host(),
             stack: stack.to_string(),
         }

@@ -104,6 +104,10 @@ pub struct Record {
     /// The write fences held while data components were put back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fences: Vec<FenceWindow>,
+    /// The watch decision that started this rollback: which probe, which values
+    /// crossed which bound, and how long from the first bad reading to the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watch::WatchDecision>,
 }
 
 /// A write fence a rollback held on a component: writes of other clients were
@@ -165,6 +169,19 @@ impl Record {
         }
         if let Some(e) = &self.error {
             s.push_str(&format!("\n**Error:** {e}\n"));
+        }
+        if let Some(w) = &self.watch {
+            s.push_str("\n## Watch\n\n");
+            s.push_str(&format!("- Decided by probe `{}` ({} severity): {}\n", w.probe, w.severity.as_str(), w.reason));
+            let values: Vec<String> = w.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            if !values.is_empty() {
+                s.push_str(&format!("- Values read: {}\n", values.join(", ")));
+            }
+            s.push_str(&format!(
+                "- First bad reading {}; rollback started {} later\n",
+                w.first_bad_at.to_rfc3339(),
+                fmt_ms(w.detect_ms)
+            ));
         }
         s.push_str("\n## Timeline\n\n| # | component | action | status | duration |\n|---|---|---|---|---|\n");
         for (i, st) in self.steps.iter().enumerate() {

@@ -381,7 +381,7 @@ impl Stack {
         Ok(plan)
     }
 
-    fn build_plan(&self, snap: &SnapshotManifest, scope: &Scope) -> Result<Plan> {
+    pub(crate) fn build_plan(&self, snap: &SnapshotManifest, scope: &Scope) -> Result<Plan> {
         plan::build(scope, snap, &self.inner.config, &self.inner.drivers, &self.step_history())
     }
 

@@ -669,3 +669,42 @@ async fn an_app_stopped_and_started_by_name_still_verifies_equal() {
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
     wait_get(app.port, "v1");
 }
+
+/// A release that crashes a moment after it starts: pm2 restarts it in a loop. A watch
+/// with a `process` probe sees the restarts grow, rolls back to the release that
+/// stayed up, and the app answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_rolls_back_a_crash_loop() {
+    let app = App::new("fork", 1);
+    wait_get(app.port, "v1");
+    let s = app.stack(
+        "[watch]\ninterval = \"300ms\"\nwindow = 4\nfailure_limit = 2\n\n\
+         [[watch.probe]]\nname = \"loop\"\nprocess = \"api\"\nrestarts = 1\nseverity = \"critical\"\n",
+    );
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    let over = |secs: u64| rollback_core::WatchOptions {
+        snapshot: Some(snap.id.clone()),
+        duration: Some(Duration::from_secs(secs)),
+        ..Default::default()
+    };
+    // A steady app: a watch over it sees no restart and decides nothing.
+    let calm = s.watch(over(2)).await.unwrap();
+    assert_eq!(calm.outcome, rollback_core::WatchOutcome::Elapsed, "{calm:?}");
+    std::fs::write(
+        app.root.join("releases/v2/server.js"),
+        "require('http').createServer((q, s) => s.end('v2')).listen(process.env.PORT, '127.0.0.1');\n\
+         setTimeout(() => process.exit(1), 200);\n",
+    )
+    .unwrap();
+    app.deploy("v2");
+    let r = s.watch(over(60)).await.unwrap();
+    assert_eq!(r.outcome, rollback_core::WatchOutcome::RolledBack, "{r:?}");
+    let rec = r.record.as_ref().unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    let w = rec.watch.as_ref().unwrap();
+    assert_eq!((w.probe.as_str(), w.severity), ("loop", rollback_core::Severity::Critical));
+    assert!(w.reason.contains("restarts within the window (more than 1): a crash loop"), "{}", w.reason);
+    assert!(w.values["restarts"] >= 2.0, "{w:?}");
+    assert_eq!(app.link(), PathBuf::from("v1"));
+    wait_get(app.port, "v1");
+}
