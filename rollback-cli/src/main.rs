@@ -196,6 +196,22 @@ enum Command {
     },
     /// Preflight: config valid, every driver reachable, age of the newest snapshot and drill.
     Check,
+    /// Watch the stack with the `[watch]` probes and roll back (or notify) when the
+    /// policy says so; exit 0 when the watch ended without a rollback, 1 when it
+    /// rolled back (or, with --dry-run, would have).
+    Watch {
+        /// The snapshot to roll back to: id, unique prefix, `latest` or `last-good`.
+        #[arg(default_value = "last-good")]
+        snapshot: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Watch this long (a deploy window), then exit; without it, until Ctrl-C.
+        #[arg(long = "for", value_parser = parse_dur)]
+        duration: Option<std::time::Duration>,
+        /// Decide and notify; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Probe each component's health checks once; exit 0 when all pass.
     Health {
         /// Only this component (repeatable).
@@ -267,6 +283,10 @@ fn main() -> ExitCode {
 /// A hang-up (SIGHUP: the terminal or ssh session is gone) does not stop it: the
 /// rollback goes on to its end and writes its record, as under `nohup`.
 fn cancel_on_interrupt(out: &Out) -> CancelToken {
+    cancel_on_signal(out, "interrupt: stopping at the next step boundary (`rollback resume` finishes it)")
+}
+
+fn cancel_on_signal(out: &Out, message: &'static str) -> CancelToken {
     let cancel = CancelToken::new();
     if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         tokio::spawn(async move {
@@ -289,10 +309,25 @@ fn cancel_on_interrupt(out: &Out) -> CancelToken {
             r = tokio::signal::ctrl_c() => if r.is_err() { return },
             _ = term => {}
         }
-        out2.note("interrupt: stopping at the next step boundary (`rollback resume` finishes it)");
+        out2.note(message);
         c2.cancel();
     });
     cancel
+}
+
+/// A watch's own events go to stderr unless `--quiet` (a watch runs for long, often
+/// under a pipeline: its decisions must be in the log); a rollback it starts shows its
+/// steps on a terminal only, as `rollback` does.
+fn watch_progress(out: &Out) -> Option<rollback_core::EventCallback> {
+    if out.quiet {
+        return None;
+    }
+    let terminal = std::io::stderr().is_terminal();
+    Some(Arc::new(move |e: &Event| {
+        if e.kind.starts_with("watch_") || terminal {
+            output::print_event(e)
+        }
+    }))
 }
 
 fn progress(out: &Out) -> Option<rollback_core::EventCallback> {
@@ -385,6 +420,7 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
                         on_event: progress(&out),
                         cancel,
                         step_timeout: None,
+                        watch: None,
                     },
                 )
                 .await?;
@@ -500,6 +536,37 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
                 }
             }
             Ok(if ok { 0 } else { 1 })
+        }
+        Command::Watch { snapshot, scope, duration, dry_run } => {
+            let stack = load()?;
+            let cancel = cancel_on_signal(
+                &out,
+                "interrupt: the watch stops (a rollback it started stops at the next step boundary; \
+                 `rollback resume` finishes it)",
+            );
+            let report = stack
+                .watch(rollback_core::WatchOptions {
+                    snapshot: Some(snapshot),
+                    scope: scope.scope()?,
+                    duration,
+                    dry_run,
+                    on_event: watch_progress(&out),
+                    cancel,
+                })
+                .await?;
+            if out.json {
+                out.json_value(&report);
+            } else {
+                output::print_watch(&report);
+                if let Some(r) = &report.record {
+                    out.record(r);
+                }
+            }
+            let cut_short = duration.is_some() && report.outcome == rollback_core::WatchOutcome::Stopped;
+            if cut_short {
+                out.note("the watch was stopped before the end of its --for window: it cannot vouch for the deploy");
+            }
+            Ok(if report.clean() && !cut_short { 0 } else { 1 })
         }
         Command::Check => {
             let r = load()?.check().await?;

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use rollback_core::{CheckReport, Error, Event, Record, SnapshotManifest, Verification};
+use rollback_core::{CheckReport, Error, Event, Record, SnapshotManifest, Verification, WatchReport};
 
 #[derive(Clone, Debug)]
 pub struct Out {
@@ -82,6 +82,14 @@ pub fn print_event(e: &Event) {
             if e.status.as_deref() == Some("failed") { format!(": {}", e.message) } else { String::new() }
         ),
         "progress" => eprintln!("      {comp}: {}", e.message),
+        // A watch runs for long: its lines carry the time, to line up with the app's logs.
+        "watch_probe" => eprintln!(
+            "{} watch: {} {}",
+            chrono::Utc::now().format("%H:%M:%S%.3f"),
+            if e.status.as_deref() == Some("bad") { "BAD" } else { "ok " },
+            e.message
+        ),
+        k if k.starts_with("watch_") => eprintln!("{} watch: {}", chrono::Utc::now().format("%H:%M:%S%.3f"), e.message),
         _ => eprintln!("{}", e.message),
     }
 }
@@ -157,6 +165,27 @@ pub fn print_history(h: &[Record]) {
             if r.rto_met { "met" } else { "MISSED" },
             r.snapshot_id
         );
+    }
+}
+
+pub fn print_watch(r: &WatchReport) {
+    let secs = (r.end_time - r.start_time).num_milliseconds() as f64 / 1000.0;
+    println!("watch {} after {} round(s) in {secs:.1} s (snapshot {})", r.outcome.as_str(), r.rounds, r.snapshot_id);
+    for d in &r.decisions {
+        println!(
+            "  {} ({}): {}{}; {} ms from the first bad reading",
+            d.action.as_str(),
+            d.severity.as_str(),
+            d.reason,
+            if d.dry_run { " [dry run: nothing changed]" } else { "" },
+            d.detect_ms
+        );
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    for u in &r.undelivered {
+        println!("  notification not delivered: {u}");
     }
 }
 

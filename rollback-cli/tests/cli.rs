@@ -1248,3 +1248,140 @@ fn a_compensation_killed_midway_is_finished_by_resume() {
     let v = run(&d, &["verify", safety]);
     assert_eq!(code(&v), 0, "{}", text(&v));
 }
+
+/// A service on a local port that reads its deployed version from `app/version` on
+/// each request: v1 answers 200; v2 answers 200 to its first `good` requests, then 500.
+fn version_service(d: &Path, good: usize) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let version = d.join("app/version");
+    std::thread::spawn(move || {
+        let mut v2_requests = 0;
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let v = std::fs::read_to_string(&version).unwrap_or_default();
+            let status = if v.trim() == "v2" {
+                v2_requests += 1;
+                if v2_requests > good {
+                    500
+                } else {
+                    200
+                }
+            } else {
+                200
+            };
+            let _ = s
+                .write_all(format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    port
+}
+
+/// A stack of one `files` component (`app/version`) watched over http.
+fn watched(d: &Path, good: usize) -> String {
+    let port = version_service(d, good);
+    write(&d.join("app/version"), "v1\n");
+    write(
+        &d.join("rollback.toml"),
+        &format!(
+            "[[component]]\nname = \"app\"\ndriver = \"files\"\npaths = [\"app\"]\n\
+             health = [{{ http = \"http://127.0.0.1:{port}/health\" }}]\n\n\
+             [watch]\ninterval = \"200ms\"\nwindow = 4\nfailure_limit = 3\n\n\
+             [[watch.probe]]\nname = \"api\"\nhttp = \"http://127.0.0.1:{port}/health\"\ntimeout = \"5s\"\n"
+        ),
+    );
+    let id = snapshot(d);
+    write(&d.join("app/version"), "v2\n");
+    id
+}
+
+#[test]
+fn watch_for_rolls_back_a_service_that_turns_to_500s_and_exits_1() {
+    let (_t, d) = tmp();
+    let id = watched(&d, 2);
+    let o = run(&d, &["--json", "watch", "--for", "60s"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["outcome"], "rolled_back", "{}", text(&o));
+    assert_eq!(r["record"]["status"], "succeeded", "{}", text(&o));
+    assert_eq!(r["record"]["snapshot_id"], id.as_str());
+    assert_eq!(r["record"]["watch"]["probe"], "api");
+    assert_eq!(r["decisions"][0]["bad"], 3);
+    assert_eq!(std::fs::read_to_string(d.join("app/version")).unwrap(), "v1\n");
+    // Its decisions are in the log even off a terminal.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("watch: BAD api: status 500, expected 200"), "{err}");
+    assert!(err.contains("→ rolling back to"), "{err}");
+    // The incident report tells the story.
+    let o = run(&d, &["report", "latest"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Decided by probe `api`"), "{}", text(&o));
+}
+
+#[test]
+fn watch_for_a_healthy_window_exits_0_and_a_dry_run_changes_nothing() {
+    let (_t, d) = tmp();
+    watched(&d, usize::MAX);
+    let o = run(&d, &["watch", "--for", "1s"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("watch elapsed after"), "{}", text(&o));
+
+    let (_t2, d2) = tmp();
+    watched(&d2, 0);
+    let o = run(&d2, &["--json", "watch", "--for", "60s", "--dry-run"]);
+    assert_eq!(code(&o), 1, "a dry run that would roll back fails the gate: {}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["outcome"], "would_roll_back", "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(d2.join("app/version")).unwrap(), "v2\n");
+    let o = run(&d2, &["--json", "history"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]", "{}", text(&o));
+}
+
+#[test]
+fn sigterm_stops_a_watch_cleanly() {
+    let (_t, d) = tmp();
+    watched(&d, usize::MAX);
+    for (args, want) in [(vec!["--json", "watch"], 0), (vec!["--json", "watch", "--for", "10m"], 1)] {
+        let child = bin()
+            .current_dir(&d)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let t0 = Instant::now();
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        let o = child.wait_with_output().unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", text(&o));
+        assert_eq!(code(&o), want, "{args:?}: {}", text(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["outcome"], "stopped", "{}", text(&o));
+    }
+    assert_eq!(std::fs::read_to_string(d.join("app/version")).unwrap(), "v2\n");
+}
+
+#[test]
+fn watch_refuses_bad_input_with_exit_2() {
+    let (_t, d) = tmp();
+    watched(&d, usize::MAX);
+    for args in [
+        vec!["watch", "--for", "soon"],
+        vec!["watch", "no-such-snapshot", "--for", "1s"],
+        vec!["watch", "--component", "nope", "--for", "1s"],
+    ] {
+        let o = run(&d, &args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o));
+    }
+    let toml = std::fs::read_to_string(d.join("rollback.toml")).unwrap();
+    write(&d.join("rollback.toml"), &toml.replace("failure_limit = 3", "failure_limt = 3"));
+    let o = run(&d, &["watch", "--for", "1s"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("unknown key `failure_limt`"), "{}", text(&o));
+    write(&d.join("rollback.toml"), toml.split("[watch]").next().unwrap());
+    let o = run(&d, &["watch", "--for", "1s"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("no [watch] table"), "{}", text(&o));
+}
