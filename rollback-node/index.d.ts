@@ -120,6 +120,13 @@ export declare class Stack {
    * only when nothing was changed (bad input, failed preflight, lock held).
    */
   rollback(snapshot: string, options?: RollbackOptions | undefined | null): Promise<RollbackRecord>
+  /**
+   * Watches with the `[watch]` probes of the config and rolls back (or notifies)
+   * when the policy says so, then resolves; or when `durationMs` runs out, or the
+   * `signal` aborts. `dryRun` decides and notifies, changing nothing. Rejects only
+   * on bad input (no `[watch]`, unknown snapshot).
+   */
+  watch(options?: WatchOptions | undefined | null): Promise<WatchReport>
   /** Compares the current state with `snapshot`. */
   verify(snapshot: string, options?: VerifyOptions | undefined | null): Promise<Verification>
   /** Rehearsal: snapshot, perturb, roll back, verify; the record says how long. */
@@ -395,6 +402,8 @@ export interface RollbackRecord {
   resumed: boolean
   /** Notes (drill perturbations...). */
   notes: Array<string>
+  /** The watch decision that started this rollback. */
+  watch: WatchDecision | null
 }
 
 /**
@@ -516,4 +525,72 @@ export interface VerifyOptions {
    * instead of resolving with `ok: false`.
    */
   throwOnDrift?: boolean
+}
+
+/** A decision of `watch`: a probe bad in enough of its window. */
+export interface WatchDecision {
+  /** The probe that decided. */
+  probe: string
+  /** The severity its window reached. */
+  severity: 'low' | 'medium' | 'high' | 'critical'
+  /** What the policy says at that severity. */
+  action: 'rollback' | 'notify' | 'ignore'
+  /** `api: error_rate 0.34 ≥ 0.25 (high) in 3 of the last 4 probes`. */
+  reason: string
+  /** Bad readings counted. */
+  bad: number
+  /** Readings weighed. */
+  window: number
+  /** The values of the latest bad reading. */
+  values: Record<string, number>
+  /** The first bad reading counted (RFC 3339, UTC). */
+  firstBadAt: string
+  /** When it decided (RFC 3339, UTC). */
+  decidedAt: string
+  /** From the first bad reading to the decision (to the rollback's start). */
+  detectMs: number
+  /** Decided in a dry run: nothing was changed. */
+  dryRun: boolean
+}
+
+/** Options of `watch`. */
+export interface WatchOptions {
+  /** The snapshot to roll back to (default `last-good`). */
+  snapshot?: string
+  /** Level of a rollback it starts. */
+  level?: 'complete' | 'phase' | 'component'
+  /** Phases, for level `phase`. */
+  phases?: Array<number>
+  /** Components, for level `component`. */
+  components?: Array<string>
+  /** Watch this long, then resolve (a deploy window); none: until aborted. */
+  durationMs?: number
+  /** Decide and notify; change nothing. */
+  dryRun?: boolean
+  /** Receives `watch_*` events (decisions), then the rollback's step events. */
+  onEvent?: (event: StepEvent) => void
+  /** Stops the watch (and a rollback it started, at its next step boundary). */
+  signal?: AbortSignalLike
+}
+
+/** What `watch` did. */
+export interface WatchReport {
+  /** How it ended. */
+  outcome: 'elapsed' | 'stopped' | 'rolled_back' | 'would_roll_back' | 'failed'
+  /** The snapshot it watched over. */
+  snapshotId: string
+  /** Rounds of probes run. */
+  rounds: number
+  /** Start (RFC 3339, UTC). */
+  startTime: string
+  /** End (RFC 3339, UTC). */
+  endTime: string
+  /** Every decision, in order. */
+  decisions: Array<WatchDecision>
+  /** The rollback's record, when it rolled back. */
+  record: RollbackRecord | null
+  /** Why it failed, when it did. */
+  error: string | null
+  /** Notifications that could not be delivered. */
+  undelivered: Array<string>
 }

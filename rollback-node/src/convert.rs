@@ -543,6 +543,120 @@ pub struct RollbackRecord {
     pub resumed: bool,
     /// Notes (drill perturbations...).
     pub notes: Vec<String>,
+    /// The watch decision that started this rollback.
+    pub watch: Option<WatchDecision>,
+}
+
+/// A decision of `watch`: a probe bad in enough of its window.
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct WatchDecision {
+    /// The probe that decided.
+    pub probe: String,
+    /// The severity its window reached.
+    #[napi(ts_type = "'low' | 'medium' | 'high' | 'critical'")]
+    pub severity: String,
+    /// What the policy says at that severity.
+    #[napi(ts_type = "'rollback' | 'notify' | 'ignore'")]
+    pub action: String,
+    /// `api: error_rate 0.34 ≥ 0.25 (high) in 3 of the last 4 probes`.
+    pub reason: String,
+    /// Bad readings counted.
+    pub bad: u32,
+    /// Readings weighed.
+    pub window: u32,
+    /// The values of the latest bad reading.
+    pub values: BTreeMap<String, f64>,
+    /// The first bad reading counted (RFC 3339, UTC).
+    pub first_bad_at: String,
+    /// When it decided (RFC 3339, UTC).
+    pub decided_at: String,
+    /// From the first bad reading to the decision (to the rollback's start).
+    pub detect_ms: i64,
+    /// Decided in a dry run: nothing was changed.
+    pub dry_run: bool,
+}
+
+impl From<&rb::WatchDecision> for WatchDecision {
+    fn from(d: &rb::WatchDecision) -> Self {
+        WatchDecision {
+            probe: d.probe.clone(),
+            severity: d.severity.as_str().to_string(),
+            action: d.action.as_str().to_string(),
+            reason: d.reason.clone(),
+            bad: d.bad as u32,
+            window: d.window as u32,
+            values: d.values.clone().into_iter().collect(),
+            first_bad_at: time(&d.first_bad_at),
+            decided_at: time(&d.decided_at),
+            detect_ms: num(d.detect_ms),
+            dry_run: d.dry_run,
+        }
+    }
+}
+
+/// What `watch` did.
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct WatchReport {
+    /// How it ended.
+    #[napi(ts_type = "'elapsed' | 'stopped' | 'rolled_back' | 'would_roll_back' | 'failed'")]
+    pub outcome: String,
+    /// The snapshot it watched over.
+    pub snapshot_id: String,
+    /// Rounds of probes run.
+    pub rounds: i64,
+    /// Start (RFC 3339, UTC).
+    pub start_time: String,
+    /// End (RFC 3339, UTC).
+    pub end_time: String,
+    /// Every decision, in order.
+    pub decisions: Vec<WatchDecision>,
+    /// The rollback's record, when it rolled back.
+    pub record: Option<RollbackRecord>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Notifications that could not be delivered.
+    pub undelivered: Vec<String>,
+}
+
+impl From<&rb::WatchReport> for WatchReport {
+    fn from(r: &rb::WatchReport) -> Self {
+        WatchReport {
+            outcome: r.outcome.as_str().to_string(),
+            snapshot_id: r.snapshot_id.clone(),
+            rounds: num(r.rounds),
+            start_time: time(&r.start_time),
+            end_time: time(&r.end_time),
+            decisions: r.decisions.iter().map(WatchDecision::from).collect(),
+            record: r.record.as_ref().map(RollbackRecord::from),
+            error: r.error.clone(),
+            undelivered: r.undelivered.clone(),
+        }
+    }
+}
+
+/// Options of `watch`.
+#[napi(object, object_to_js = false)]
+#[derive(Default)]
+pub struct WatchOptions {
+    /// The snapshot to roll back to (default `last-good`).
+    pub snapshot: Option<String>,
+    /// Level of a rollback it starts.
+    #[napi(ts_type = "'complete' | 'phase' | 'component'")]
+    pub level: Option<String>,
+    /// Phases, for level `phase`.
+    pub phases: Option<Vec<i64>>,
+    /// Components, for level `component`.
+    pub components: Option<Vec<String>>,
+    /// Watch this long, then resolve (a deploy window); none: until aborted.
+    pub duration_ms: Option<f64>,
+    /// Decide and notify; change nothing.
+    pub dry_run: Option<bool>,
+    /// Receives `watch_*` events (decisions), then the rollback's step events.
+    #[napi(ts_type = "(event: StepEvent) => void")]
+    pub on_event: Option<EventFn>,
+    /// Stops the watch (and a rollback it started, at its next step boundary).
+    #[napi(ts_type = "AbortSignalLike")]
+    pub signal: Option<Abort>,
 }
 
 impl From<&rb::Record> for RollbackRecord {
@@ -580,6 +694,7 @@ impl From<&rb::Record> for RollbackRecord {
             error: r.error.clone(),
             resumed: r.resumed,
             notes: r.notes.clone(),
+            watch: r.watch.as_ref().map(WatchDecision::from),
         }
     }
 }

@@ -118,6 +118,25 @@ fn rollback_options(o: RollbackOptions) -> Result<rb::RollbackOptions> {
         on_event: event_callback(o.on_event),
         cancel: o.signal.map(|a| a.0).unwrap_or_default(),
         step_timeout,
+        watch: None,
+    })
+}
+
+fn watch_options(o: WatchOptions) -> Result<rb::WatchOptions> {
+    let duration = match o.duration_ms {
+        Some(ms) if !(ms.is_finite() && ms > 0.0) => return Err(config_error("durationMs must be a positive number")),
+        Some(ms) => {
+            Some(rb::config::duration_from_secs(ms / 1000.0).map_err(|e| config_error(format!("durationMs: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(rb::WatchOptions {
+        snapshot: o.snapshot,
+        scope: scope(o.level, o.phases, o.components)?,
+        duration,
+        dry_run: o.dry_run == Some(true),
+        on_event: event_callback(o.on_event),
+        cancel: o.signal.map(|a| a.0).unwrap_or_default(),
     })
 }
 
@@ -264,6 +283,17 @@ impl Stack {
         let opts = rollback_options(options.unwrap_or_default())?;
         let r = self.inner.rollback(&snapshot, opts).await.map_err(to_napi)?;
         Ok(RollbackRecord::from(&r))
+    }
+
+    /// Watches with the `[watch]` probes of the config and rolls back (or notifies)
+    /// when the policy says so, then resolves; or when `durationMs` runs out, or the
+    /// `signal` aborts. `dryRun` decides and notifies, changing nothing. Rejects only
+    /// on bad input (no `[watch]`, unknown snapshot).
+    #[napi]
+    pub async fn watch(&self, options: Option<WatchOptions>) -> Result<WatchReport> {
+        let opts = watch_options(options.unwrap_or_default())?;
+        let r = self.inner.watch(opts).await.map_err(to_napi)?;
+        Ok(WatchReport::from(&r))
     }
 
     /// Compares the current state with `snapshot`.

@@ -193,7 +193,7 @@ test('complete rollback restores everything and returns a camelCase record', asy
   assert.deepEqual(Object.keys(record).sort(), [
     'completionTime', 'components', 'dataLoss', 'discarded', 'durationMs', 'error', 'kind', 'level', 'notes',
     'phases', 'resumed', 'rollbackId', 'rtoMet', 'rtoTargetMs', 'safetySnapshotId', 'severity', 'snapshotId',
-    'startTime', 'status', 'steps', 'trigger', 'verification',
+    'startTime', 'status', 'steps', 'trigger', 'verification', 'watch',
   ])
   assert.equal(record.snapshotId, snap.id)
   assert.equal(record.kind, 'rollback')

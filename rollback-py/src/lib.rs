@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use rollback_core as rb;
 
@@ -72,19 +72,19 @@ fn seconds(py: Python<'_>, what: &str, v: Option<f64>) -> PyResult<Option<Durati
     }
 }
 
-/// `"7d"`, `"12h"`, or a number of seconds.
-fn age(py: Python<'_>, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+/// `"7d"`, `"12h"`, a `timedelta`, or a number of seconds; `what` names it in errors.
+fn age(py: Python<'_>, what: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
     let Some(v) = v else { return Ok(None) };
     if v.is_none() {
         return Ok(None);
     }
     if let Ok(s) = v.extract::<String>() {
-        return rb::config::parse_duration(&s).map(Some).map_err(|e| config(py, format!("max_age `{s}`: {e}")));
+        return rb::config::parse_duration(&s).map(Some).map_err(|e| config(py, format!("{what} `{s}`: {e}")));
     }
     if let Ok(td) = v.extract::<chrono::Duration>() {
-        return td.to_std().map(Some).map_err(|_| config(py, "max_age must not be negative"));
+        return td.to_std().map(Some).map_err(|_| config(py, format!("{what} must not be negative")));
     }
-    seconds(py, "max_age", Some(v.extract::<f64>()?))
+    seconds(py, what, Some(v.extract::<f64>()?))
 }
 
 fn symptoms(
@@ -208,6 +208,47 @@ fn rollback_options(
         on_event: event_callback(on_event),
         cancel: rb::CancelToken::new(),
         step_timeout: seconds(py, "step_timeout", step_timeout)?,
+        watch: None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn watch_options(
+    py: Python<'_>,
+    snapshot: Option<&Bound<'_, PyAny>>,
+    level: Option<String>,
+    phases: Option<Vec<i64>>,
+    components: Option<Vec<String>>,
+    duration: Option<&Bound<'_, PyAny>>,
+    dry_run: bool,
+    on_event: Option<Py<PyAny>>,
+) -> PyResult<rb::WatchOptions> {
+    Ok(rb::WatchOptions {
+        snapshot: snapshot.filter(|s| !s.is_none()).map(reference).transpose()?,
+        scope: scope(py, level, phases, components)?,
+        duration: age(py, "duration", duration)?,
+        dry_run,
+        on_event: event_callback(on_event),
+        cancel: rb::CancelToken::new(),
+    })
+}
+
+/// A watch report as a dict, its `record` (when it rolled back) a `Record`.
+fn watch_report(r: rb::WatchReport) -> PyResult<Py<PyAny>> {
+    let record = r.record.clone();
+    let mut v = serde_json::to_value(&r)
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot encode the watch report: {e}")))?;
+    if let Some(m) = v.as_object_mut() {
+        m.remove("record");
+    }
+    Python::attach(|py| {
+        let d = convert::json_to_py(py, &v)?;
+        let rec = match record {
+            Some(inner) => Py::new(py, Record { inner })?.into_any(),
+            None => py.None(),
+        };
+        d.set_item("record", rec)?;
+        Ok(d.unbind())
     })
 }
 
@@ -505,6 +546,64 @@ impl Stack {
         awaitable(py, async move { s.rollback(&r, o).await }, Some(cancel), |r| Ok(Record { inner: r }))
     }
 
+    /// Watches the stack with the `[watch]` probes of its config and rolls back to
+    /// `snapshot` (default `last-good`) when the policy says so, then stops; or until
+    /// `duration` (`"10m"`, seconds, a `timedelta`) runs out. `dry_run` decides and
+    /// notifies, changing nothing. Decisions arrive through `on_event` as `watch_*`
+    /// events. Returns a dict: `outcome` (`elapsed`, `stopped`, `rolled_back`,
+    /// `would_roll_back`, `failed`), `rounds`, `decisions`, `record` (a `Record` when
+    /// it rolled back). Ctrl-C stops it and raises `KeyboardInterrupt` whose
+    /// `.report` is that dict.
+    #[pyo3(signature = (snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=false, on_event=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        py: Python<'_>,
+        snapshot: Option<&Bound<'_, PyAny>>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        duration: Option<&Bound<'_, PyAny>>,
+        dry_run: bool,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let o = watch_options(py, snapshot, level, phases, components, duration, dry_run, on_event)?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        match wait(py, async move { s.watch(o).await }, Some(cancel))? {
+            Waited::Done(r) => watch_report(ok_or_raise(py, r)?),
+            Waited::Interrupted(signal, result) => {
+                let report = match result {
+                    Some(Ok(r)) => Some(watch_report(r)?),
+                    _ => None,
+                };
+                let _ = signal.value(py).setattr("report", report);
+                Err(signal)
+            }
+        }
+    }
+
+    /// `watch()` as an asyncio awaitable; cancelling the task stops the watch (and a
+    /// rollback it started, at its next step boundary).
+    #[pyo3(signature = (snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=false, on_event=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn watch_async<'py>(
+        &self,
+        py: Python<'py>,
+        snapshot: Option<&Bound<'py, PyAny>>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        duration: Option<&Bound<'py, PyAny>>,
+        dry_run: bool,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let o = watch_options(py, snapshot, level, phases, components, duration, dry_run, on_event)?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        awaitable(py, async move { s.watch(o).await }, Some(cancel), watch_report)
+    }
+
     /// Compares the current state with `snapshot` (every component of it, or
     /// `components`). The `Verification` is truthy when equal; `.drift` says what differs.
     #[pyo3(signature = (snapshot, *, components=None))]
@@ -657,7 +756,7 @@ impl Stack {
         if keep == Some(0) {
             return Err(config(py, "keep must be at least 1"));
         }
-        let max_age = age(py, max_age)?;
+        let max_age = age(py, "max_age", max_age)?;
         let s = self.inner.clone();
         Ok(GcReport { inner: run(py, async move { s.gc(keep, max_age).await })? })
     }
@@ -673,7 +772,7 @@ impl Stack {
         if keep == Some(0) {
             return Err(config(py, "keep must be at least 1"));
         }
-        let max_age = age(py, max_age)?;
+        let max_age = age(py, "max_age", max_age)?;
         let s = self.inner.clone();
         awaitable(py, async move { s.gc(keep, max_age).await }, None, |r| Ok(GcReport { inner: r }))
     }

@@ -1,6 +1,7 @@
 """Type stubs of the `rollback` package (the native module `rollback._rollback`)."""
 
 import datetime
+from datetime import timedelta
 import os
 from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
@@ -13,9 +14,17 @@ Status = Literal["succeeded", "failed", "compensated", "interrupted"]
 Event = Dict[str, Any]
 """A progress event: kind (`snapshot_started`, `part_captured`, `safety_snapshot`,
 `step_started`, `step_finished`, `progress`, `compensating`...), component, action,
-index, total, status (`ok`/`failed`), message, duration_ms."""
+index, total, status (`ok`/`failed`), message, duration_ms. A watch adds
+`watch_started`, `watch_probe` (action: the probe; status `ok`/`bad`),
+`watch_decision` and `watch_finished`."""
 OnEvent = Callable[[Event], Any]
 SnapshotRef = Union["Snapshot", str]
+WatchReport = Dict[str, Any]
+"""What `Stack.watch()` did: outcome (`elapsed`, `stopped`, `rolled_back`,
+`would_roll_back`, `failed`), snapshot_id, rounds, start_time, end_time, decisions
+(each: probe, severity, action, reason, bad, window, values, first_bad_at,
+decided_at, detect_ms, dry_run), record (a `Record` when it rolled back, else None),
+error, undelivered."""
 PathLike = Union[str, "os.PathLike[str]"]
 
 class RollbackError(Exception):
@@ -412,6 +421,32 @@ class Stack:
         step_timeout: Optional[float] = None,
     ) -> Awaitable[Record]:
         """`drill()` as an asyncio awaitable."""
+    def watch(
+        self,
+        snapshot: Optional[SnapshotRef] = None,
+        *,
+        level: Optional[Level] = None,
+        phases: Optional[Sequence[int]] = None,
+        components: Optional[Sequence[str]] = None,
+        duration: Union[str, float, timedelta, None] = None,
+        dry_run: bool = False,
+        on_event: Optional[OnEvent] = None,
+    ) -> WatchReport:
+        """Watches with the `[watch]` probes; rolls back to `snapshot` (default
+        `last-good`) when the policy says so, then stops. Ctrl-C stops it
+        (`KeyboardInterrupt.report` is the report)."""
+    def watch_async(
+        self,
+        snapshot: Optional[SnapshotRef] = None,
+        *,
+        level: Optional[Level] = None,
+        phases: Optional[Sequence[int]] = None,
+        components: Optional[Sequence[str]] = None,
+        duration: Union[str, float, timedelta, None] = None,
+        dry_run: bool = False,
+        on_event: Optional[OnEvent] = None,
+    ) -> Awaitable[WatchReport]:
+        """`watch()` as an asyncio awaitable; cancelling it stops the watch."""
     def resume(self, rollback_id: Union[Record, str, None] = None, *, on_event: Optional[OnEvent] = None) -> Record:
         """Finishes an interrupted rollback from its journal (default: the latest)."""
     def resume_async(
