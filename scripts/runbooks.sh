@@ -11,7 +11,8 @@ WRITE=0
 if [ "${1:-}" = "--write" ]; then WRITE=1; shift; fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build -q -p rollback-cli
-export ROLLBACK_BIN="$CARGO_TARGET_DIR/debug/rollback"
+# scripts/test.sh builds for an explicit target triple (see there): its own directory.
+export ROLLBACK_BIN="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}debug/rollback"
 # Python examples use the venv that scripts/test-python.sh builds (with `rollback`).
 VENV_PY="${ROLLBACK_PY_VENV:-$CARGO_TARGET_DIR/py-venv}/bin/python"
 if ! { [ -x "$VENV_PY" ] && "$VENV_PY" -c 'import rollback' 2>/dev/null; }; then
