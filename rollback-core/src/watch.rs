@@ -110,8 +110,12 @@ pub struct Probe {
     pub kind: ProbeKind,
     /// How long one reading may take (default: the interval, at least 5 s).
     pub timeout: Option<Duration>,
-    /// Severity of a failed reading, or of a crossed `bounds` entry (default: high).
+    /// Severity of a failed reading, or of a crossed `bounds` entry (default: from
+    /// the symptom, else high).
     pub severity: Severity,
+    /// What a failed reading means: `security`, `data_loss`, `data_corruption`,
+    /// `error_rate`, or a name of the operator's own. Named in decisions.
+    pub symptom: Option<String>,
     /// This probe's own failure limit.
     pub failure_limit: Option<usize>,
     /// Metrics with a bound of their own: `accuracy < 0.5`.
@@ -380,7 +384,19 @@ impl Probe {
         if timeout.is_some_and(|t| t.is_zero()) {
             return Err("`timeout` must be more than 0".into());
         }
-        let severity = take_str(m, "severity")?.map(|s| parse_severity(&s)).transpose()?.unwrap_or(Severity::High);
+        let symptom = take_str(m, "symptom")?;
+        if let Some(sym) = &symptom {
+            if !valid_metric(sym) {
+                return Err(format!("`symptom` = \"{sym}\" is not a symptom name (letters, digits, `_`)"));
+            }
+        }
+        // The decision matrix's own rows: a security issue and data loss are critical,
+        // corruption high. Anything else a probe reports is high unless it says.
+        let by_symptom = match symptom.as_deref() {
+            Some("security" | "data_loss") => Severity::Critical,
+            _ => Severity::High,
+        };
+        let severity = take_str(m, "severity")?.map(|s| parse_severity(&s)).transpose()?.unwrap_or(by_symptom);
         let failure_limit = take_count(m, "failure_limit", 1)?.map(|v| v as usize);
         let bounds: BTreeMap<String, Bound> = match m.remove("bounds") {
             None => BTreeMap::new(),
@@ -469,7 +485,7 @@ impl Probe {
         if let Some(b) = bounds.keys().find(|b| !measured(b)) {
             return Err(format!("`bounds.{b}`: this probe does not read a metric named `{b}`"));
         }
-        Ok(Probe { name, kind, timeout, severity, failure_limit, bounds })
+        Ok(Probe { name, kind, timeout, severity, symptom, failure_limit, bounds })
     }
 
     /// A short description for events and records.
@@ -659,6 +675,17 @@ impl Stack {
         let snapshot = opts.snapshot.clone().unwrap_or_else(|| "last-good".into());
         let snap = self.resolve(&snapshot)?;
         self.build_plan(&snap, &opts.scope)?;
+        // A watch that could not roll back when it decides to is no watch: say so now.
+        if let Some(j) = crate::exec::unfinished_journals(self)?.into_iter().next() {
+            let id = j.rollback_id();
+            return Err(Error::new(
+                crate::ErrorKind::Locked,
+                format!(
+                    "rollback {id} is unfinished, so a watch could not roll back: finish it with \
+                     `rollback resume {id}`, or give it up with `rollback abandon {id}`"
+                ),
+            ));
+        }
         for p in &cfg.probes {
             if let ProbeKind::Process { component, .. } = &p.kind {
                 let d = self
@@ -767,7 +794,9 @@ impl Stack {
             .await;
             let thresholds = self.config().decision;
             for ((p, st), raw) in cfg.probes.iter().zip(states.iter_mut()).zip(round) {
-                let reading = rate(p, raw, &thresholds);
+                let mut reading = rate(p, raw, &thresholds);
+                // A probe's URL or command may carry a `${ENV}` secret; an error quotes it.
+                reading.detail = self.config().redactor.redact(&reading.detail);
                 if st.was_bad != Some(reading.bad) || reading.bad {
                     let mut e = Event::new("watch_probe", format!("{}: {}", p.name, reading.detail));
                     e.action = Some(p.name.clone());
@@ -1014,9 +1043,13 @@ fn rate(p: &Probe, raw: Raw, t: &Thresholds) -> Reading {
         detail,
         values,
     };
+    let failed = |why: String| {
+        let sym = p.symptom.as_deref().map(|s| format!("{}: ", s.replace('_', " "))).unwrap_or_default();
+        format!("{sym}{why} ({})", p.severity.as_str())
+    };
     let values = match raw {
-        Raw::Failed(why) => return mk(true, p.severity, format!("{why} ({})", p.severity.as_str()), BTreeMap::new()),
-        Raw::Over(why, values) => return mk(true, p.severity, format!("{why} ({})", p.severity.as_str()), values),
+        Raw::Failed(why) => return mk(true, p.severity, failed(why), BTreeMap::new()),
+        Raw::Over(why, values) => return mk(true, p.severity, failed(why), values),
         Raw::Values(v) => v,
     };
     let mut worst: Option<(Severity, String)> = None;
@@ -1239,6 +1272,7 @@ mod tests {
             kind: ProbeKind::Heartbeat { file: "hb".into(), max_age: Duration::from_secs(1) },
             timeout: None,
             severity: Severity::High,
+            symptom: None,
             failure_limit: None,
             bounds: bounds.iter().map(|(k, v)| (k.to_string(), Bound::parse(v).unwrap())).collect(),
         }
@@ -1299,6 +1333,21 @@ mod tests {
         let j = serde_json::to_value(v).unwrap();
         let serde_json::Value::Object(m) = j else { unreachable!() };
         WatchConfig::parse(m, "rollback.toml:1", &|i| format!("rollback.toml:{}", i + 2)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_symptom_sets_the_severity_of_a_failed_reading_and_names_it() {
+        let c = parse(
+            "[[probe]]\nname = \"audit\"\ncommand = [\"./audit\"]\nsymptom = \"security\"\n\
+             [[probe]]\nname = \"recon\"\ncommand = [\"./recon\"]\nsymptom = \"data_corruption\"\n\
+             [[probe]]\nname = \"pnl\"\ncommand = [\"./pnl\"]\nsymptom = \"data_loss\"\nseverity = \"medium\"\n",
+        )
+        .unwrap();
+        let sev: Vec<Severity> = c.probes.iter().map(|p| p.severity).collect();
+        assert_eq!(sev, [Severity::Critical, Severity::High, Severity::Medium], "its own severity wins");
+        let r = rate(&c.probes[0], Raw::Failed("exit status: 1".into()), &Thresholds::default());
+        assert_eq!(r.detail, "security: exit status: 1 (critical)");
+        assert!(parse("[[probe]]\ncommand = [\"x\"]\nsymptom = \"no way\"\n").unwrap_err().contains("`symptom`"));
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Service {
 /// A stack whose `app` component (files) holds the version the service serves (with a
 /// health check, so its snapshots are `last-good`), with `watch` as its `[watch]` table and a notify command that appends every message to
 /// `notes.jsonl`.
-fn app_stack(d: &Path, watch: &str) -> Stack {
+fn app_toml(d: &Path, watch: &str) -> String {
     write(&d.join("app/version"), "v1\n");
     write(
         &d.join("notify.sh"),
@@ -76,14 +76,15 @@ fn app_stack(d: &Path, watch: &str) -> Stack {
     );
     let sh = d.join("notify.sh");
     let script = sh.display();
-    stack(
-        d,
-        &format!(
-            "[[component]]\nname = \"app\"\ndriver = \"files\"\npaths = [\"app\"]\n\
+    format!(
+        "[[component]]\nname = \"app\"\ndriver = \"files\"\npaths = [\"app\"]\n\
              health = [{{ command = [\"true\"] }}]\n\n\
              [[notify]]\nkind = \"command\"\ncommand = [\"sh\", \"{script}\"]\n\n{watch}"
-        ),
     )
+}
+
+fn app_stack(d: &Path, watch: &str) -> Stack {
+    stack(d, &app_toml(d, watch))
 }
 
 fn notes(d: &Path) -> Vec<serde_json::Value> {
@@ -374,4 +375,59 @@ fn walk(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+/// A probe whose URL carries a `${ENV}` secret: the error it reads quotes the URL, and
+/// the secret is in no decision, record, report or notification.
+#[tokio::test]
+async fn a_secret_in_a_probe_url_stays_out_of_the_record() {
+    let (_t, d) = tmp();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = app_toml(
+        &d,
+        &format!(
+            "[watch]\ninterval = \"200ms\"\nwindow = 2\nfailure_limit = 2\n\n[[watch.probe]]\nname = \"api\"\n\
+             http = \"http://127.0.0.1:{port}/health?token=${{PROBE_TOKEN}}\"\n"
+        ),
+    );
+    let env = |k: &str| (k == "PROBE_TOKEN").then(|| "tok-5ecret-93c1".to_string());
+    let cfg = rollback_core::StackConfig::from_toml_str(&text, Some(&d.join("rollback.toml")), &d, &env).unwrap();
+    let s = Stack::new(cfg, &rollback_core::Registry::with_default_drivers()).unwrap();
+    let good = snap(&s).await;
+    deploy_v2(&d);
+    let r = s.watch(watch_opts(&good, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::RolledBack, "{r:?}");
+    let rec = r.record.as_ref().unwrap();
+    assert!(rec.watch.as_ref().unwrap().reason.contains("Connection refused"), "{:?}", rec.watch);
+    let everything = format!("{}{}{:?}", serde_json::to_string(&r).unwrap(), rec.to_markdown(), notes(&d));
+    assert!(!everything.contains("tok-5ecret-93c1"), "the secret leaked: {everything}");
+    for (f, bytes) in walk(&d.join(".rollback")) {
+        assert!(!String::from_utf8_lossy(&bytes).contains("tok-5ecret-93c1"), "in {}", f.display());
+    }
+}
+
+/// An unfinished rollback would make the watch's own rollback fail when it decides:
+/// the watch refuses to start, naming it.
+#[tokio::test]
+async fn a_watch_refuses_to_start_over_an_unfinished_rollback() {
+    let (_t, d) = tmp();
+    let s = app_stack(&d, &HTTP_WATCH.replace("PORT", "1"));
+    let good = snap(&s).await;
+    deploy_v2(&d);
+    // A rollback stopped at its first step boundary is unfinished (`resume` ends it).
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    let on_event: rollback_core::EventCallback = Arc::new(move |e: &rollback_core::Event| {
+        if e.kind == "step_started" {
+            c2.cancel();
+        }
+    });
+    let r = s
+        .rollback(&good.id, rollback_core::RollbackOptions { cancel, on_event: Some(on_event), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Interrupted, "{}", r.to_json());
+    let e = s.watch(watch_opts(&good, Duration::from_secs(1))).await.unwrap_err();
+    assert_eq!(e.kind(), rollback_core::ErrorKind::Locked, "{e}");
+    assert!(e.to_string().contains(&format!("rollback resume {}", r.rollback_id)), "{e}");
 }
