@@ -847,3 +847,60 @@ async fn an_engine_over_ssh() {
     let env = docker(&["inspect", "-f", "{{range .Config.Env}}{{.}} {{end}}", &name]);
     assert!(env.contains("V=3"), "nothing changed: {env}");
 }
+
+/// A deploy whose container crashes a moment after each start, under a restart
+/// policy: a watch's `process` probe counts the engine's restarts, rolls back to the
+/// container that stayed up, and it serves again.
+#[tokio::test]
+async fn a_watch_rolls_back_a_container_in_a_restart_loop() {
+    let id = uid();
+    let _c = Cleanup { containers: vec![id.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    docker(&["run", "-d", "--name", &id, "--no-healthcheck", "--restart", "always", "-p", &publish, OK]);
+    assert_eq!(wait_get(port).as_deref(), Some("ok"));
+    let good_id = inspect(&id)["Id"].clone();
+    let s = stack(
+        dir.path(),
+        &format!(
+            "{}\n[watch]\ninterval = \"500ms\"\nwindow = 8\nfailure_limit = 2\n\n\
+             [[watch.probe]]\nname = \"loop\"\nprocess = \"web\"\nrestarts = 1\n",
+            component("web", &id)
+        ),
+    );
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    docker(&["rm", "-f", &id]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &id,
+        "--no-healthcheck",
+        "--restart",
+        "always",
+        "-p",
+        &publish,
+        OK,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 3",
+    ]);
+    let r = s
+        .watch(rollback_core::WatchOptions {
+            snapshot: Some(snap.id.clone()),
+            duration: Some(Duration::from_secs(90)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, rollback_core::WatchOutcome::RolledBack, "{r:?}");
+    let rec = r.record.as_ref().unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    let w = rec.watch.as_ref().unwrap();
+    assert!(w.reason.contains("restarts within the window (more than 1): a crash loop"), "{}", w.reason);
+    assert_ne!(inspect(&id)["Id"], good_id, "a container made from the snapshot");
+    assert_eq!(inspect(&id)["State"]["Running"], true);
+    assert_eq!(wait_get(port).as_deref(), Some("ok"));
+}
