@@ -431,3 +431,76 @@ async fn a_watch_refuses_to_start_over_an_unfinished_rollback() {
     assert_eq!(e.kind(), rollback_core::ErrorKind::Locked, "{e}");
     assert!(e.to_string().contains(&format!("rollback resume {}", r.rollback_id)), "{e}");
 }
+
+/// `perf = true`: the latency of the first rounds is the baseline; a deploy that
+/// answers ten times slower (still under the matrix's 500 ms latency bound) is rated
+/// by its performance degradation, and rolled back.
+#[tokio::test]
+async fn a_service_slower_than_its_baseline_is_rolled_back() {
+    let (_t, d) = tmp();
+    let svc = Service::start(&d, Arc::new(|_: &str, _| (200, "{}".into()))).await;
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A proxy in front of the service that, once `slow` is set, waits 300 ms per request.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (s2, target) = (slow.clone(), svc.port);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let s2 = s2.clone();
+            tokio::spawn(async move {
+                if s2.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut sock, &mut up).await;
+            });
+        }
+    });
+    let s = app_stack(
+        &d,
+        &format!(
+            "[watch]\ninterval = \"200ms\"\nwindow = 3\nfailure_limit = 2\nbaseline = 3\n\n\
+             [[watch.probe]]\nname = \"api\"\nhttp = \"http://127.0.0.1:{port}/health\"\nperf = true\ntimeout = \"5s\"\n"
+        ),
+    );
+    let good = snap(&s).await;
+    deploy_v2(&d);
+    let (s3, seen) = (slow.clone(), svc.requests.clone());
+    tokio::spawn(async move {
+        // Slow from the fourth request on: the three baseline rounds were fast.
+        while seen.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s3.store(true, Ordering::SeqCst);
+    });
+    let r = s.watch(watch_opts(&good, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::RolledBack, "{r:?}");
+    let w = r.record.as_ref().unwrap().watch.clone().unwrap();
+    assert!(w.reason.starts_with("api: perf_degradation 0."), "{}", w.reason);
+    assert!(w.severity >= Severity::High, "{w:?}");
+    assert!(w.values["latency_ms"] >= 300.0 && w.values["latency_ms"] < 500.0, "{w:?}");
+}
+
+/// A command that prints a number: the number is the metric, rated by its bound.
+#[tokio::test]
+async fn a_number_printed_by_a_command_crossing_its_bound_rolls_back() {
+    let (_t, d) = tmp();
+    write(&d.join("cost"), "0.8\n");
+    let s = app_stack(
+        &d,
+        "[watch]\ninterval = \"200ms\"\nwindow = 3\nfailure_limit = 2\n\n\
+         [[watch.probe]]\nname = \"budget\"\ncommand = [\"sh\", \"-c\", \"echo checking; cat cost\"]\n\
+         metric = \"cost_ratio\"\nbounds = { cost_ratio = \"> 2.0\" }\n",
+    );
+    let good = snap(&s).await;
+    deploy_v2(&d);
+    let r = s.watch(watch_opts(&good, Duration::from_millis(1200))).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::Elapsed, "under its bound: {r:?}");
+    write(&d.join("cost"), "3.5\n");
+    let r = s.watch(watch_opts(&good, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::RolledBack, "{r:?}");
+    let w = r.record.as_ref().unwrap().watch.clone().unwrap();
+    assert_eq!(w.reason, "budget: cost_ratio 3.5 > 2 (high) in 2 of the last 2 probes");
+    assert_eq!(w.values["cost_ratio"], 3.5);
+}
