@@ -423,10 +423,14 @@ fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
+    // Bytes, not `&s[..]`: the two characters after a `%` may be the start of a
+    // multi-byte character, and slicing a `str` there panics. (And `from_str_radix`
+    // would take `%+f` as 0x0f: it accepts a sign.)
+    let hex = |c: u8| (c as char).to_digit(16);
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -656,6 +660,20 @@ impl Expect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `health` fuzz target: a `%` followed by a multi-byte character in
+    /// a URL's credentials panicked (a `str` sliced inside a character).
+    #[test]
+    fn percent_decoding_takes_any_text_after_a_percent_sign() {
+        assert_eq!(percent_decode("a%41%e9"), "aA\u{fffd}", "a byte that is not UTF-8 is replaced");
+        assert_eq!(percent_decode("%a\u{17f}"), "%a\u{17f}");
+        assert_eq!(percent_decode("%\u{17f}1"), "%\u{17f}1");
+        assert_eq!(percent_decode("%%\u{17f}"), "%%\u{17f}");
+        assert_eq!(percent_decode("%+f"), "%+f", "a sign is not a hex digit");
+        assert_eq!(percent_decode("100%"), "100%");
+        let checks = serde_json::json!([{"http": "http://127.0%%%%\u{17f}1@\u{17f}\u{17f}s1:1/"}]);
+        let _ = HealthCheck::parse_list(checks);
+    }
 
     #[test]
     fn parses_every_kind() {
