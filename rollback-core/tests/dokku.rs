@@ -16,82 +16,10 @@ const BAD_SECRET: &str = "leaked-in-bad-deploy-77";
 const DIGEST: &str = "registry.example.com/shop@sha256:4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 
 /// The stand-in `dokku`: state in files beside it, argv appended to `argv.log`.
-const FAKE_DOKKU: &str = r#"#!/usr/bin/env bash
-# STAND-IN for dokku (Dokku cannot run on this machine): documented formats only.
-set -eu
-D="$(cd "$(dirname "$0")" && pwd)"
-printf 'dokku %s\n' "$*" >> "$D/argv.log"
-cmd=$1; shift
-case "$cmd" in
-  ps:inspect)
-    printf '[{"Id":"c0ffee1","Name":"/%s.web.1","Image":"%s","Config":{"Image":"dokku/%s:latest"},"State":{"Status":"running","Running":true}}]\n' \
-      "$1" "$(cat "$D/image")" "$1" ;;
-  apps:report)
-    printf '{"app-created-at":"1700000000","app-deploy-source":"%s","app-deploy-source-metadata":"%s","app-dir":"/home/dokku/%s","app-locked":"false"}\n' \
-      "$(cat "$D/source")" "$(cat "$D/meta")" "$1" ;;
-  ps:report)
-    printf '{"deployed":"true","processes":"1","ps-can-scale":"true","ps-restart-policy":"on-failure:10","restore":"true","running":"true","status-web-1":"running (CID: c0ffee1)"}\n' ;;
-  config:export)
-    [ "$2 $3" = "--format json" ] || { echo " !     only --format json is faked" >&2; exit 1; }
-    first=1; printf '{'
-    while IFS=$'\t' read -r k v; do
-      [ -n "$k" ] || continue
-      [ "$first" = 1 ] || printf ','
-      first=0; printf '"%s":"%s"' "$k" "$v"
-    done < "$D/config"
-    printf '}\n' ;;
-  config:clear)
-    [ "$1" = --no-restart ] || { echo "config:clear without --no-restart would restart" >&2; exit 1; }
-    : > "$D/config" ;;
-  config:unset)
-    [ "$1" = --no-restart ] || { echo "config:unset without --no-restart would restart" >&2; exit 1; }
-    shift 2 # --no-restart app
-    for k in "$@"; do
-      grep -v "^$k	" "$D/config" > "$D/config.new" || true
-      mv "$D/config.new" "$D/config"
-    done ;;
-  config:set)
-    # An ssh connection dropped (or the CLI killed) before Dokku changed anything.
-    [ -e "$D/fail-set" ] && { echo "Connection to dokku.example.com closed by remote host." >&2; exit 255; }
-    encoded=0
-    while [ "${1#--}" != "$1" ]; do [ "$1" = --encoded ] && encoded=1; shift; done
-    shift # app
-    for kv in "$@"; do
-      k=${kv%%=*}; v=${kv#*=}
-      [ "$encoded" = 1 ] && v=$(printf '%s' "$v" | base64 -d)
-      grep -v "^$k	" "$D/config" > "$D/config.new" || true
-      printf '%s\t%s\n' "$k" "$v" >> "$D/config.new"
-      mv "$D/config.new" "$D/config"
-    done ;;
-  git:from-image)
-    if [ -e "$D/fail-deploy" ]; then
-      # Real deploy output can echo the environment: the driver must redact it.
-      echo "remote: App $1 failed its checks; env was $(cut -f2 "$D/config" | tr '\n' ' ')" >&2
-      exit 1
-    fi
-    if [ "$(cat "$D/meta")" = "$2" ]; then echo "No changes detected, skipping git commit"; exit 0; fi
-    echo "sha256:rebuilt-from-$(printf '%s' "$2" | md5sum | cut -c1-8)" > "$D/image"
-    echo "$2" > "$D/meta"; echo docker-image > "$D/source" ;;
-  ps:restart) ;;
-  *) echo " !     $cmd is not a dokku command" >&2; exit 1 ;;
-esac
-"#;
+const FAKE_DOKKU: &str = include_str!("common/dokku-standin.sh");
 
 /// The stand-in `docker` on the Dokku host: knows the images listed in `images`.
-const FAKE_DOCKER: &str = r#"#!/usr/bin/env bash
-# STAND-IN for docker on the Dokku host.
-set -eu
-D="$(cd "$(dirname "$0")" && pwd)"
-printf 'docker %s\n' "$*" >> "$D/argv.log"
-case "$1 $2" in
-  "image inspect")
-    if [ "$4" = '{{json .RepoDigests}}' ]; then cat "$D/digests"; exit 0; fi
-    grep -qxF "$5" "$D/images" && echo "sha256:found" || { echo "Error: No such image: $5" >&2; exit 1; } ;;
-  "image tag") echo "$4" >> "$D/images" ;;
-  "image rm") grep -vxF "$3" "$D/images" > "$D/images.new" || true; mv "$D/images.new" "$D/images" ;;
-  *) echo "unknown docker command" >&2; exit 1 ;;
-esac
-"#;
+const FAKE_DOCKER: &str = include_str!("common/docker-standin.sh");
 
 struct Fake {
     _dir: tempfile::TempDir,

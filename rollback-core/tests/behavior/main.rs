@@ -3,13 +3,15 @@
 //! and the PostgreSQL, MariaDB and Redis servers named by `ROLLBACK_<DRIVER>_*`
 //! (default: this machine's, which `scripts/services.sh` starts), dockerd
 //! (`scripts/setup-docker.sh`) and pm2 (`scripts/setup-pm2.sh`). A missing server
-//! fails its driver's trials; nothing is skipped.
+//! fails its driver's trials; nothing is skipped. Dokku alone cannot run here: its
+//! fixture drives a mock of its documented commands, and says so.
 //!
 //! One file per driver: its fixture, its `KNOWN_FAILURES` (trials that fail because
 //! of a driver bug not fixed yet, each with the reason), and one test per trial.
 
 mod command;
 mod docker;
+mod dokku;
 mod files;
 mod git;
 mod mysql;
