@@ -315,10 +315,10 @@ export interface PlanStep {
 export interface RecordStep {
   /** Component. */
   component: string
-  /** `stop`, `restore`, `start`, `health_gate`, `verify`, `compensate`. */
-  action: string
-  /** `ok` or `failed`. */
-  status: string
+  /** What the step did. */
+  action: 'stop' | 'restore' | 'start' | 'health_gate' | 'verify' | 'compensate'
+  /** How it ended. */
+  status: 'ok' | 'failed'
   /** Duration. */
   durationMs: number
   /** Error or detail. */
@@ -373,7 +373,7 @@ export interface RollbackRecord {
   /** Why it was started. */
   trigger: string | null
   /** Severity from `assess`. */
-  severity: string | null
+  severity: 'low' | 'medium' | 'high' | 'critical' | null
   /** Start (RFC 3339, UTC). */
   startTime: string
   /** End (RFC 3339, UTC). */
@@ -476,13 +476,19 @@ export interface StepEvent {
   kind: string
   /** Component concerned. */
   component: string | null
-  /** Step action (`stop`, `restore`, `start`, `health_gate`, `verify`). */
-  action: string | null
+  /** Step action. */
+  action: 'stop' | 'restore' | 'start' | 'health_gate' | 'verify' | 'compensate' | null
+  /** The probe, on a watch's events. */
+  probe: string | null
   /** Step index, 0-based. */
   index: number | null
   /** Number of steps. */
   total: number | null
-  /** `ok` or `failed`, on finished steps. */
+  /**
+   * `ok` or `failed` on finished steps; the record's status on `finished`;
+   * `ok` or `bad` on a watch's probe readings; the policy's action on a watch's
+   * decision; the outcome when a watch finishes.
+   */
   status: string | null
   /** For a person. */
   message: string

@@ -203,7 +203,7 @@ health = [{{ http = "{health_url}", status = 200, json = {{ status = "healthy" }
             RollbackOptions {
                 scope: Scope::Complete,
                 trigger: Some("error_rate".into()),
-                severity: Some(a.severity.as_str().into()),
+                severity: Some(a.severity),
                 on_event: Some(events),
                 ..Default::default()
             },

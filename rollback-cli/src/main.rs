@@ -39,8 +39,8 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use rollback_core::{
-    CancelToken, DataImpact, Error, ErrorKind, Event, RollbackOptions, RollbackPlan, Scope, SnapshotOptions, Stack,
-    Symptoms, Thresholds,
+    CancelToken, DataImpact, Error, ErrorKind, Event, RollbackOptions, RollbackPlan, Scope, Severity, SnapshotOptions,
+    Stack, Symptoms, Thresholds,
 };
 
 use crate::output::Out;
@@ -120,9 +120,9 @@ enum Command {
         /// Why (error_rate, latency, data_corruption, ...).
         #[arg(long)]
         trigger: Option<String>,
-        /// Severity from `assess`.
+        /// Severity from `assess`: low, medium, high or critical.
         #[arg(long)]
-        severity: Option<String>,
+        severity: Option<Severity>,
         /// Plan and preflight only; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -324,7 +324,7 @@ fn watch_progress(out: &Out) -> Option<rollback_core::EventCallback> {
     }
     let terminal = std::io::stderr().is_terminal();
     Some(Arc::new(move |e: &Event| {
-        if e.kind.starts_with("watch_") || terminal {
+        if e.kind.as_str().starts_with("watch_") || terminal {
             output::print_event(e)
         }
     }))

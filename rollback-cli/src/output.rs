@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use rollback_core::{CheckReport, Error, Event, Record, SnapshotManifest, Verification, WatchReport};
+use rollback_core::{CheckReport, Error, Event, EventStatus, Record, SnapshotManifest, Verification, WatchReport};
 
 #[derive(Clone, Debug)]
 pub struct Out {
@@ -69,24 +69,24 @@ pub fn print_event(e: &Event) {
             "[{}/{}] {comp} {}: {}",
             e.index.map(|i| i + 1).unwrap_or(0),
             e.total.unwrap_or(0),
-            e.action.as_deref().unwrap_or(""),
+            e.action.map(|a| a.as_str()).unwrap_or(""),
             e.message
         ),
         "step_finished" => eprintln!(
             "[{}/{}] {comp} {} {} ({} ms){}",
             e.index.map(|i| i + 1).unwrap_or(0),
             e.total.unwrap_or(0),
-            e.action.as_deref().unwrap_or(""),
-            e.status.as_deref().unwrap_or(""),
+            e.action.map(|a| a.as_str()).unwrap_or(""),
+            e.status.map(|s| s.as_str()).unwrap_or(""),
             e.duration_ms.unwrap_or(0),
-            if e.status.as_deref() == Some("failed") { format!(": {}", e.message) } else { String::new() }
+            if e.status == Some(EventStatus::Failed) { format!(": {}", e.message) } else { String::new() }
         ),
         "progress" => eprintln!("      {comp}: {}", e.message),
         // A watch runs for long: its lines carry the time, to line up with the app's logs.
         "watch_probe" => eprintln!(
             "{} watch: {} {}",
             chrono::Utc::now().format("%H:%M:%S%.3f"),
-            if e.status.as_deref() == Some("bad") { "BAD" } else { "ok " },
+            if e.status == Some(EventStatus::Bad) { "BAD" } else { "ok " },
             e.message
         ),
         k if k.starts_with("watch_") => eprintln!("{} watch: {}", chrono::Utc::now().format("%H:%M:%S%.3f"), e.message),

@@ -223,11 +223,22 @@ fn exit_codes_and_json() {
     let o = run(&d, &["rollback", &snap, "--dry-run"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert_eq!(code(&run(&d, &["verify", &snap])), 1);
+    // A severity that is not one of the four is refused before anything runs.
+    let o = run(&d, &["rollback", &snap, "--yes", "--severity", "urgent"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("severity `urgent` is not one of low, medium, high, critical"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(code(&run(&d, &["verify", &snap])), 1);
+    let h = run(&d, &["--json", "history"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&h.stdout).unwrap(), serde_json::json!([]), "{}", text(&h));
 
     // A rollback in progress holds the lock: a second one exits 3.
     let first = bin()
         .current_dir(&d)
-        .args(["rollback", &snap, "--yes", "--json"])
+        .args(["rollback", &snap, "--yes", "--json", "--severity", "high"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -243,6 +254,7 @@ fn exit_codes_and_json() {
     let rec: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON document");
     assert_eq!(rec["status"], "succeeded");
     assert_eq!(rec["kind"], "rollback");
+    assert_eq!(rec["severity"], "high");
 
     let o = run(&d, &["--json", "assess", "--error-rate", "31%", "--perf-degradation", "0.55"]);
     let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -4,31 +4,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// How bad an incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Fix forward.
-    Low,
-    /// Fix forward or roll back.
-    Medium,
-    /// Roll back.
-    High,
-    /// Roll back now.
-    Critical,
+crate::names::word_enum! {
+    /// How bad an incident is; ordered, so the worst of several is their `max`.
+    #[derive(PartialOrd, Ord)]
+    pub enum Severity ("severity") {
+        /// Fix forward.
+        Low = "low",
+        /// Fix forward or roll back.
+        Medium = "medium",
+        /// Roll back.
+        High = "high",
+        /// Roll back now.
+        Critical = "critical",
+    }
 }
 
 impl Severity {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
     /// What the matrix says to do at this severity.
     pub fn decision(self) -> Decision {
         match self {

@@ -13,13 +13,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::decision::Severity;
 use crate::driver::{Context, Discard, Drift, FencePlan};
 use crate::drivers::{InFlight, IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Event, EventCallback, EventSink};
+use crate::event::{Event, EventCallback, EventKind, EventSink};
 use crate::notify::{Notification, NotifyOn};
 use crate::plan::{Action, Plan, Scope};
-use crate::record::{FenceWindow, Record, Status, StepRecord};
+use crate::record::{FenceWindow, Record, RecordKind, Status, StepAction, StepRecord, StepStatus};
 use crate::snapshot::{Snapshot, SnapshotManifest};
 use crate::stack::Stack;
 
@@ -50,7 +51,7 @@ pub struct RollbackOptions {
     /// Why (`error_rate`, `latency`...).
     pub trigger: Option<String>,
     /// Severity from `assess`.
-    pub severity: Option<String>,
+    pub severity: Option<Severity>,
     /// Skip the safety snapshot (then discarded changes are lost).
     pub no_safety_snapshot: bool,
     /// Receives events as they happen.
@@ -88,12 +89,13 @@ enum Stage {
 pub(crate) struct Journal {
     format: u32,
     rollback_id: String,
-    kind: String,
+    kind: RecordKind,
     snapshot_id: String,
     safety_snapshot_id: Option<String>,
     plan: Plan,
     trigger: Option<String>,
-    severity: Option<String>,
+    #[serde(default, deserialize_with = "crate::record::lenient_severity")]
+    severity: Option<Severity>,
     start_time: DateTime<Utc>,
     rto_target_ms: u64,
     step_timeout_ms: u64,
@@ -149,7 +151,7 @@ impl Journal {
     /// A journal at its first step, nothing done yet.
     pub(crate) fn new(
         rollback_id: String,
-        kind: &str,
+        kind: RecordKind,
         snap: &SnapshotManifest,
         plan: Plan,
         opts: &RollbackOptions,
@@ -159,14 +161,14 @@ impl Journal {
         Journal {
             format: 1,
             rollback_id,
-            kind: kind.into(),
+            kind,
             snapshot_id: snap.id.clone(),
             safety_snapshot_id: None,
             rto_target_ms: stack.rto_for(&plan.scope).as_millis() as u64,
             step_timeout_ms: opts.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT).as_millis() as u64,
             plan,
             trigger: opts.trigger.clone(),
-            severity: opts.severity.clone(),
+            severity: opts.severity,
             watch: opts.watch.clone(),
             start_time,
             next: 0,
@@ -259,7 +261,7 @@ impl<'a> Executor<'a> {
             .map_err(|e| Error::unexpected("cannot end earlier processes").with_source(e))?;
         if ended > 0 {
             self.emit(Event::new(
-                "progress",
+                EventKind::Progress,
                 format!("ended {ended} process group(s) an interrupted run of this rollback left running"),
             ));
         }
@@ -348,7 +350,7 @@ impl<'a> Executor<'a> {
         snap: SnapshotManifest,
         plan: Plan,
         opts: &RollbackOptions,
-        kind: &str,
+        kind: RecordKind,
         rollback_id: Option<String>,
     ) -> Result<Record> {
         let start_time = Utc::now();
@@ -384,7 +386,7 @@ impl<'a> Executor<'a> {
             }
         }
         let safety_snapshot_id = if j.safety_wanted {
-            self.emit(Event::new("safety_snapshot", "taking the safety snapshot"));
+            self.emit(Event::new(EventKind::SafetySnapshot, "taking the safety snapshot"));
             let s = self
                 .stack
                 .capture(
@@ -468,7 +470,7 @@ impl<'a> Executor<'a> {
                 st.raised_at.get_or_insert_with(Utc::now);
             }
             self.save(j)?;
-            let mut ev = Event::new("fence_raised", format!("writes to {name} fenced: {how}"));
+            let mut ev = Event::new(EventKind::FenceRaised, format!("writes to {name} fenced: {how}"));
             ev.component = Some(name.clone());
             self.emit(ev);
         }
@@ -515,7 +517,7 @@ impl<'a> Executor<'a> {
         let err = Error::new(e.kind(), format!("{e}; nothing was restored"))
             .with_component(e.component().unwrap_or("").to_string());
         self.start_stopped(&mut j, snap).await;
-        if j.done.iter().all(|s| s.status == "ok") {
+        if j.done.iter().all(|s| s.status == StepStatus::Ok) {
             // Back as it was: no record, as for a failed preflight.
             let _ = std::fs::remove_file(self.stack.store().journal_path(&j.rollback_id)?);
             if !self.stack.config().notify.is_empty() {
@@ -614,9 +616,9 @@ impl<'a> Executor<'a> {
                         Stage::Compensating { error: format!("cannot write the journal: {e}"), verify_only: false };
                     break;
                 }
-                let mut ev = Event::new("step_started", step.description.clone());
+                let mut ev = Event::new(EventKind::StepStarted, step.description.clone());
                 ev.component = Some(step.component.clone());
-                ev.action = Some(step.action.as_str().into());
+                ev.action = Some(step.action.into());
                 ev.index = Some(j.next);
                 ev.total = Some(total);
                 self.emit(ev);
@@ -639,13 +641,13 @@ impl<'a> Executor<'a> {
                     .map_err(|e| e.with_component(&step.component).redacted(&self.stack.config().redactor));
                 self.step_children_done();
                 let ms = t.elapsed().as_millis() as u64;
-                let mut ev = Event::new("step_finished", step.description.clone());
+                let mut ev = Event::new(EventKind::StepFinished, step.description.clone());
                 ev.component = Some(step.component.clone());
-                ev.action = Some(step.action.as_str().into());
+                ev.action = Some(step.action.into());
                 ev.index = Some(j.next);
                 ev.total = Some(total);
                 ev.duration_ms = Some(ms);
-                ev.status = Some(if result.is_ok() { "ok" } else { "failed" }.into());
+                ev.status = Some(StepStatus::of(result.is_ok()).into());
                 if let Err(e) = &result {
                     ev.message = e.to_string();
                 }
@@ -654,8 +656,8 @@ impl<'a> Executor<'a> {
                     Ok(()) => {
                         j.done.push(StepRecord {
                             component: step.component.clone(),
-                            action: step.action.as_str().into(),
-                            status: "ok".into(),
+                            action: step.action.into(),
+                            status: StepStatus::Ok,
                             duration_ms: ms,
                             error: None,
                         });
@@ -682,8 +684,8 @@ impl<'a> Executor<'a> {
                         tracing::warn!(component = %step.component, error = %e, "step failed");
                         j.done.push(StepRecord {
                             component: step.component.clone(),
-                            action: step.action.as_str().into(),
-                            status: "failed".into(),
+                            action: step.action.into(),
+                            status: StepStatus::Failed,
                             duration_ms: ms,
                             error: Some(e.to_string()),
                         });
@@ -812,8 +814,8 @@ impl<'a> Executor<'a> {
             self.step_children_done();
             j.done.push(StepRecord {
                 component: c.clone(),
-                action: "start".into(),
-                status: if r.is_ok() { "ok" } else { "failed" }.into(),
+                action: StepAction::Start,
+                status: StepStatus::of(r.is_ok()),
                 duration_ms: t.elapsed().as_millis() as u64,
                 error: r.err().map(|e| e.redacted(&self.stack.config().redactor).to_string()),
             });
@@ -824,7 +826,7 @@ impl<'a> Executor<'a> {
 
     /// Puts every touched component back from the safety snapshot.
     async fn compensate(&self, j: &mut Journal, _snap: &SnapshotManifest) -> Result<Status> {
-        self.emit(Event::new("compensating", "a step failed; putting changed components back"));
+        self.emit(Event::new(EventKind::Compensating, "a step failed; putting changed components back"));
         self.notify(NotifyOn::Compensating, j);
         let Some(safety_id) = j.safety_snapshot_id.clone() else {
             j.notes.push("no safety snapshot: changed components could not be put back".into());
@@ -881,8 +883,8 @@ impl<'a> Executor<'a> {
             self.step_children_done();
             j.done.push(StepRecord {
                 component: c.clone(),
-                action: "compensate".into(),
-                status: if r.is_ok() { "ok" } else { "failed" }.into(),
+                action: StepAction::Compensate,
+                status: StepStatus::of(r.is_ok()),
                 duration_ms: t.elapsed().as_millis() as u64,
                 error: r.err().map(|e| e.redacted(&self.stack.config().redactor).to_string()),
             });
@@ -893,7 +895,7 @@ impl<'a> Executor<'a> {
         self.start_stopped(j, _snap).await;
         // From the journal, not a local flag: a resumed compensation must remember
         // the failures before the crash.
-        let all_ok = j.done.iter().filter(|s| s.action == "compensate").all(|s| s.status == "ok");
+        let all_ok = j.done.iter().filter(|s| s.action == StepAction::Compensate).all(|s| s.status == StepStatus::Ok);
         Ok(if all_ok { Status::Compensated } else { Status::Failed })
     }
 
@@ -950,14 +952,18 @@ impl<'a> Executor<'a> {
         }
         let r = record_of(&j, Status::Interrupted);
         self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, Status::Interrupted, e))?;
-        self.emit(Event::new("finished", "interrupted; `rollback resume` finishes it"));
+        self.emit(Event::new(EventKind::Finished, "interrupted; `rollback resume` finishes it"));
         Ok(r)
     }
 
     /// The error of a rollback whose record could not be written: what it changed.
     fn unrecorded(&self, j: &Journal, status: Status, e: Error) -> Error {
-        let restored: Vec<&str> =
-            j.done.iter().filter(|s| s.action == "restore" && s.status == "ok").map(|s| s.component.as_str()).collect();
+        let restored: Vec<&str> = j
+            .done
+            .iter()
+            .filter(|s| s.action == StepAction::Restore && s.status == StepStatus::Ok)
+            .map(|s| s.component.as_str())
+            .collect();
         Error::new(
             e.kind(),
             format!(
@@ -979,8 +985,8 @@ impl<'a> Executor<'a> {
             // journal, so an unfinished journal beside it is not run again.
             tracing::error!(error = %e, "cannot mark the journal finished; the record stands");
         }
-        let mut e = Event::new("finished", format!("rollback {}", status.as_str()));
-        e.status = Some(status.as_str().into());
+        let mut e = Event::new(EventKind::Finished, format!("rollback {}", status.as_str()));
+        e.status = Some(status.into());
         e.duration_ms = Some(r.duration_ms);
         self.emit(e);
         Ok(r)
@@ -1020,7 +1026,7 @@ async fn lift_fence(stack: &Stack, events: &EventSink, j: &mut Journal, name: &s
         format!("{e}; lift it by hand (the fence: {})", st.how)
     });
     let mut ev = Event::new(
-        "fence_lifted",
+        EventKind::FenceLifted,
         match &error {
             None => format!("writes to {name} accepted again after {window_ms} ms"),
             Some(e) => format!("the fence on {name} could not be lifted: {e}"),
@@ -1049,17 +1055,17 @@ pub(crate) fn record_of(j: &Journal, status: Status) -> Record {
         j.discarded.iter().any(|d| !d.kept_in_safety_snapshot && d.changes > 0) && status != Status::Compensated;
     let error = match &j.stage {
         Stage::Compensating { error, .. } => Some(error.clone()),
-        _ => j.done.iter().find(|s| s.status == "failed").and_then(|s| s.error.clone()),
+        _ => j.done.iter().find(|s| s.status == StepStatus::Failed).and_then(|s| s.error.clone()),
     };
     Record {
         rollback_id: j.rollback_id.clone(),
         snapshot_id: j.snapshot_id.clone(),
-        kind: j.kind.clone(),
-        level: j.plan.scope.level().into(),
+        kind: j.kind,
+        level: j.plan.scope.level(),
         phases: j.plan.phases.clone(),
         components: j.plan.components.clone(),
         trigger: j.trigger.clone(),
-        severity: j.severity.clone(),
+        severity: j.severity,
         start_time: j.start_time,
         completion_time,
         duration_ms,

@@ -194,7 +194,7 @@ fn the_journal_reader_never_panics() {
     };
     let j = crate::exec::Journal::new(
         "20261201T000000000Z-abcdef".into(),
-        "rollback",
+        crate::RecordKind::Rollback,
         &snap,
         plan,
         &Default::default(),

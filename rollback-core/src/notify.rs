@@ -163,7 +163,7 @@ impl Notification {
     /// A notification about `r` (a record, final or not yet).
     pub(crate) fn of(event: NotifyOn, r: &Record, stack: &str) -> Notification {
         let finished = matches!(event, NotifyOn::Finished | NotifyOn::Interrupted);
-        let what = if r.kind == "drill" { "drill" } else { "rollback" };
+        let what = r.kind.as_str();
         let components = r.components.clone();
         let text = match event {
             NotifyOn::Started => format!(

@@ -29,44 +29,55 @@ pub enum Scope {
     },
 }
 
+crate::names::word_enum! {
+    /// How much a rollback covers: the level of its [`Scope`].
+    pub enum Level ("level") {
+        /// Every component in the snapshot.
+        Complete = "complete",
+        /// The components of some phases.
+        Phase = "phase",
+        /// Some components.
+        Component = "component",
+    }
+}
+
 impl Scope {
-    /// `complete`, `phase` or `component`.
-    pub fn level(&self) -> &'static str {
+    /// The scope's level.
+    pub fn level(&self) -> Level {
         match self {
-            Scope::Complete => "complete",
-            Scope::Phase { .. } => "phase",
-            Scope::Component { .. } => "component",
+            Scope::Complete => Level::Complete,
+            Scope::Phase { .. } => Level::Phase,
+            Scope::Component { .. } => Level::Component,
         }
     }
 
     /// Builds a scope from the CLI's/bindings' words.
     pub fn from_parts(level: Option<&str>, phases: Vec<i64>, components: Vec<String>) -> Result<Scope> {
         let level = match level {
-            Some(l) => l,
-            None if !components.is_empty() => "component",
-            None if !phases.is_empty() => "phase",
-            None => "complete",
+            Some(l) => l.parse()?,
+            None if !components.is_empty() => Level::Component,
+            None if !phases.is_empty() => Level::Phase,
+            None => Level::Complete,
         };
         match level {
-            "complete" => {
+            Level::Complete => {
                 if !phases.is_empty() || !components.is_empty() {
                     return Err(Error::config("level `complete` takes no --phase or --component"));
                 }
                 Ok(Scope::Complete)
             }
-            "phase" => {
+            Level::Phase => {
                 if phases.is_empty() {
                     return Err(Error::config("level `phase` needs at least one --phase N"));
                 }
                 Ok(Scope::Phase { phases: dedup(&phases) })
             }
-            "component" => {
+            Level::Component => {
                 if components.is_empty() {
                     return Err(Error::config("level `component` needs at least one --component NAME"));
                 }
                 Ok(Scope::Component { components: dedup(&components) })
             }
-            other => Err(Error::config(format!("level `{other}` is not one of complete, phase, component"))),
         }
     }
 }

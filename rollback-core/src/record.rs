@@ -5,31 +5,90 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::decision::Severity;
 use crate::driver::{Discard, Drift};
-use crate::plan::fmt_ms;
+use crate::plan::{fmt_ms, Level};
 
-/// Final status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Every step passed.
-    Succeeded,
-    /// A step failed and the changed components could not all be put back.
-    Failed,
-    /// A step failed and every changed component was put back as it was.
-    Compensated,
-    /// Stopped (signal, abort, crash) before the end; `resume` finishes it.
-    Interrupted,
+/// Reads a severity without failing on an unknown word: a record must stay readable
+/// (`rollback history`, `show`) whatever an older version wrote into it.
+pub(crate) fn lenient_severity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Severity>, D::Error> {
+    let word: Option<String> = Option::deserialize(d)?;
+    Ok(word.and_then(|w| w.parse().ok()))
 }
 
-impl Status {
-    /// Snake-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Compensated => "compensated",
-            Status::Interrupted => "interrupted",
+crate::names::word_enum! {
+    /// Final status.
+    pub enum Status ("status") {
+        /// Every step passed.
+        Succeeded = "succeeded",
+        /// A step failed and the changed components could not all be put back.
+        Failed = "failed",
+        /// A step failed and every changed component was put back as it was.
+        Compensated = "compensated",
+        /// Stopped (signal, abort, crash) before the end; `resume` finishes it.
+        Interrupted = "interrupted",
+    }
+}
+
+crate::names::word_enum! {
+    /// What a record is the record of.
+    pub enum RecordKind ("kind") {
+        /// A rollback to a snapshot.
+        Rollback = "rollback",
+        /// A drill: a snapshot, a perturbation, a rollback and its verification.
+        Drill = "drill",
+    }
+}
+
+crate::names::word_enum! {
+    /// What an executed step did: a plan's [`Action`](crate::Action), or the
+    /// compensation that put a component back after a failed step.
+    pub enum StepAction ("step action") {
+        /// Stopped a dependent service.
+        Stop = "stop",
+        /// Put the component back to the snapshot.
+        Restore = "restore",
+        /// Started a stopped service.
+        Start = "start",
+        /// Waited for health checks.
+        HealthGate = "health_gate",
+        /// Compared with the snapshot.
+        Verify = "verify",
+        /// Put a changed component back to the safety snapshot.
+        Compensate = "compensate",
+    }
+}
+
+impl From<crate::plan::Action> for StepAction {
+    fn from(a: crate::plan::Action) -> Self {
+        use crate::plan::Action;
+        match a {
+            Action::Stop => StepAction::Stop,
+            Action::Restore => StepAction::Restore,
+            Action::Start => StepAction::Start,
+            Action::HealthGate => StepAction::HealthGate,
+            Action::Verify => StepAction::Verify,
+        }
+    }
+}
+
+crate::names::word_enum! {
+    /// How a step ended.
+    pub enum StepStatus ("step status") {
+        /// It did what it set out to do.
+        Ok = "ok",
+        /// It failed; the record's `error` says why.
+        Failed = "failed",
+    }
+}
+
+impl StepStatus {
+    /// `Ok` when `ok`, else `Failed`.
+    pub fn of(ok: bool) -> Self {
+        if ok {
+            StepStatus::Ok
+        } else {
+            StepStatus::Failed
         }
     }
 }
@@ -39,10 +98,10 @@ impl Status {
 pub struct StepRecord {
     /// Component.
     pub component: String,
-    /// Action (`stop`, `restore`, `start`, `health_gate`, `verify`, `compensate`).
-    pub action: String,
-    /// `ok` or `failed`.
-    pub status: String,
+    /// What the step did.
+    pub action: StepAction,
+    /// How it ended.
+    pub status: StepStatus,
     /// Duration.
     pub duration_ms: u64,
     /// Error or detail.
@@ -57,18 +116,20 @@ pub struct Record {
     pub rollback_id: String,
     /// Snapshot rolled back to.
     pub snapshot_id: String,
-    /// `rollback` or `drill`.
-    pub kind: String,
-    /// `complete`, `phase` or `component`.
-    pub level: String,
+    /// A rollback or a drill.
+    pub kind: RecordKind,
+    /// Complete, by phase or by component.
+    pub level: Level,
     /// Phases restored.
     pub phases: Vec<i64>,
     /// Components restored.
     pub components: Vec<String>,
     /// Why it was started.
     pub trigger: Option<String>,
-    /// Severity from `assess`, if given.
-    pub severity: Option<String>,
+    /// Severity from `assess`, if given. A word this version does not know (in a
+    /// record written by an older one, which took any word) reads as none.
+    #[serde(default, deserialize_with = "lenient_severity")]
+    pub severity: Option<Severity>,
     /// Start.
     pub start_time: DateTime<Utc>,
     /// End.
@@ -134,7 +195,7 @@ impl Record {
     /// The incident report.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
-        let title = if self.kind == "drill" { "Rollback drill" } else { "Rollback" };
+        let title = if self.kind == RecordKind::Drill { "Rollback drill" } else { "Rollback" };
         s.push_str(&format!("# {title} {}\n\n", self.rollback_id));
         s.push_str("| | |\n|---|---|\n");
         s.push_str(&format!("| Status | **{}** |\n", self.status.as_str()));
@@ -150,7 +211,7 @@ impl Record {
         ));
         s.push_str(&format!("| Components | {} |\n", self.components.join(", ")));
         s.push_str(&format!("| Trigger | {} |\n", self.trigger.as_deref().unwrap_or("—")));
-        s.push_str(&format!("| Severity | {} |\n", self.severity.as_deref().unwrap_or("—")));
+        s.push_str(&format!("| Severity | {} |\n", self.severity.map(Severity::as_str).unwrap_or("—")));
         s.push_str(&format!("| Started | {} |\n", self.start_time.to_rfc3339()));
         s.push_str(&format!("| Completed | {} |\n", self.completion_time.to_rfc3339()));
         s.push_str(&format!(

@@ -14,11 +14,11 @@ use crate::config::StackConfig;
 use crate::decision::{assess, Assessment, Symptoms};
 use crate::driver::{Context, Drift, DynDriver};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Event, EventCallback, EventSink};
+use crate::event::{Event, EventCallback, EventKind, EventSink};
 use crate::exec::{self, CancelToken, Executor, RollbackOptions};
 use crate::health::HealthResult;
 use crate::plan::{self, Action, Plan, Scope};
-use crate::record::{Record, Status};
+use crate::record::{Record, RecordKind, Status, StepStatus};
 use crate::registry::{DriverEnv, Registry};
 use crate::snapshot::{new_id, Part, Snapshot, SnapshotManifest};
 use crate::store::Store;
@@ -196,7 +196,7 @@ impl Stack {
         let created_at = Utc::now();
         // Before any driver pins something outside the store under this id.
         self.inner.store.begin_capture(&id, &names)?;
-        events.emit(Event::new("snapshot_started", format!("snapshot {id}: {}", names.join(", "))));
+        events.emit(Event::new(EventKind::SnapshotStarted, format!("snapshot {id}: {}", names.join(", "))));
         let mut set = JoinSet::new();
         for name in names.iter().cloned() {
             let driver = self.driver(&name)?;
@@ -241,7 +241,7 @@ impl Stack {
             match r {
                 Ok(c) => {
                     crate::failpoint::hit(&format!("part-captured:{name}"));
-                    let mut ev = Event::new("part_captured", format!("{name}: captured in {ms} ms"));
+                    let mut ev = Event::new(EventKind::PartCaptured, format!("{name}: captured in {ms} ms"));
                     ev.component = Some(name.clone());
                     ev.duration_ms = Some(ms);
                     events.emit(ev);
@@ -389,7 +389,7 @@ impl Stack {
     fn step_history(&self) -> BTreeMap<(String, Action), u64> {
         let mut all: BTreeMap<(String, Action), Vec<u64>> = BTreeMap::new();
         for r in self.inner.store.list_records().unwrap_or_default() {
-            for s in r.steps.iter().filter(|s| s.status == "ok") {
+            for s in r.steps.iter().filter(|s| s.status == StepStatus::Ok) {
                 let a = match s.action.as_str() {
                     "stop" => Action::Stop,
                     "restore" => Action::Restore,
@@ -422,10 +422,10 @@ impl Stack {
     /// whatever its status; errors only when nothing was changed (bad input,
     /// failed preflight, lock held).
     pub async fn rollback(&self, snapshot: &str, opts: RollbackOptions) -> Result<Record> {
-        self.rollback_kind(snapshot, opts, "rollback").await
+        self.rollback_kind(snapshot, opts, RecordKind::Rollback).await
     }
 
-    async fn rollback_kind(&self, snapshot: &str, opts: RollbackOptions, kind: &str) -> Result<Record> {
+    async fn rollback_kind(&self, snapshot: &str, opts: RollbackOptions, kind: RecordKind) -> Result<Record> {
         refuse_cancelled(&opts.cancel)?;
         let _lock = self.lock_exclusive().await?;
         let snap = self.resolve(snapshot)?;
@@ -461,7 +461,7 @@ impl Stack {
         &self,
         snap: &SnapshotManifest,
         opts: RollbackOptions,
-        kind: &str,
+        kind: RecordKind,
         plan_and_id: Option<(Plan, String)>,
     ) -> Result<Record> {
         let snap = snap.clone();
@@ -585,7 +585,8 @@ impl Stack {
         // `history` shows and `resume` finishes.
         let plan = self.build_plan(&snap, &opts.scope)?;
         let rollback_id = new_id();
-        let mut j = exec::Journal::new(rollback_id.clone(), "drill", &snap, plan.clone(), &opts, self, Utc::now());
+        let mut j =
+            exec::Journal::new(rollback_id.clone(), RecordKind::Drill, &snap, plan.clone(), &opts, self, Utc::now());
         j.push_note(format!("drill perturbation of {} started; `rollback resume` puts it back", names.join(", ")));
         j.save(&self.inner.store)?;
         crate::failpoint::hit("drill-journaled");
@@ -603,7 +604,7 @@ impl Stack {
             }
         }
         crate::failpoint::hit("drill-perturbed");
-        let mut rec = self.run_locked(&snap, opts, "drill", Some((plan, rollback_id))).await?;
+        let mut rec = self.run_locked(&snap, opts, RecordKind::Drill, Some((plan, rollback_id))).await?;
         rec.notes.splice(0..0, notes);
         self.inner.store.write_record(&rec)?;
         Ok(rec)
@@ -691,7 +692,7 @@ impl Stack {
         let newest_drill = self
             .history()?
             .into_iter()
-            .rfind(|r| r.kind == "drill")
+            .rfind(|r| r.kind == RecordKind::Drill)
             .map(|r| (r.rollback_id.clone(), age(r.completion_time)));
         let unfinished_rollbacks = exec::unfinished(self)?.into_iter().map(|(id, _, _)| id).collect();
         let mut warnings = self.inner.store.permission_warnings(5);

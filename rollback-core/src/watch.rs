@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{duration_from_secs, parse_duration};
 use crate::decision::{Severity, Thresholds};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventCallback, EventSink};
+use crate::event::{Event, EventCallback, EventKind, EventSink, EventStatus};
 use crate::exec::{CancelToken, RollbackOptions};
 use crate::health::{Headers, HealthCheck, HealthKind};
 use crate::notify::{Notification, Notifier};
@@ -25,26 +25,15 @@ use crate::plan::Scope;
 use crate::record::Record;
 use crate::stack::Stack;
 
-/// What a policy does at a severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyAction {
-    /// Roll back to the watched snapshot, then stop watching.
-    Rollback,
-    /// Send a `watch` notification and keep watching.
-    Notify,
-    /// Only log it.
-    Ignore,
-}
-
-impl PolicyAction {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyAction::Rollback => "rollback",
-            PolicyAction::Notify => "notify",
-            PolicyAction::Ignore => "ignore",
-        }
+crate::names::word_enum! {
+    /// What a policy does at a severity.
+    pub enum PolicyAction ("policy action") {
+        /// Roll back to the watched snapshot, then stop watching.
+        Rollback = "rollback",
+        /// Send a `watch` notification and keep watching.
+        Notify = "notify",
+        /// Only log it.
+        Ignore = "ignore",
     }
 }
 
@@ -268,13 +257,7 @@ fn take_bool(m: &mut Map, k: &str) -> std::result::Result<Option<bool>, String> 
 }
 
 fn parse_severity(s: &str) -> std::result::Result<Severity, String> {
-    match s {
-        "low" => Ok(Severity::Low),
-        "medium" => Ok(Severity::Medium),
-        "high" => Ok(Severity::High),
-        "critical" => Ok(Severity::Critical),
-        _ => Err(format!("`{s}` is not a severity (low, medium, high, critical)")),
-    }
+    s.parse::<Severity>().map_err(|e| e.message().to_string())
 }
 
 fn valid_metric(s: &str) -> bool {
@@ -307,22 +290,19 @@ impl WatchConfig {
             None => {}
             Some(serde_json::Value::Object(p)) => {
                 for (k, v) in p {
-                    let action = match v.as_str() {
-                        Some("rollback") => PolicyAction::Rollback,
-                        Some("notify") => PolicyAction::Notify,
-                        Some("ignore") => PolicyAction::Ignore,
+                    let action = match v.as_str().map(str::parse::<PolicyAction>) {
+                        Some(Ok(a)) => a,
                         _ => {
                             return Err(bad(format!(
                                 "`policy.{k}` = {v} must be \"rollback\", \"notify\" or \"ignore\""
                             )))
                         }
                     };
-                    match k.as_str() {
-                        "critical" => policy.critical = action,
-                        "high" => policy.high = action,
-                        "medium" => policy.medium = action,
-                        "low" => policy.low = action,
-                        _ => return Err(bad(format!("`policy.{k}`: not a severity (low, medium, high, critical)"))),
+                    match parse_severity(&k).map_err(|e| bad(format!("`policy.{k}`: {e}")))? {
+                        Severity::Critical => policy.critical = action,
+                        Severity::High => policy.high = action,
+                        Severity::Medium => policy.medium = action,
+                        Severity::Low => policy.low = action,
                     }
                 }
             }
@@ -556,32 +536,19 @@ pub struct WatchDecision {
     pub dry_run: bool,
 }
 
-/// How a watch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WatchOutcome {
-    /// `--for` ran out with no rollback.
-    Elapsed,
-    /// Stopped (Ctrl-C, SIGTERM, cancel) with no rollback.
-    Stopped,
-    /// It rolled back (see the record's status).
-    RolledBack,
-    /// Dry run: it would have rolled back; nothing was changed.
-    WouldRollBack,
-    /// It decided to roll back and the rollback could not start (see `error`).
-    Failed,
-}
-
-impl WatchOutcome {
-    /// Snake-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WatchOutcome::Elapsed => "elapsed",
-            WatchOutcome::Stopped => "stopped",
-            WatchOutcome::RolledBack => "rolled_back",
-            WatchOutcome::WouldRollBack => "would_roll_back",
-            WatchOutcome::Failed => "failed",
-        }
+crate::names::word_enum! {
+    /// How a watch ended.
+    pub enum WatchOutcome ("watch outcome") {
+        /// `--for` ran out with no rollback.
+        Elapsed = "elapsed",
+        /// Stopped (Ctrl-C, SIGTERM, cancel) with no rollback.
+        Stopped = "stopped",
+        /// It rolled back (see the record's status).
+        RolledBack = "rolled_back",
+        /// Dry run: it would have rolled back; nothing was changed.
+        WouldRollBack = "would_roll_back",
+        /// It decided to roll back and the rollback could not start (see `error`).
+        Failed = "failed",
     }
 }
 
@@ -737,7 +704,7 @@ impl Stack {
             undelivered: Vec::new(),
         };
         let mut e = Event::new(
-            "watch_started",
+            EventKind::WatchStarted,
             format!(
                 "watching {} probe(s) every {}; {} bad of the last {} decide; rolls back to {}{}",
                 cfg.probes.len(),
@@ -798,9 +765,9 @@ impl Stack {
                 // A probe's URL or command may carry a `${ENV}` secret; an error quotes it.
                 reading.detail = self.config().redactor.redact(&reading.detail);
                 if st.was_bad != Some(reading.bad) || reading.bad {
-                    let mut e = Event::new("watch_probe", format!("{}: {}", p.name, reading.detail));
-                    e.action = Some(p.name.clone());
-                    e.status = Some(if reading.bad { "bad" } else { "ok" }.into());
+                    let mut e = Event::new(EventKind::WatchProbe, format!("{}: {}", p.name, reading.detail));
+                    e.probe = Some(p.name.clone());
+                    e.status = Some(if reading.bad { EventStatus::Bad } else { EventStatus::Ok });
                     events.emit(e);
                 }
                 st.was_bad = Some(reading.bad);
@@ -844,9 +811,10 @@ impl Stack {
                 }
                 PolicyAction::Rollback => {
                     d.detect_ms = (Utc::now() - d.first_bad_at).num_milliseconds().max(0) as u64;
-                    let mut e = Event::new("watch_decision", format!("{} → rolling back to {}", d.reason, snap.id));
-                    e.action = Some(d.probe.clone());
-                    e.status = Some(d.action.as_str().into());
+                    let mut e =
+                        Event::new(EventKind::WatchDecision, format!("{} → rolling back to {}", d.reason, snap.id));
+                    e.probe = Some(d.probe.clone());
+                    e.status = Some(d.action.into());
                     events.emit(e);
                     tracing::warn!(probe = %d.probe, reason = %d.reason, "watch: rolling back");
                     report.decisions.push(d.clone());
@@ -856,7 +824,7 @@ impl Stack {
                             RollbackOptions {
                                 scope: opts.scope.clone(),
                                 trigger: Some(format!("watch: {}", d.reason)),
-                                severity: Some(d.severity.as_str().into()),
+                                severity: Some(d.severity),
                                 on_event: opts.on_event.clone(),
                                 cancel: opts.cancel.clone(),
                                 watch: Some(d),
@@ -880,9 +848,11 @@ impl Stack {
         }
         report.undelivered = notifier.flush().await;
         report.end_time = Utc::now();
-        let mut e =
-            Event::new("watch_finished", format!("watch {} after {} round(s)", report.outcome.as_str(), report.rounds));
-        e.status = Some(report.outcome.as_str().into());
+        let mut e = Event::new(
+            EventKind::WatchFinished,
+            format!("watch {} after {} round(s)", report.outcome.as_str(), report.rounds),
+        );
+        e.status = Some(report.outcome.into());
         e.duration_ms = Some(started.elapsed().as_millis() as u64);
         events.emit(e);
         Ok(report)
@@ -893,9 +863,9 @@ impl Stack {
             (PolicyAction::Rollback, true) => "would roll back (dry run: nothing was changed)".to_string(),
             (a, _) => a.as_str().to_string(),
         };
-        let mut e = Event::new("watch_decision", format!("{} → {what}", d.reason));
-        e.action = Some(d.probe.clone());
-        e.status = Some(d.action.as_str().into());
+        let mut e = Event::new(EventKind::WatchDecision, format!("{} → {what}", d.reason));
+        e.probe = Some(d.probe.clone());
+        e.status = Some(d.action.into());
         events.emit(e);
         tracing::warn!(probe = %d.probe, reason = %d.reason, action = %what, "watch decided");
         let label = self.config().file.as_ref().map(|f| f.display().to_string());

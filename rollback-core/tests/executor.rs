@@ -242,7 +242,7 @@ async fn cancel_stops_at_a_step_boundary_and_resume_finishes() {
             RollbackOptions {
                 cancel: token,
                 on_event: Some(Arc::new(move |e: &Event| {
-                    seen2.lock().unwrap().push(e.kind.clone());
+                    seen2.lock().unwrap().push(e.kind);
                     if e.kind == "step_finished" {
                         t2.cancel();
                     }
@@ -254,7 +254,7 @@ async fn cancel_stops_at_a_step_boundary_and_resume_finishes() {
         .unwrap();
     assert_eq!(r.status, Status::Interrupted);
     assert_eq!(r.steps.len(), 1);
-    assert!(seen.lock().unwrap().contains(&"step_started".to_string()));
+    assert!(seen.lock().unwrap().contains(&rollback_core::EventKind::StepStarted));
     assert!(!s.verify(&snap.id, &[]).await.unwrap().ok);
     assert_eq!(s.check().await.unwrap().unfinished_rollbacks, vec![r.rollback_id.clone()]);
 

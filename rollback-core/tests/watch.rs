@@ -137,7 +137,7 @@ async fn a_service_that_turns_to_500s_is_rolled_back_and_is_healthy_again() {
     assert_eq!((w.probe.as_str(), w.severity, w.bad, w.window), ("api", Severity::High, 3, 4));
     assert_eq!(w.reason, "api: status 500, expected 200 (high) in 3 of the last 4 probes");
     assert!(rec.trigger.as_deref().unwrap().starts_with("watch: api: status 500"), "{:?}", rec.trigger);
-    assert_eq!(rec.severity.as_deref(), Some("high"));
+    assert_eq!(rec.severity, Some(rollback_core::Severity::High));
     assert!(w.first_bad_at <= w.decided_at && w.decided_at <= rec.start_time, "{w:?}");
     assert!(rec.to_markdown().contains("Decided by probe `api`"));
     assert_eq!(std::fs::read_to_string(d.join("app/version")).unwrap(), "v1\n");

@@ -198,13 +198,18 @@ pub struct StepEvent {
     pub kind: String,
     /// Component concerned.
     pub component: Option<String>,
-    /// Step action (`stop`, `restore`, `start`, `health_gate`, `verify`).
+    /// Step action.
+    #[napi(ts_type = "'stop' | 'restore' | 'start' | 'health_gate' | 'verify' | 'compensate'")]
     pub action: Option<String>,
+    /// The probe, on a watch's events.
+    pub probe: Option<String>,
     /// Step index, 0-based.
     pub index: Option<u32>,
     /// Number of steps.
     pub total: Option<u32>,
-    /// `ok` or `failed`, on finished steps.
+    /// `ok` or `failed` on finished steps; the record's status on `finished`;
+    /// `ok` or `bad` on a watch's probe readings; the policy's action on a watch's
+    /// decision; the outcome when a watch finishes.
     pub status: Option<String>,
     /// For a person.
     pub message: String,
@@ -215,12 +220,13 @@ pub struct StepEvent {
 impl From<&rb::Event> for StepEvent {
     fn from(e: &rb::Event) -> Self {
         StepEvent {
-            kind: e.kind.clone(),
+            kind: e.kind.as_str().to_string(),
             component: e.component.clone(),
-            action: e.action.clone(),
+            action: e.action.map(|a| a.as_str().to_string()),
+            probe: e.probe.clone(),
             index: e.index.map(|i| i as u32),
             total: e.total.map(|i| i as u32),
-            status: e.status.clone(),
+            status: e.status.map(|s| s.as_str().to_string()),
             message: e.message.clone(),
             duration_ms: e.duration_ms.map(num),
         }
@@ -483,9 +489,11 @@ impl From<&rb::Verification> for Verification {
 pub struct RecordStep {
     /// Component.
     pub component: String,
-    /// `stop`, `restore`, `start`, `health_gate`, `verify`, `compensate`.
+    /// What the step did.
+    #[napi(ts_type = "'stop' | 'restore' | 'start' | 'health_gate' | 'verify' | 'compensate'")]
     pub action: String,
-    /// `ok` or `failed`.
+    /// How it ended.
+    #[napi(ts_type = "'ok' | 'failed'")]
     pub status: String,
     /// Duration.
     pub duration_ms: i64,
@@ -513,6 +521,7 @@ pub struct RollbackRecord {
     /// Why it was started.
     pub trigger: Option<String>,
     /// Severity from `assess`.
+    #[napi(ts_type = "'low' | 'medium' | 'high' | 'critical'")]
     pub severity: Option<String>,
     /// Start (RFC 3339, UTC).
     pub start_time: String,
@@ -664,12 +673,12 @@ impl From<&rb::Record> for RollbackRecord {
         RollbackRecord {
             rollback_id: r.rollback_id.clone(),
             snapshot_id: r.snapshot_id.clone(),
-            kind: r.kind.clone(),
-            level: r.level.clone(),
+            kind: r.kind.as_str().to_string(),
+            level: r.level.as_str().to_string(),
             phases: r.phases.clone(),
             components: r.components.clone(),
             trigger: r.trigger.clone(),
-            severity: r.severity.clone(),
+            severity: r.severity.map(|s| s.as_str().to_string()),
             start_time: time(&r.start_time),
             completion_time: time(&r.completion_time),
             duration_ms: num(r.duration_ms),
@@ -683,8 +692,8 @@ impl From<&rb::Record> for RollbackRecord {
                 .iter()
                 .map(|s| RecordStep {
                     component: s.component.clone(),
-                    action: s.action.clone(),
-                    status: s.status.clone(),
+                    action: s.action.as_str().to_string(),
+                    status: s.status.as_str().to_string(),
                     duration_ms: num(s.duration_ms),
                     error: s.error.clone(),
                 })

@@ -113,7 +113,7 @@ fn rollback_options(o: RollbackOptions) -> Result<rb::RollbackOptions> {
     Ok(rb::RollbackOptions {
         scope: scope(o.level, o.phases, o.components)?,
         trigger: o.trigger,
-        severity: o.severity,
+        severity: o.severity.as_deref().map(str::parse::<rb::Severity>).transpose().map_err(to_napi)?,
         no_safety_snapshot: o.safety_snapshot == Some(false),
         on_event: event_callback(o.on_event),
         cancel: o.signal.map(|a| a.0).unwrap_or_default(),

@@ -114,6 +114,13 @@ test('bad input and missing things reject with codes', async (t) => {
   // Huge numbers are CONFIG errors, never "Panic in async function" without a code.
   await rejectsWith(stack.rollback(snap.id, { stepTimeoutMs: 1e300 }), 'CONFIG')
   await rejectsWith(stack.gc({ maxAge: '1e300' }), 'CONFIG')
+  // A severity outside the four is refused, naming it, before anything runs.
+  await assert.rejects(stack.rollback(snap.id, { severity: 'urgent' }), (e) => {
+    assert.equal(e.code, 'CONFIG')
+    assert.match(e.message, /severity `urgent` is not one of low, medium, high, critical/)
+    return true
+  })
+  assert.deepEqual(await stack.history(), [])
   // The stack of the rejection points at the caller, not at the binding.
   await assert.rejects(stack.verify('no-such-snapshot'), (e) => e.stack.includes('stack.test.mjs'))
 })

@@ -159,8 +159,8 @@ impl Plan {
     }
     /// `complete`, `phase` or `component`.
     #[getter]
-    fn level(&self) -> &str {
-        self.inner.scope.level()
+    fn level(&self) -> &'static str {
+        self.inner.scope.level().as_str()
     }
     /// Components restored, in deploy order.
     #[getter]
@@ -202,7 +202,7 @@ impl Plan {
         format!(
             "Plan(snapshot_id={:?}, level={:?}, components={:?}, steps={})",
             self.inner.snapshot_id,
-            self.inner.scope.level(),
+            self.inner.scope.level().as_str(),
             self.inner.components,
             self.inner.steps.len()
         )
@@ -232,13 +232,13 @@ impl Record {
     }
     /// `rollback` or `drill`.
     #[getter]
-    fn kind(&self) -> &str {
-        &self.inner.kind
+    fn kind(&self) -> &'static str {
+        self.inner.kind.as_str()
     }
     /// `complete`, `phase` or `component`.
     #[getter]
-    fn level(&self) -> &str {
-        &self.inner.level
+    fn level(&self) -> &'static str {
+        self.inner.level.as_str()
     }
     /// Phases restored.
     #[getter]
@@ -257,8 +257,8 @@ impl Record {
     }
     /// Severity from `assess`, or None.
     #[getter]
-    fn severity(&self) -> Option<&str> {
-        self.inner.severity.as_deref()
+    fn severity(&self) -> Option<&'static str> {
+        self.inner.severity.map(rb::Severity::as_str)
     }
     /// Start (timezone-aware UTC `datetime`).
     #[getter]
@@ -351,8 +351,8 @@ impl Record {
         format!(
             "Record(rollback_id={:?}, kind={:?}, level={:?}, status={:?}, duration_ms={})",
             self.inner.rollback_id,
-            self.inner.kind,
-            self.inner.level,
+            self.inner.kind.as_str(),
+            self.inner.level.as_str(),
             self.inner.status.as_str(),
             self.inner.duration_ms
         )

@@ -195,11 +195,10 @@ fn rollback_options(
     on_event: Option<Py<PyAny>>,
     step_timeout: Option<f64>,
 ) -> PyResult<rb::RollbackOptions> {
-    if let Some(s) = &severity {
-        if !["low", "medium", "high", "critical"].contains(&s.as_str()) {
-            return Err(config(py, format!("severity `{s}` is not one of low, medium, high, critical")));
-        }
-    }
+    let severity = match severity {
+        Some(s) => Some(s.parse::<rb::Severity>().map_err(|e| to_py(py, e))?),
+        None => None,
+    };
     Ok(rb::RollbackOptions {
         scope: scope(py, level, phases, components)?,
         trigger,

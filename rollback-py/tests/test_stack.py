@@ -215,6 +215,9 @@ def test_errors_carry_kind_and_component(basic, tmp_path):
         stack.plan(snap, level="everything")
     with pytest.raises(rollback.ConfigError):
         stack.rollback(snap, level="component")
+    with pytest.raises(rollback.ConfigError, match="severity `urgent` is not one of low, medium, high, critical"):
+        stack.rollback(snap, severity="urgent")
+    assert stack.history() == []
 
     # The git driver refuses a dirty tree: a DriverError naming the component.
     (basic.repo / "app.py").write_text("dirty\n")
