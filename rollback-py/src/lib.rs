@@ -21,7 +21,7 @@ use rollback_core as rb;
 
 use convert::{Assessment, CheckReport, GcReport, Plan, Record, Snapshot, Verification};
 use errors::{config, to_py};
-use runtime::{awaitable, wait, Waited};
+use runtime::{wait, Call, Waited};
 
 /// An id from a `Snapshot`, a `Record` (its rollback id) or a string.
 fn reference(obj: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -136,41 +136,47 @@ where
     }
 }
 
-/// Waits for a rollback, drill or resume. On Ctrl-C the call is asked to stop at its
-/// next step boundary and the `KeyboardInterrupt` raised carries the `interrupted`
+/// Ctrl-C during a blocking rollback, drill or resume: the call was asked to stop at
+/// its next step boundary, and the `KeyboardInterrupt` carries the `interrupted`
 /// record as `.record` (None when a second Ctrl-C stopped it in the middle of a step).
-fn run_rollback<F>(py: Python<'_>, fut: F, cancel: Option<rb::CancelToken>) -> PyResult<Record>
-where
-    F: std::future::Future<Output = rb::Result<rb::Record>> + Send + 'static,
-{
-    match wait(py, fut, cancel)? {
-        Waited::Done(r) => Ok(Record { inner: ok_or_raise(py, r)? }),
-        Waited::Interrupted(signal, result) => {
-            let value = signal.value(py);
-            let (note, record) = match result {
-                Some(Ok(rec)) => {
-                    let note = format!(
-                        "rollback {} stopped at a step boundary (status {}); finish it with stack.resume({:?})",
-                        rec.rollback_id,
-                        rec.status.as_str(),
-                        rec.rollback_id
-                    );
-                    (note, Some(Py::new(py, Record { inner: rec })?.into_any()))
-                }
-                Some(Err(e)) => (format!("interrupted; the call then failed: {e}"), None),
-                None => (
-                    "stopped in the middle of a step; the journal lets stack.resume(\"latest\") finish it".to_string(),
-                    None,
-                ),
-            };
-            let _ = value.setattr("record", record);
-            if value.str().map(|s| s.to_string()).unwrap_or_default().is_empty() {
-                let _ = value.setattr("args", (note.clone(),));
-            }
-            tracing::warn!("{note}");
-            Err(signal)
+fn record_interrupted(py: Python<'_>, signal: &PyErr, result: Option<rb::Result<rb::Record>>) -> PyResult<()> {
+    let value = signal.value(py);
+    let (note, record) = match result {
+        Some(Ok(rec)) => {
+            let note = format!(
+                "rollback {} stopped at a step boundary (status {}); finish it with stack.resume({:?})",
+                rec.rollback_id,
+                rec.status.as_str(),
+                rec.rollback_id
+            );
+            (note, Some(Py::new(py, Record { inner: rec })?.into_any()))
         }
+        Some(Err(e)) => (format!("interrupted; the call then failed: {e}"), None),
+        None => {
+            ("stopped in the middle of a step; the journal lets stack.resume(\"latest\") finish it".to_string(), None)
+        }
+    };
+    let _ = value.setattr("record", record);
+    if value.str().map(|s| s.to_string()).unwrap_or_default().is_empty() {
+        let _ = value.setattr("args", (note.clone(),));
     }
+    tracing::warn!("{note}");
+    Ok(())
+}
+
+/// Ctrl-C during a blocking watch: the `KeyboardInterrupt` carries the watch's
+/// report as `.report`.
+fn report_interrupted(py: Python<'_>, signal: &PyErr, result: Option<rb::Result<rb::WatchReport>>) -> PyResult<()> {
+    let report = match result {
+        Some(Ok(r)) => Some(watch_report(r)?),
+        _ => None,
+    };
+    let _ = signal.value(py).setattr("report", report);
+    Ok(())
+}
+
+fn to_record(inner: rb::Record) -> PyResult<Record> {
+    Ok(Record { inner })
 }
 
 /// A stack: the components of a `rollback.toml` (or of TOML text given in code),
@@ -266,31 +272,6 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-impl Stack {
-    fn verify_fut(
-        &self,
-        snapshot: String,
-        components: Vec<String>,
-    ) -> impl std::future::Future<Output = rb::Result<rb::Verification>> + Send + 'static {
-        let s = self.inner.clone();
-        async move { s.verify(&snapshot, &components).await }
-    }
-
-    fn health_fut(
-        &self,
-        components: Vec<String>,
-    ) -> rb::Result<impl std::future::Future<Output = rb::Result<serde_json::Value>> + Send + 'static> {
-        for n in &components {
-            self.inner.config().component(n)?;
-        }
-        let s = self.inner.clone();
-        Ok(async move {
-            let r = s.health(&components).await?;
-            serde_json::to_value(r).map_err(|e| rb::Error::unexpected("cannot encode health results").with_source(e))
-        })
-    }
-}
-
 fn json_result(v: serde_json::Value) -> PyResult<Py<PyAny>> {
     Python::attach(|py| Ok(convert::json_to_py(py, &v)?.unbind()))
 }
@@ -370,44 +351,6 @@ impl Stack {
         Ok(ok_or_raise(py, self.inner.assess(&s))?.into())
     }
 
-    /// Captures the components (all unless `components` is given) and returns the
-    /// `Snapshot`. `on_event` receives progress events (dicts) as they happen.
-    #[pyo3(signature = (*, label=None, components=None, on_event=None))]
-    fn snapshot(
-        &self,
-        py: Python<'_>,
-        label: Option<String>,
-        components: Option<Vec<String>>,
-        on_event: Option<Py<PyAny>>,
-    ) -> PyResult<Snapshot> {
-        let s = self.inner.clone();
-        let opts = rb::SnapshotOptions {
-            label,
-            components: components.unwrap_or_default(),
-            on_event: event_callback(on_event),
-        };
-        let m = run(py, async move { s.snapshot(opts).await })?;
-        Ok(Snapshot { inner: m })
-    }
-
-    /// `snapshot()` as an asyncio awaitable.
-    #[pyo3(signature = (*, label=None, components=None, on_event=None))]
-    fn snapshot_async<'py>(
-        &self,
-        py: Python<'py>,
-        label: Option<String>,
-        components: Option<Vec<String>>,
-        on_event: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        let opts = rb::SnapshotOptions {
-            label,
-            components: components.unwrap_or_default(),
-            on_event: event_callback(on_event),
-        };
-        awaitable(py, async move { s.snapshot(opts).await }, None, |m| Ok(Snapshot { inner: m }))
-    }
-
     /// Every snapshot, oldest first.
     fn list(&self, py: Python<'_>) -> PyResult<Vec<Snapshot>> {
         let s = self.inner.clone();
@@ -420,40 +363,6 @@ impl Stack {
         let r = reference(snapshot)?;
         let s = self.inner.clone();
         Ok(Snapshot { inner: ok_or_raise(py, py.detach(move || s.resolve(&r)))? })
-    }
-
-    /// The steps a rollback to `snapshot` would run for the scope; changes nothing.
-    /// `level` defaults to `component` when `components` are given, `phase` when
-    /// `phases` are, `complete` otherwise. `str(plan)` is the preview.
-    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None))]
-    fn plan(
-        &self,
-        py: Python<'_>,
-        snapshot: &Bound<'_, PyAny>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-    ) -> PyResult<Plan> {
-        let r = reference(snapshot)?;
-        let sc = scope(py, level, phases, components)?;
-        let s = self.inner.clone();
-        Ok(Plan { inner: run(py, async move { s.plan(&r, &sc).await })? })
-    }
-
-    /// `plan()` as an asyncio awaitable.
-    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None))]
-    fn plan_async<'py>(
-        &self,
-        py: Python<'py>,
-        snapshot: &Bound<'py, PyAny>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let r = reference(snapshot)?;
-        let sc = scope(py, level, phases, components)?;
-        let s = self.inner.clone();
-        awaitable(py, async move { s.plan(&r, &sc).await }, None, |p| Ok(Plan { inner: p }))
     }
 
     /// Runs the preflight of a rollback (artifacts checksummed, targets reachable)
@@ -473,238 +382,6 @@ impl Stack {
         Ok(Plan { inner: run(py, async move { s.dry_run(&r, &sc).await })? })
     }
 
-    /// Rolls back to `snapshot` and returns the `Record`, whatever its status
-    /// (`succeeded`, `failed`, `compensated`, `interrupted`). Raises only when nothing
-    /// was changed (bad input, failed preflight, lock held).
-    ///
-    /// Ctrl-C stops it at the next step boundary and raises `KeyboardInterrupt` whose
-    /// `.record` is the `interrupted` record; `resume()` finishes it.
-    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=true, on_event=None, step_timeout=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn rollback(
-        &self,
-        py: Python<'_>,
-        snapshot: &Bound<'_, PyAny>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        trigger: Option<String>,
-        severity: Option<String>,
-        safety_snapshot: bool,
-        on_event: Option<Py<PyAny>>,
-        step_timeout: Option<f64>,
-    ) -> PyResult<Record> {
-        let r = reference(snapshot)?;
-        let o = rollback_options(
-            py,
-            level,
-            phases,
-            components,
-            trigger,
-            severity,
-            safety_snapshot,
-            on_event,
-            step_timeout,
-        )?;
-        let cancel = o.cancel.clone();
-        let s = self.inner.clone();
-        run_rollback(py, async move { s.rollback(&r, o).await }, Some(cancel))
-    }
-
-    /// `rollback()` as an asyncio awaitable. Cancelling the task stops the rollback at
-    /// its next step boundary (its record is then `interrupted`).
-    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=true, on_event=None, step_timeout=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn rollback_async<'py>(
-        &self,
-        py: Python<'py>,
-        snapshot: &Bound<'py, PyAny>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        trigger: Option<String>,
-        severity: Option<String>,
-        safety_snapshot: bool,
-        on_event: Option<Py<PyAny>>,
-        step_timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let r = reference(snapshot)?;
-        let o = rollback_options(
-            py,
-            level,
-            phases,
-            components,
-            trigger,
-            severity,
-            safety_snapshot,
-            on_event,
-            step_timeout,
-        )?;
-        let cancel = o.cancel.clone();
-        let s = self.inner.clone();
-        awaitable(py, async move { s.rollback(&r, o).await }, Some(cancel), |r| Ok(Record { inner: r }))
-    }
-
-    /// Watches the stack with the `[watch]` probes of its config and rolls back to
-    /// `snapshot` (default `last-good`) when the policy says so, then stops; or until
-    /// `duration` (`"10m"`, seconds, a `timedelta`) runs out. `dry_run` decides and
-    /// notifies, changing nothing. Decisions arrive through `on_event` as `watch_*`
-    /// events. Returns a dict: `outcome` (`elapsed`, `stopped`, `rolled_back`,
-    /// `would_roll_back`, `failed`), `rounds`, `decisions`, `record` (a `Record` when
-    /// it rolled back). Ctrl-C stops it and raises `KeyboardInterrupt` whose
-    /// `.report` is that dict.
-    #[pyo3(signature = (snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=false, on_event=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn watch(
-        &self,
-        py: Python<'_>,
-        snapshot: Option<&Bound<'_, PyAny>>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        duration: Option<&Bound<'_, PyAny>>,
-        dry_run: bool,
-        on_event: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let o = watch_options(py, snapshot, level, phases, components, duration, dry_run, on_event)?;
-        let cancel = o.cancel.clone();
-        let s = self.inner.clone();
-        match wait(py, async move { s.watch(o).await }, Some(cancel))? {
-            Waited::Done(r) => watch_report(ok_or_raise(py, r)?),
-            Waited::Interrupted(signal, result) => {
-                let report = match result {
-                    Some(Ok(r)) => Some(watch_report(r)?),
-                    _ => None,
-                };
-                let _ = signal.value(py).setattr("report", report);
-                Err(signal)
-            }
-        }
-    }
-
-    /// `watch()` as an asyncio awaitable; cancelling the task stops the watch (and a
-    /// rollback it started, at its next step boundary).
-    #[pyo3(signature = (snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=false, on_event=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn watch_async<'py>(
-        &self,
-        py: Python<'py>,
-        snapshot: Option<&Bound<'py, PyAny>>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        duration: Option<&Bound<'py, PyAny>>,
-        dry_run: bool,
-        on_event: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let o = watch_options(py, snapshot, level, phases, components, duration, dry_run, on_event)?;
-        let cancel = o.cancel.clone();
-        let s = self.inner.clone();
-        awaitable(py, async move { s.watch(o).await }, Some(cancel), watch_report)
-    }
-
-    /// Compares the current state with `snapshot` (every component of it, or
-    /// `components`). The `Verification` is truthy when equal; `.drift` says what differs.
-    #[pyo3(signature = (snapshot, *, components=None))]
-    fn verify(
-        &self,
-        py: Python<'_>,
-        snapshot: &Bound<'_, PyAny>,
-        components: Option<Vec<String>>,
-    ) -> PyResult<Verification> {
-        let fut = self.verify_fut(reference(snapshot)?, components.unwrap_or_default());
-        Ok(Verification { inner: run(py, fut)? })
-    }
-
-    /// `verify()` as an asyncio awaitable.
-    #[pyo3(signature = (snapshot, *, components=None))]
-    fn verify_async<'py>(
-        &self,
-        py: Python<'py>,
-        snapshot: &Bound<'py, PyAny>,
-        components: Option<Vec<String>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let fut = self.verify_fut(reference(snapshot)?, components.unwrap_or_default());
-        awaitable(py, fut, None, |v| Ok(Verification { inner: v }))
-    }
-
-    /// Rehearsal: snapshot, perturb, roll back, verify, timed against the objective.
-    /// Returns the drill's `Record`; Ctrl-C behaves as in `rollback()`.
-    #[pyo3(signature = (*, level=None, phases=None, components=None, trigger=None, safety_snapshot=true, on_event=None, step_timeout=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn drill(
-        &self,
-        py: Python<'_>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        trigger: Option<String>,
-        safety_snapshot: bool,
-        on_event: Option<Py<PyAny>>,
-        step_timeout: Option<f64>,
-    ) -> PyResult<Record> {
-        let o =
-            rollback_options(py, level, phases, components, trigger, None, safety_snapshot, on_event, step_timeout)?;
-        let cancel = o.cancel.clone();
-        let s = self.inner.clone();
-        run_rollback(py, async move { s.drill(o).await }, Some(cancel))
-    }
-
-    /// `drill()` as an asyncio awaitable.
-    #[pyo3(signature = (*, level=None, phases=None, components=None, trigger=None, safety_snapshot=true, on_event=None, step_timeout=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn drill_async<'py>(
-        &self,
-        py: Python<'py>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        trigger: Option<String>,
-        safety_snapshot: bool,
-        on_event: Option<Py<PyAny>>,
-        step_timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let o =
-            rollback_options(py, level, phases, components, trigger, None, safety_snapshot, on_event, step_timeout)?;
-        let cancel = o.cancel.clone();
-        let s = self.inner.clone();
-        awaitable(py, async move { s.drill(o).await }, Some(cancel), |r| Ok(Record { inner: r }))
-    }
-
-    /// Finishes a rollback interrupted by Ctrl-C, a crash or a kill, from its journal.
-    /// `rollback_id` may be a `Record`, an id, or `latest`. Ctrl-C (or cancelling
-    /// `resume_async`) stops it again at the next step boundary.
-    #[pyo3(signature = (rollback_id=None, *, on_event=None))]
-    fn resume(
-        &self,
-        py: Python<'_>,
-        rollback_id: Option<&Bound<'_, PyAny>>,
-        on_event: Option<Py<PyAny>>,
-    ) -> PyResult<Record> {
-        let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
-        let cb = event_callback(on_event);
-        let s = self.inner.clone();
-        let cancel = rb::CancelToken::new();
-        let c2 = cancel.clone();
-        run_rollback(py, async move { s.resume_with(&id, cb, c2).await }, Some(cancel))
-    }
-
-    /// `resume()` as an asyncio awaitable.
-    #[pyo3(signature = (rollback_id=None, *, on_event=None))]
-    fn resume_async<'py>(
-        &self,
-        py: Python<'py>,
-        rollback_id: Option<&Bound<'py, PyAny>>,
-        on_event: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
-        let cb = event_callback(on_event);
-        let s = self.inner.clone();
-        let cancel = rb::CancelToken::new();
-        let c2 = cancel.clone();
-        awaitable(py, async move { s.resume_with(&id, cb, c2).await }, Some(cancel), |r| Ok(Record { inner: r }))
-    }
-
     /// Past records (rollbacks and drills), oldest first.
     fn history(&self, py: Python<'_>) -> PyResult<Vec<Record>> {
         let s = self.inner.clone();
@@ -719,63 +396,6 @@ impl Stack {
         Ok(Record { inner: ok_or_raise(py, py.detach(move || s.record(&r)))? })
     }
 
-    /// Preflight of the stack: config valid, every driver reachable, age of the newest
-    /// snapshot and drill, unfinished rollbacks. Truthy when everything is reachable.
-    fn check(&self, py: Python<'_>) -> PyResult<CheckReport> {
-        let s = self.inner.clone();
-        Ok(CheckReport { inner: run(py, async move { s.check().await })? })
-    }
-
-    /// `check()` as an asyncio awaitable.
-    fn check_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        awaitable(py, async move { s.check().await }, None, |r| Ok(CheckReport { inner: r }))
-    }
-
-    /// Probes each component's health checks once (all components, or `components`):
-    /// `{component: [{"check": str, "ok": bool, "detail": str}, ...]}`.
-    #[pyo3(signature = (*, components=None))]
-    fn health(&self, py: Python<'_>, components: Option<Vec<String>>) -> PyResult<Py<PyAny>> {
-        let fut = ok_or_raise(py, self.health_fut(components.unwrap_or_default()))?;
-        json_result(run(py, fut)?)
-    }
-
-    /// `health()` as an asyncio awaitable.
-    #[pyo3(signature = (*, components=None))]
-    fn health_async<'py>(&self, py: Python<'py>, components: Option<Vec<String>>) -> PyResult<Bound<'py, PyAny>> {
-        let fut = ok_or_raise(py, self.health_fut(components.unwrap_or_default()))?;
-        awaitable(py, fut, None, json_result)
-    }
-
-    /// Retention: keeps the newest `keep` snapshots and those younger than `max_age`
-    /// (`"7d"`, `"12h"`, seconds or a `timedelta`); never the newest one, nor one an
-    /// unfinished rollback uses.
-    #[pyo3(signature = (*, keep=None, max_age=None))]
-    fn gc(&self, py: Python<'_>, keep: Option<usize>, max_age: Option<&Bound<'_, PyAny>>) -> PyResult<GcReport> {
-        if keep == Some(0) {
-            return Err(config(py, "keep must be at least 1"));
-        }
-        let max_age = age(py, "max_age", max_age)?;
-        let s = self.inner.clone();
-        Ok(GcReport { inner: run(py, async move { s.gc(keep, max_age).await })? })
-    }
-
-    /// `gc()` as an asyncio awaitable.
-    #[pyo3(signature = (*, keep=None, max_age=None))]
-    fn gc_async<'py>(
-        &self,
-        py: Python<'py>,
-        keep: Option<usize>,
-        max_age: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if keep == Some(0) {
-            return Err(config(py, "keep must be at least 1"));
-        }
-        let max_age = age(py, "max_age", max_age)?;
-        let s = self.inner.clone();
-        awaitable(py, async move { s.gc(keep, max_age).await }, None, |r| Ok(GcReport { inner: r }))
-    }
-
     fn __repr__(&self) -> String {
         format!(
             "Stack(config_file={}, components={:?})",
@@ -787,6 +407,236 @@ impl Stack {
                 .unwrap_or_else(|| "None".into()),
             self.components()
         )
+    }
+}
+
+/// Declares a blocking `Stack` method and its `*_async` twin from one body. The body
+/// checks the arguments and returns the [`Call`]; the blocking method waits for it
+/// (GIL released, Ctrl-C handled), the twin returns its asyncio awaitable. So the
+/// two forms cannot drift apart in what they accept, check or return.
+macro_rules! sync_and_async {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[pyo3(signature = $sig:tt)]
+        $(#[async_doc = $adoc:literal])?
+        fn $name:ident / $aname:ident (&$self:ident, $py:ident $(, $arg:ident : $ty:ty)* $(,)?) -> $out:ty $body:block
+    )*) => {
+        #[pymethods]
+        impl Stack {
+            $(
+                $(#[doc = $doc])*
+                #[pyo3(signature = $sig)]
+                #[allow(clippy::too_many_arguments)]
+                fn $name(&$self, $py: Python<'_>, $($arg: $ty),*) -> PyResult<$out> {
+                    let call: Call<_, $out> = $body;
+                    call.wait($py)
+                }
+
+                #[doc = concat!("`", stringify!($name), "()` as an asyncio awaitable." $(, " ", $adoc)?)]
+                #[pyo3(signature = $sig)]
+                #[allow(clippy::too_many_arguments)]
+                fn $aname<'py>(&$self, $py: Python<'py>, $($arg: $ty),*) -> PyResult<Bound<'py, PyAny>> {
+                    let call: Call<_, $out> = $body;
+                    call.awaitable($py)
+                }
+            )*
+        }
+    };
+}
+
+sync_and_async! {
+    /// Captures the components (all unless `components` is given) and returns the
+    /// `Snapshot`. `on_event` receives progress events (dicts) as they happen.
+    #[pyo3(signature = (*, label=None, components=None, on_event=None))]
+    #[async_doc = "Cancelling the task abandons the capture; nothing is listed."]
+    fn snapshot / snapshot_async(
+        &self,
+        py,
+        label: Option<String>,
+        components: Option<Vec<String>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> Snapshot {
+        let s = self.inner.clone();
+        let opts = rb::SnapshotOptions {
+            label,
+            components: components.unwrap_or_default(),
+            on_event: event_callback(on_event),
+        };
+        Call::new(async move { s.snapshot(opts).await }, |inner| Ok(Snapshot { inner }))
+    }
+
+    /// The steps a rollback to `snapshot` would run for the scope; changes nothing.
+    /// `level` defaults to `component` when `components` are given, `phase` when
+    /// `phases` are, `complete` otherwise. `str(plan)` is the preview.
+    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None))]
+    fn plan / plan_async(
+        &self,
+        py,
+        snapshot: &Bound<'_, PyAny>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+    ) -> Plan {
+        let r = reference(snapshot)?;
+        let sc = scope(py, level, phases, components)?;
+        let s = self.inner.clone();
+        Call::new(async move { s.plan(&r, &sc).await }, |inner| Ok(Plan { inner }))
+    }
+
+    /// Rolls back to `snapshot` and returns the `Record`, whatever its status
+    /// (`succeeded`, `failed`, `compensated`, `interrupted`). Raises only when nothing
+    /// was changed (bad input, failed preflight, lock held).
+    ///
+    /// Ctrl-C stops it at the next step boundary and raises `KeyboardInterrupt` whose
+    /// `.record` is the `interrupted` record; `resume()` finishes it.
+    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[async_doc = "Cancelling the task stops the rollback at its next step boundary (its record is then `interrupted`)."]
+    fn rollback / rollback_async(
+        &self,
+        py,
+        snapshot: &Bound<'_, PyAny>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        trigger: Option<String>,
+        severity: Option<String>,
+        safety_snapshot: bool,
+        on_event: Option<Py<PyAny>>,
+        step_timeout: Option<f64>,
+    ) -> Record {
+        let r = reference(snapshot)?;
+        let o = rollback_options(
+            py,
+            level,
+            phases,
+            components,
+            trigger,
+            severity,
+            safety_snapshot,
+            on_event,
+            step_timeout,
+        )?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        Call::new(async move { s.rollback(&r, o).await }, to_record).cancellable(cancel, record_interrupted)
+    }
+
+    /// Watches the stack with the `[watch]` probes of its config and rolls back to
+    /// `snapshot` (default `last-good`) when the policy says so, then stops; or until
+    /// `duration` (`"10m"`, seconds, a `timedelta`) runs out. `dry_run` decides and
+    /// notifies, changing nothing. Decisions arrive through `on_event` as `watch_*`
+    /// events. Returns a dict: `outcome` (`elapsed`, `stopped`, `rolled_back`,
+    /// `would_roll_back`, `failed`), `rounds`, `decisions`, `record` (a `Record` when
+    /// it rolled back). Ctrl-C stops it and raises `KeyboardInterrupt` whose
+    /// `.report` is that dict.
+    #[pyo3(signature = (snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=false, on_event=None))]
+    #[async_doc = "Cancelling the task stops the watch (and a rollback it started, at its next step boundary)."]
+    fn watch / watch_async(
+        &self,
+        py,
+        snapshot: Option<&Bound<'_, PyAny>>,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        duration: Option<&Bound<'_, PyAny>>,
+        dry_run: bool,
+        on_event: Option<Py<PyAny>>,
+    ) -> Py<PyAny> {
+        let o = watch_options(py, snapshot, level, phases, components, duration, dry_run, on_event)?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        Call::new(async move { s.watch(o).await }, watch_report).cancellable(cancel, report_interrupted)
+    }
+
+    /// Compares the current state with `snapshot` (every component of it, or
+    /// `components`). The `Verification` is truthy when equal; `.drift` says what differs.
+    #[pyo3(signature = (snapshot, *, components=None))]
+    fn verify / verify_async(
+        &self,
+        py,
+        snapshot: &Bound<'_, PyAny>,
+        components: Option<Vec<String>>,
+    ) -> Verification {
+        let r = reference(snapshot)?;
+        let components = components.unwrap_or_default();
+        let s = self.inner.clone();
+        Call::new(async move { s.verify(&r, &components).await }, |inner| Ok(Verification { inner }))
+    }
+
+    /// Rehearsal: snapshot, perturb, roll back, verify, timed against the objective.
+    /// Returns the drill's `Record`; Ctrl-C behaves as in `rollback()`.
+    #[pyo3(signature = (*, level=None, phases=None, components=None, trigger=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[async_doc = "Cancelling the task stops the drill at its next step boundary."]
+    fn drill / drill_async(
+        &self,
+        py,
+        level: Option<String>,
+        phases: Option<Vec<i64>>,
+        components: Option<Vec<String>>,
+        trigger: Option<String>,
+        safety_snapshot: bool,
+        on_event: Option<Py<PyAny>>,
+        step_timeout: Option<f64>,
+    ) -> Record {
+        let o =
+            rollback_options(py, level, phases, components, trigger, None, safety_snapshot, on_event, step_timeout)?;
+        let cancel = o.cancel.clone();
+        let s = self.inner.clone();
+        Call::new(async move { s.drill(o).await }, to_record).cancellable(cancel, record_interrupted)
+    }
+
+    /// Finishes a rollback interrupted by Ctrl-C, a crash or a kill, from its journal.
+    /// `rollback_id` may be a `Record`, an id, or `latest`. Ctrl-C (or cancelling
+    /// `resume_async`) stops it again at the next step boundary.
+    #[pyo3(signature = (rollback_id=None, *, on_event=None))]
+    fn resume / resume_async(&self, py, rollback_id: Option<&Bound<'_, PyAny>>, on_event: Option<Py<PyAny>>) -> Record {
+        let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
+        let cb = event_callback(on_event);
+        let s = self.inner.clone();
+        let cancel = rb::CancelToken::new();
+        let c2 = cancel.clone();
+        Call::new(async move { s.resume_with(&id, cb, c2).await }, to_record)
+            .cancellable(cancel, record_interrupted)
+    }
+
+    /// Preflight of the stack: config valid, every driver reachable, age of the newest
+    /// snapshot and drill, unfinished rollbacks. Truthy when everything is reachable.
+    #[pyo3(signature = ())]
+    fn check / check_async(&self, py) -> CheckReport {
+        let s = self.inner.clone();
+        Call::new(async move { s.check().await }, |inner| Ok(CheckReport { inner }))
+    }
+
+    /// Probes each component's health checks once (all components, or `components`):
+    /// `{component: [{"check": str, "ok": bool, "detail": str}, ...]}`.
+    #[pyo3(signature = (*, components=None))]
+    fn health / health_async(&self, py, components: Option<Vec<String>>) -> Py<PyAny> {
+        let components = components.unwrap_or_default();
+        for n in &components {
+            ok_or_raise(py, self.inner.config().component(n))?;
+        }
+        let s = self.inner.clone();
+        Call::new(
+            async move {
+                let r = s.health(&components).await?;
+                serde_json::to_value(r)
+                    .map_err(|e| rb::Error::unexpected("cannot encode health results").with_source(e))
+            },
+            json_result,
+        )
+    }
+
+    /// Retention: keeps the newest `keep` snapshots and those younger than `max_age`
+    /// (`"7d"`, `"12h"`, seconds or a `timedelta`); never the newest one, nor one an
+    /// unfinished rollback uses.
+    #[pyo3(signature = (*, keep=None, max_age=None))]
+    fn gc / gc_async(&self, py, keep: Option<usize>, max_age: Option<&Bound<'_, PyAny>>) -> GcReport {
+        if keep == Some(0) {
+            return Err(config(py, "keep must be at least 1"));
+        }
+        let max_age = age(py, "max_age", max_age)?;
+        let s = self.inner.clone();
+        Call::new(async move { s.gc(keep, max_age).await }, |inner| Ok(GcReport { inner }))
     }
 }
 

@@ -156,6 +156,61 @@ where
     })
 }
 
+/// How a blocking call that a signal interrupted tells Python what it returned when
+/// it stopped (the signal's exception is the first argument).
+pub type OnInterrupt<T> = fn(Python<'_>, &PyErr, Option<rb::Result<T>>) -> PyResult<()>;
+
+/// One long call of a `Stack` method, prepared once: its future, its cancel token,
+/// and how its result becomes a Python value. [`Call::wait`] runs it blocking (the
+/// GIL released, Ctrl-C handled) and [`Call::awaitable`] as an asyncio awaitable, so
+/// a method and its `*_async` twin share every line but the last.
+pub struct Call<T, O> {
+    fut: Pin<Box<dyn Future<Output = rb::Result<T>> + Send>>,
+    cancel: Option<rb::CancelToken>,
+    convert: fn(T) -> PyResult<O>,
+    on_interrupt: Option<OnInterrupt<T>>,
+}
+
+impl<T, O> Call<T, O>
+where
+    T: Send + 'static,
+    O: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    /// A call with no step boundary to stop at: Ctrl-C (or cancelling the asyncio
+    /// task) drops it. Nothing is left half-written: a snapshot's manifest is written
+    /// last, a check or a verify changes nothing.
+    pub fn new(fut: impl Future<Output = rb::Result<T>> + Send + 'static, convert: fn(T) -> PyResult<O>) -> Self {
+        Call { fut: Box::pin(fut), cancel: None, convert, on_interrupt: None }
+    }
+
+    /// A call that stops at its next step boundary when `cancel` is cancelled: by
+    /// Ctrl-C in the blocking form (then `on_interrupt` reports what it returned),
+    /// by cancelling the task in the asyncio form.
+    pub fn cancellable(mut self, cancel: rb::CancelToken, on_interrupt: OnInterrupt<T>) -> Self {
+        self.cancel = Some(cancel);
+        self.on_interrupt = Some(on_interrupt);
+        self
+    }
+
+    /// Runs it to its end with the GIL released.
+    pub fn wait(self, py: Python<'_>) -> PyResult<O> {
+        match wait(py, self.fut, self.cancel)? {
+            Waited::Done(r) => (self.convert)(r.map_err(|e| to_py(py, e))?),
+            Waited::Interrupted(signal, result) => {
+                if let Some(report) = self.on_interrupt {
+                    report(py, &signal, result)?;
+                }
+                Err(signal)
+            }
+        }
+    }
+
+    /// The asyncio awaitable of it.
+    pub fn awaitable(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        awaitable(py, self.fut, self.cancel, self.convert)
+    }
+}
+
 /// pyo3-async-runtimes' view of [`rt`] (its own tokio runtime is a global that
 /// cannot be rebuilt after `fork()`).
 pub struct PyRuntime;

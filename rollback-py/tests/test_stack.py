@@ -25,6 +25,14 @@ def test_public_names_have_docstrings():
                 assert getattr(member, "__doc__", None), f"{name}.{attr}"
 
 
+def test_every_blocking_method_has_an_async_twin_with_its_signature():
+    twins = [n for n in dir(rollback.Stack) if n.endswith("_async")]
+    assert len(twins) == 10, twins
+    for name in twins:
+        sync = getattr(rollback.Stack, name[: -len("_async")])
+        assert getattr(rollback.Stack, name).__text_signature__ == sync.__text_signature__, name
+
+
 def test_error_hierarchy():
     for cls in (
         rollback.ConfigError,
