@@ -17,7 +17,7 @@ RUNS_G=${1:-3}; RUNS_0=${2:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 bash scripts/setup-docker.sh
 cargo build --release -q -p rollback-cli --features rollback-core/driver-docker
-RB="$CARGO_TARGET_DIR/release/rollback"
+RB="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/rollback"
 OK=rollback-test/web:ok; BAD=rollback-test/web:v2
 ID="rbbench-$$"
 W=$(mktemp -d /tmp/rollback-bench-docker.XXXXXX)

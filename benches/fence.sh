@@ -27,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cargo build -q --release -p rollback-cli
-RB="$CARGO_TARGET_DIR/release/rollback"
+RB="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/rollback"
 
 # One case: config body, a change; prints "window_ms total_ms" medians.
 run_case() { # name, component toml, mutate command

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 FILES=${1:-10000}; CHANGED=${2:-1000}; RUNS=${3:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release -q -p rollback-cli
-RB="$CARGO_TARGET_DIR/release/rollback"
+RB="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/rollback"
 W=$(mktemp -d /tmp/rollback-bench-git.XXXXXX); trap 'rm -rf "$W"' EXIT
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }

@@ -28,7 +28,7 @@ now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 ms() { python3 -c "import json,sys; print(f'{json.loads(sys.argv[1])[\"ms\"]/1000:.2f}')" "$1"; }
 
-DRILL="$CARGO_TARGET_DIR/release/examples/datadrill"
+DRILL="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/examples/datadrill"
 cargo build -q --release -p rollback-core --features driver-redis,driver-mysql --example datadrill \
   || { [ -x "$DRILL" ] && echo "build failed; using the existing $DRILL" >&2; }
 

@@ -28,7 +28,7 @@ if ! command -v pgbench >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib >/dev/null
 fi
 cargo build -q --release -p rollback-core --features driver-postgres --example datadrill
-DRILL="$CARGO_TARGET_DIR/release/examples/datadrill"
+DRILL="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/examples/datadrill"
 
 cleanup; WORK="$(mktemp -d)"
 psql_ -c "CREATE DATABASE $DB"

@@ -15,4 +15,4 @@ rm -f "$CARGO_TARGET_DIR"/bench-wheels/rollback-*.whl
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
   "$CARGO_TARGET_DIR"/bench-wheels/rollback-*.whl
 cargo build --quiet --release -p rollback-core --example bench_overhead
-"$VENV/bin/python" benches/python_overhead.py --rust-bin "$CARGO_TARGET_DIR/release/examples/bench_overhead" "$@"
+"$VENV/bin/python" benches/python_overhead.py --rust-bin "$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/examples/bench_overhead" "$@"

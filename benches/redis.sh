@@ -19,7 +19,7 @@ cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
-DRILL="$CARGO_TARGET_DIR/release/examples/datadrill"
+DRILL="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/examples/datadrill"
 cargo build -q --release -p rollback-core --features driver-redis,driver-mysql --example datadrill \
   || { [ -x "$DRILL" ] && echo "build failed; using the existing $DRILL" >&2; }
 

@@ -41,7 +41,7 @@ TLS="postgres://rollback_tls:tls-secret-PW1@localhost:$PG_TLS_PORT/$DB?sslmode=v
 echo "pgbench -i -s $SCALE" >&2
 pgbench -i -q -s "$SCALE" "$PLAIN" >/dev/null 2>&1
 cargo build -q --release -p rollback-core --features driver-postgres --example datadrill
-DRILL="$CARGO_TARGET_DIR/release/examples/datadrill"
+DRILL="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/examples/datadrill"
 mutate() { psql "$PLAIN" -qAtX -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0"; }
 checkpoint() { admin -c CHECKPOINT; }
 jmedian() { python3 -c "

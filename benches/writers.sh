@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cargo build -q --release -p rollback-cli
-RB="$CARGO_TARGET_DIR/release/rollback"
+RB="$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/rollback"
 
 SB_PG=(--db-driver=pgsql --pgsql-host=127.0.0.1 --pgsql-user=postgres --pgsql-db="$PGDB")
 SB_MY=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=root --mysql-db="$MYDB" --mysql-ignore-errors=all)
