@@ -15,6 +15,7 @@ ROWS="${ROWS:-100000}"
 TABLES="${TABLES:-4}"
 RATE="${RATE:-100}"
 SECS="${SECS:-20}"
+RATE_LIMIT="${RATE_LIMIT:-20MB}" # the paced case's `max_rate`
 PG=postgres://postgres@127.0.0.1:5432
 PGDB=rb_bench_writers
 MYDB=rb_bench_writers
@@ -91,6 +92,10 @@ PGD1=$(stack_dir pg-dump1 "driver = \"postgres\"
 url = \"$PG/$PGDB\"
 strategy = \"dump\"
 jobs = 1")
+PGR=$(stack_dir pg-rate "driver = \"postgres\"
+url = \"$PG/$PGDB\"
+strategy = \"dump\"
+max_rate = \"$RATE_LIMIT\"")
 PGF=$(stack_dir pg-fast "driver = \"postgres\"
 url = \"$PG/$PGDB\"
 strategy = \"fast\"")
@@ -109,6 +114,7 @@ R[pg_idle]=$(measure "$PGA" "")
 R[pg_tool]=$(measure "$PGA" "pg_dump -Fc -f $WORK/pg.dump $PG/$PGDB")
 R[pg_dump]=$(measure "$PGA" "(cd $PGD && $RB snapshot && $RB gc --keep 1)")
 R[pg_dump1]=$(measure "$PGA" "(cd $PGD1 && $RB snapshot && $RB gc --keep 1)")
+R[pg_rate]=$(measure "$PGA" "(cd $PGR && $RB snapshot && $RB gc --keep 1)")
 R[pg_fast]=$(measure "$PGA" "(cd $PGF && $RB snapshot && $RB gc --keep 1)")
 R[my_idle]=$(measure "$MYA" "")
 R[my_tool]=$(measure "$MYA" "mysqldump -uroot -h127.0.0.1 --single-transaction $MYDB > $WORK/my.sql")
@@ -125,7 +131,7 @@ R[my_fast]=$(measure "$MYA" "(cd $MYF && $RB snapshot && $RB gc --keep 1)")
   echo
   echo "| database | while | p99 ms | max ms | writer errors | snapshots taken | p99 / tool's |"
   echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-  for k in pg_idle pg_tool pg_dump pg_dump1 pg_fast my_idle my_tool my_dump my_fast; do
+  for k in pg_idle pg_tool pg_dump pg_dump1 pg_rate pg_fast my_idle my_tool my_dump my_fast; do
     IFS=$'\t' read -r p99 mx err loops <<<"${R[$k]}"
     db=${k%%_*}; what=${k#*_}
     tool=${R[${db}_tool]%%$'\t'*}
@@ -135,6 +141,7 @@ R[my_fast]=$(measure "$MYA" "(cd $MYF && $RB snapshot && $RB gc --keep 1)")
       my_tool) label="\`mysqldump --single-transaction\`" ;;
       *_dump) label="\`rollback snapshot\`, strategy \`dump\`" ;;
       *_dump1) label="\`rollback snapshot\`, strategy \`dump\`, \`jobs = 1\`" ;;
+      *_rate) label="\`rollback snapshot\`, strategy \`dump\`, \`max_rate = \"$RATE_LIMIT\"\`" ;;
       *_fast) label="\`rollback snapshot\`, strategy \`fast\`" ;;
     esac
     case "$what" in

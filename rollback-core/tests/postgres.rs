@@ -229,6 +229,17 @@ async fn dump_round_trip_types_migration_sequences_and_discards() {
 
 #[tokio::test]
 async fn dump_is_consistent_while_writers_run() {
+    dump_is_consistent_while_writers_run_with("jobs = 3").await;
+}
+
+/// Paced to about a second and a half for the 12 MB of `padding`: writers run all
+/// through a longer capture, which must still read every table at one instant.
+#[tokio::test]
+async fn a_paced_dump_is_consistent_while_writers_run() {
+    dump_is_consistent_while_writers_run_with("jobs = 3\nmax_rate = \"8MB\"").await;
+}
+
+async fn dump_is_consistent_while_writers_run_with(extra: &str) {
     let db = TestDb::new("load").await;
     let c = db.client().await;
     c.batch_execute(
@@ -272,7 +283,7 @@ async fn dump_is_consistent_while_writers_run() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (_t, dir) = tmp();
-    let s = pg_stack(&dir, &db.url(), "jobs = 3");
+    let s = pg_stack(&dir, &db.url(), extra);
     let snap = snap(&s).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
@@ -441,6 +452,22 @@ async fn fast_strategy_without_createdb_is_a_clear_error() {
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert_eq!(e.component(), Some("db"));
     assert!(e.to_string().contains("CREATEDB"), "{e}");
+}
+
+#[test]
+fn a_bad_max_rate_is_refused_naming_the_key() {
+    let (_t, dir) = tmp();
+    for (extra, says) in [
+        ("max_rate = \"fast\"", "is not a rate"),
+        ("max_rate = \"8kB\"", "outside 32kB to 1GB"),
+        ("strategy = \"fast\"\nmax_rate = \"20MB\"", "`fast` copies inside the server"),
+    ] {
+        let toml = format!("[[component]]\nname = \"db\"\ndriver = \"postgres\"\nurl = \"{}\"\n{extra}\n", url("x"));
+        let cfg = rollback_core::StackConfig::from_toml_str(&toml, None, &dir, &|_| None).unwrap();
+        let e = Stack::new(cfg, &rollback_core::Registry::with_default_drivers()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid, "{e}");
+        assert!(e.to_string().contains("max_rate") && e.to_string().contains(says), "{extra}: {e}");
+    }
 }
 
 #[tokio::test]

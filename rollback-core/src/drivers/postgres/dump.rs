@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -187,8 +188,50 @@ type CopyQueue = Arc<Mutex<VecDeque<(usize, Rel)>>>;
 type Copied = Vec<(usize, TableState, ArtifactRef)>;
 
 /// Copies the tables from `queue` with one connection, into the store.
-async fn copy_worker(client: &Client, ctx: &Context, queue: CopyQueue, stop: &AtomicBool) -> Result<Copied> {
+/// Holds a copy to a rate: after each chunk, sleeps while the bytes read so far are
+/// ahead of it. The sleep stops reading the COPY stream, so the server's backend
+/// waits on its socket too and both sides' CPU goes to the application meanwhile.
+struct Pace {
+    bytes_per_sec: f64,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_sec: u64) -> Pace {
+        Pace { bytes_per_sec: bytes_per_sec as f64, start: Instant::now(), bytes: 0 }
+    }
+
+    fn take(&mut self, n: usize) {
+        let wait = self.wait_after(n, self.start.elapsed());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// How long to wait after `n` more bytes, `elapsed` after the start.
+    fn wait_after(&mut self, n: usize, elapsed: Duration) -> Duration {
+        self.bytes += n as u64;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec);
+        let ahead = due.saturating_sub(elapsed);
+        // Sleeps shorter than a few ms cost more in wake-ups than they smooth.
+        if ahead >= Duration::from_millis(5) {
+            ahead
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+async fn copy_worker(
+    client: &Client,
+    ctx: &Context,
+    queue: CopyQueue,
+    stop: &AtomicBool,
+    rate: Option<u64>,
+) -> Result<Copied> {
     let mut done = Vec::new();
+    let mut pace = rate.map(Pace::new);
     loop {
         let next = queue.lock().map_err(|_| Error::unexpected("copy queue poisoned"))?.pop_front();
         let Some((i, rel)) = next else { break };
@@ -197,6 +240,11 @@ async fn copy_worker(client: &Client, ctx: &Context, queue: CopyQueue, stop: &At
         let h = catalog::copy_out(client, &rel, RowHash::default(), |chunk| {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorKind::Cancelled, "the capture was cancelled"));
+            }
+            if let Some(p) = pace.as_mut() {
+                // This thread's runtime serves only this connection: blocking it is
+                // the point (see `Pace`).
+                p.take(chunk.len());
             }
             w.write_all(chunk).map_err(Error::from)
         })
@@ -224,6 +272,7 @@ async fn copy_job(
     ctx: Context,
     queue: CopyQueue,
     stop: Arc<AtomicBool>,
+    rate: Option<u64>,
 ) -> Result<Copied> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -242,7 +291,7 @@ async fn copy_job(
                     ))
                     .await
                     .map_err(|e| pg_error(&e, "cannot join the exported snapshot"))?;
-                    let r = copy_worker(&c, &ctx, queue, &stop).await;
+                    let r = copy_worker(&c, &ctx, queue, &stop, rate).await;
                     let _ = c.batch_execute("COMMIT").await;
                     r
                 })
@@ -346,8 +395,11 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
     // Every job joins the exported snapshot, so every table is read at one instant;
     // `client` keeps the exporting transaction (and so the snapshot) open meanwhile.
     let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
-    let workers: Vec<_> = (0..d.jobs.min(n_tables).max(1))
-        .map(|_| copy_job(d.target.clone(), snapshot.clone(), ctx.clone(), queue.clone(), stop.0.clone()))
+    let jobs = d.jobs.min(n_tables).max(1);
+    // `max_rate` is for all jobs together: each holds to its share.
+    let rate = d.max_rate.map(|r| (r / jobs as u64).max(1));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| copy_job(d.target.clone(), snapshot.clone(), ctx.clone(), queue.clone(), stop.0.clone(), rate))
         .collect();
     let (copied, pre, post) = tokio::join!(futures_util::future::try_join_all(workers), pre, post);
     drop(stop);
@@ -710,4 +762,23 @@ pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> 
     }
     let _ = client.batch_execute("COMMIT").await;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pace_waits_while_the_copy_is_ahead_of_its_rate() {
+        let mut p = Pace::new(1 << 20);
+        assert_eq!(p.wait_after(512 << 10, Duration::ZERO), Duration::from_millis(500));
+        // It slept: on time now.
+        assert_eq!(p.wait_after(0, Duration::from_millis(500)), Duration::ZERO);
+        // A chunk that puts it 3 ms ahead: too short to sleep for, owed on the next.
+        assert_eq!(p.wait_after(3 << 10, Duration::from_millis(500)), Duration::ZERO);
+        let w = p.wait_after(3 << 10, Duration::from_millis(500));
+        assert!(w >= Duration::from_millis(5) && w <= Duration::from_millis(6), "{w:?}");
+        // Behind its rate (the server was slow): no wait.
+        assert_eq!(p.wait_after(1 << 10, Duration::from_secs(10)), Duration::ZERO);
+    }
 }

@@ -54,6 +54,11 @@ pub struct PostgresConfig {
     /// Connections copying tables in parallel during a dump capture (default 2).
     #[serde(default)]
     pub jobs: Option<usize>,
+    /// The most table data a dump capture reads a second, all jobs together
+    /// (`"20MB"`, `"512kB"`; as `pg_basebackup --max-rate`): a slower snapshot that
+    /// leaves the server's CPU to the application's writers. Unset: as fast as it can.
+    #[serde(default)]
+    pub max_rate: Option<String>,
     /// A file holding the password (its first line), when the url has none.
     #[serde(default)]
     pub password_file: Option<String>,
@@ -85,6 +90,8 @@ pub struct PostgresDriver {
     scope: Scope,
     pg_dump: String,
     jobs: usize,
+    /// Bytes a second, all copy jobs together (`max_rate`).
+    max_rate: Option<u64>,
     fence: bool,
     /// The session holding the write fence's turn (see `fence.rs`).
     fence_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
@@ -118,6 +125,13 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         },
         (false, false) => return Err(c.options.error("tables", "give `schemas` or `tables`, not both")),
     };
+    let max_rate = cfg.max_rate.as_deref().map(parse_rate).transpose().map_err(|m| c.options.error("max_rate", m))?;
+    if cfg.strategy == Strategy::Fast && max_rate.is_some() {
+        return Err(c.options.error(
+            "max_rate",
+            "`fast` copies inside the server, where no rate applies; `max_rate` paces the `dump` strategy",
+        ));
+    }
     if cfg.strategy == Strategy::Fast && scope != Scope::Database {
         return Err(c.options.error(
             "strategy",
@@ -130,9 +144,30 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         scope,
         pg_dump: cfg.pg_dump.unwrap_or_else(|| "pg_dump".into()),
         jobs: cfg.jobs.unwrap_or(2).clamp(1, 16),
+        max_rate,
         fence: cfg.fence.unwrap_or(true),
         fence_session: Default::default(),
     }))
+}
+
+/// `max_rate`: a size a second, `kB`, `MB` or `GB` (powers of 1024, as PostgreSQL's
+/// own units), between 32 kB and 1 GB as `pg_basebackup --max-rate` allows.
+fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "kB" | "KB" | "k" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        _ => return Err(format!("`{s}` is not a rate like \"20MB\" or \"512kB\" (a second; kB, MB or GB)")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a rate like \"20MB\" or \"512kB\""))?;
+    let bytes = n * unit_bytes as f64;
+    if !(bytes.is_finite() && (32.0 * 1024.0..=1024.0 * 1024.0 * 1024.0).contains(&bytes)) {
+        return Err(format!("`{s}` is outside 32kB to 1GB a second"));
+    }
+    Ok(bytes as u64)
 }
 
 /// The password when the url has none, where libpq would look: the `password_file`
@@ -398,5 +433,22 @@ impl Driver for PostgresDriver {
         }
         .await;
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn max_rate_takes_a_size_a_second_within_pg_basebackups_bounds() {
+        assert_eq!(parse_rate("20MB"), Ok(20 << 20));
+        assert_eq!(parse_rate("512kB"), Ok(512 << 10));
+        assert_eq!(parse_rate("1.5 GB").unwrap_err(), "`1.5 GB` is outside 32kB to 1GB a second");
+        assert_eq!(parse_rate("1GB"), Ok(1 << 30));
+        assert_eq!(parse_rate("32k"), Ok(32 << 10));
+        for bad in ["20", "fast", "MB", "-1MB", "1e3MB", "16kB", "NaNMB"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 }
