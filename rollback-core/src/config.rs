@@ -367,6 +367,29 @@ impl StackConfig {
         Self::from_toml_str(&text, Some(path), &base, &|k| std::env::var(k).ok())
     }
 
+    /// Parses a config from a JSON value shaped like `rollback.toml`
+    /// (`{"store": {...}, "component": [{"name": ..., "driver": ...}]}`), as the
+    /// bindings take it from a dict or an object. A null means "not set" (TOML has no
+    /// null); relative paths resolve against `base_dir`.
+    pub fn from_json(value: serde_json::Value, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => serde_json::Value::Object(
+                    m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect(),
+                ),
+                serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(strip_nulls).collect()),
+                other => other,
+            }
+        }
+        if !value.is_object() {
+            return Err(Error::config("the config must be an object like {\"component\": [...]}"));
+        }
+        let as_toml = |e: &dyn std::fmt::Display| Error::config(format!("the config cannot be expressed as TOML: {e}"));
+        let doc = toml::Value::try_from(strip_nulls(value)).map_err(|e| as_toml(&e))?;
+        let text = toml::to_string(&doc).map_err(|e| as_toml(&e))?;
+        Self::from_toml_str(&text, None, base_dir, env)
+    }
+
     /// Parses a config from TOML text; `file` is used in error messages only.
     pub fn from_toml_str(
         text: &str,
@@ -659,6 +682,24 @@ mod tests {
         StackConfig::from_toml_str(s, Some(Path::new("rollback.toml")), Path::new("/srv"), &|k| {
             (k == "DB_PASSWORD").then(|| "pa55word".to_string())
         })
+    }
+
+    #[test]
+    fn a_config_object_reads_as_its_toml_would() {
+        let env = |k: &str| (k == "DB_PASSWORD").then(|| "pa55word".to_string());
+        let v = serde_json::json!({
+            "store": {"path": "snaps", "unused": null},
+            "component": [{"name": "code", "driver": "git", "repo": ".", "phase": null}],
+        });
+        let c = StackConfig::from_json(v, Path::new("/srv"), &env).unwrap();
+        assert_eq!(c.store_path, Path::new("/srv/snaps"));
+        assert_eq!((c.components[0].name.as_str(), c.components[0].phase), ("code", 1));
+        for bad in
+            [serde_json::json!([1]), serde_json::json!({"component": [{"name": "x", "driver": "git", "phase": "one"}]})]
+        {
+            let e = StackConfig::from_json(bad, Path::new("/srv"), &env).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::ConfigInvalid, "{e}");
+        }
     }
 
     #[test]

@@ -152,17 +152,6 @@ fn env_var(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// JSON nulls mean "not set": TOML has no null.
-fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect(),
-        ),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(strip_nulls).collect()),
-        other => other,
-    }
-}
-
 /// Applies the decision matrix with the default thresholds (SPEC §7). Synchronous.
 #[napi(js_name = "assess")]
 pub fn assess_symptoms(symptoms: Symptoms) -> Result<Assessment> {
@@ -199,11 +188,10 @@ impl Stack {
     /// (`{ store, rto, decision, component: [{ name, driver, ... }] }`).
     #[napi(factory, ts_args_type = "config: StackConfig, baseDir?: string | undefined | null")]
     pub fn from_config(config: serde_json::Value, base_dir: Option<String>) -> Result<Stack> {
-        let value = toml::Value::try_from(strip_nulls(config))
-            .map_err(|e| config_error(format!("the config cannot be expressed as TOML: {e}")))?;
-        let text = toml::to_string(&value)
-            .map_err(|e| config_error(format!("the config cannot be expressed as TOML: {e}")))?;
-        Self::from_toml(text, base_dir)
+        let base = resolve_base_dir(base_dir)?;
+        let cfg = rb::StackConfig::from_json(config, &base, &env_var).map_err(to_napi)?;
+        let inner = rb::Stack::new(cfg, &rb::Registry::with_default_drivers()).map_err(to_napi)?;
+        Ok(Stack { inner })
     }
 
     /// The components, in config order.

@@ -261,15 +261,14 @@ fn env_var(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// JSON nulls mean "not set": TOML has no null.
-fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect(),
-        ),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(strip_nulls).collect()),
-        other => other,
-    }
+/// `base_dir`, or the current directory, made absolute.
+fn base_dir(py: Python<'_>, base_dir: Option<PathBuf>) -> PyResult<PathBuf> {
+    let base = match base_dir {
+        Some(d) => d,
+        None => std::env::current_dir()
+            .map_err(|e| to_py(py, rb::Error::config("cannot read the current directory").with_source(e)))?,
+    };
+    Ok(std::path::absolute(&base).unwrap_or(base))
 }
 
 fn json_result(v: serde_json::Value) -> PyResult<Py<PyAny>> {
@@ -290,12 +289,7 @@ impl Stack {
     #[staticmethod]
     #[pyo3(signature = (text, base_dir=None))]
     fn from_toml(py: Python<'_>, text: String, base_dir: Option<PathBuf>) -> PyResult<Stack> {
-        let base = match base_dir {
-            Some(d) => d,
-            None => std::env::current_dir()
-                .map_err(|e| to_py(py, rb::Error::config("cannot read the current directory").with_source(e)))?,
-        };
-        let base = std::path::absolute(&base).unwrap_or(base);
+        let base = self::base_dir(py, base_dir)?;
         let inner = py.detach(|| {
             let cfg = rb::StackConfig::from_toml_str(&text, None, &base, &env_var)?;
             rb::Stack::new(cfg, &rb::Registry::with_default_drivers())
@@ -311,11 +305,12 @@ impl Stack {
         let text: String = py.import("json")?.call_method1("dumps", (config,))?.extract()?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| errors::config(py, format!("the config is not JSON-like: {e}")))?;
-        let toml_value = toml::Value::try_from(strip_nulls(value))
-            .map_err(|e| errors::config(py, format!("the config cannot be expressed as TOML: {e}")))?;
-        let toml_text = toml::to_string(&toml_value)
-            .map_err(|e| errors::config(py, format!("the config cannot be expressed as TOML: {e}")))?;
-        Self::from_toml(py, toml_text, base_dir)
+        let base = self::base_dir(py, base_dir)?;
+        let inner = py.detach(|| {
+            let cfg = rb::StackConfig::from_json(value, &base, &env_var)?;
+            rb::Stack::new(cfg, &rb::Registry::with_default_drivers())
+        });
+        Ok(Stack { inner: ok_or_raise(py, inner)? })
     }
 
     /// Component names, in config order.
