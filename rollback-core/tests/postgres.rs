@@ -454,6 +454,40 @@ async fn fast_strategy_without_createdb_is_a_clear_error() {
     assert!(e.to_string().contains("CREATEDB"), "{e}");
 }
 
+/// The progress of each copy says whether it was paced: a snapshot is, the safety
+/// snapshot of a rollback is not (its writers are fenced: pacing would only keep
+/// them out longer).
+#[tokio::test]
+async fn max_rate_paces_snapshots_but_not_a_rollbacks_safety_snapshot() {
+    let db = TestDb::new("paced").await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 2000);")
+        .await
+        .unwrap();
+    let (_t, dir) = tmp();
+    let s = pg_stack(&dir, &db.url(), "max_rate = \"1MB\"");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let cb = {
+        let seen = seen.clone();
+        Arc::new(move |e: &rollback_core::Event| seen.lock().unwrap().push(e.message.clone()))
+            as rollback_core::EventCallback
+    };
+    let snap = s.snapshot(SnapshotOptions { on_event: Some(cb.clone()), ..Default::default() }).await.unwrap();
+    let copied: Vec<String> =
+        std::mem::take(&mut *seen.lock().unwrap()).into_iter().filter(|m| m.contains("copied")).collect();
+    assert!(!copied.is_empty() && copied.iter().all(|m| m.contains("paced at 1.0 MB a second")), "{copied:?}");
+
+    db.client().await.batch_execute("INSERT INTO t VALUES (-1)").await.unwrap();
+    let r = s
+        .rollback(&snap.id, rollback_core::RollbackOptions { on_event: Some(cb), ..opts(Scope::Complete) })
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let copied: Vec<String> = seen.lock().unwrap().iter().filter(|m| m.contains("copied")).cloned().collect();
+    assert!(!copied.is_empty() && copied.iter().all(|m| !m.contains("paced")), "{copied:?}");
+}
+
 #[test]
 fn a_bad_max_rate_is_refused_naming_the_key() {
     let (_t, dir) = tmp();

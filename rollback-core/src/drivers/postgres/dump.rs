@@ -187,7 +187,6 @@ fn strip_meta(sql: &[u8]) -> Vec<u8> {
 type CopyQueue = Arc<Mutex<VecDeque<(usize, Rel)>>>;
 type Copied = Vec<(usize, TableState, ArtifactRef)>;
 
-/// Copies the tables from `queue` with one connection, into the store.
 /// Holds a copy to a rate: after each chunk, sleeps while the bytes read so far are
 /// ahead of it. The sleep stops reading the COPY stream, so the server's backend
 /// waits on its socket too and both sides' CPU goes to the application meanwhile.
@@ -195,17 +194,29 @@ struct Pace {
     bytes_per_sec: f64,
     start: Instant,
     bytes: u64,
+    /// Time the copy fell behind beyond `CREDIT` (a slow server): not made up for.
+    forgiven: Duration,
 }
+
+/// How far behind its rate a copy may fall and then catch up at full speed: any more
+/// would be a burst of the very load the rate is there to spread.
+const CREDIT: Duration = Duration::from_millis(100);
+/// The longest single sleep: the copy checks for a cancel between sleeps.
+const SLICE: Duration = Duration::from_millis(50);
 
 impl Pace {
     fn new(bytes_per_sec: u64) -> Pace {
-        Pace { bytes_per_sec: bytes_per_sec as f64, start: Instant::now(), bytes: 0 }
+        Pace { bytes_per_sec: bytes_per_sec as f64, start: Instant::now(), bytes: 0, forgiven: Duration::ZERO }
     }
 
-    fn take(&mut self, n: usize) {
-        let wait = self.wait_after(n, self.start.elapsed());
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
+    /// Waits as long as the copy is ahead after `n` more bytes, in slices, until
+    /// `stop` is set.
+    fn take(&mut self, n: usize, stop: &AtomicBool) {
+        let mut wait = self.wait_after(n, self.start.elapsed());
+        while !wait.is_zero() && !stop.load(Ordering::Relaxed) {
+            let slice = wait.min(SLICE);
+            std::thread::sleep(slice);
+            wait -= slice;
         }
     }
 
@@ -213,6 +224,10 @@ impl Pace {
     fn wait_after(&mut self, n: usize, elapsed: Duration) -> Duration {
         self.bytes += n as u64;
         let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec);
+        let elapsed = elapsed.saturating_sub(self.forgiven);
+        if elapsed > due + CREDIT {
+            self.forgiven += elapsed - due - CREDIT;
+        }
         let ahead = due.saturating_sub(elapsed);
         // Sleeps shorter than a few ms cost more in wake-ups than they smooth.
         if ahead >= Duration::from_millis(5) {
@@ -223,6 +238,7 @@ impl Pace {
     }
 }
 
+/// Copies the tables from `queue` with one connection, into the store.
 async fn copy_worker(
     client: &Client,
     ctx: &Context,
@@ -244,7 +260,7 @@ async fn copy_worker(
             if let Some(p) = pace.as_mut() {
                 // This thread's runtime serves only this connection: blocking it is
                 // the point (see `Pace`).
-                p.take(chunk.len());
+                p.take(chunk.len(), stop);
             }
             w.write_all(chunk).map_err(Error::from)
         })
@@ -252,7 +268,12 @@ async fn copy_worker(
         let w = w.finish().map_err(|e| Error::unexpected("cannot finish the compressed artifact").with_source(e))?;
         let a = w.finish()?;
         let (rows, checksum) = (h.rows(), h.checksum);
-        ctx.progress(format!("copied {} ({rows} rows, {} bytes)", rel.display(), a.size));
+        let paced = match rate {
+            Some(r) if r >= 1 << 20 => format!(", paced at {:.1} MB a second", r as f64 / (1u64 << 20) as f64),
+            Some(r) => format!(", paced at {} kB a second", r >> 10),
+            None => String::new(),
+        };
+        ctx.progress(format!("copied {} ({rows} rows, {} bytes{paced})", rel.display(), a.size));
         done.push((
             i,
             TableState { schema: rel.schema.clone(), name: rel.name.clone(), rows, checksum, artifact: name },
@@ -396,8 +417,10 @@ pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Capture
     // `client` keeps the exporting transaction (and so the snapshot) open meanwhile.
     let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let jobs = d.jobs.min(n_tables).max(1);
-    // `max_rate` is for all jobs together: each holds to its share.
-    let rate = d.max_rate.map(|r| (r / jobs as u64).max(1));
+    // `max_rate` is for all jobs together: each holds to its share. Not for a
+    // rollback's safety snapshot: the writers are fenced or stopped by then, and a
+    // slower copy would only keep them out longer.
+    let rate = if ctx.safety { None } else { d.max_rate.map(|r| (r / jobs as u64).max(1)) };
     let workers: Vec<_> = (0..jobs)
         .map(|_| copy_job(d.target.clone(), snapshot.clone(), ctx.clone(), queue.clone(), stop.0.clone(), rate))
         .collect();
@@ -778,7 +801,11 @@ mod tests {
         assert_eq!(p.wait_after(3 << 10, Duration::from_millis(500)), Duration::ZERO);
         let w = p.wait_after(3 << 10, Duration::from_millis(500));
         assert!(w >= Duration::from_millis(5) && w <= Duration::from_millis(6), "{w:?}");
-        // Behind its rate (the server was slow): no wait.
+        // Far behind its rate (the server was slow): no wait, and only `CREDIT` of
+        // the lag is made up at full speed before the rate holds again.
         assert_eq!(p.wait_after(1 << 10, Duration::from_secs(10)), Duration::ZERO);
+        assert_eq!(p.wait_after(100 << 10, Duration::from_secs(10)), Duration::ZERO);
+        let w = p.wait_after(100 << 10, Duration::from_secs(10));
+        assert!(w >= Duration::from_millis(90) && w <= Duration::from_millis(100), "{w:?}");
     }
 }
