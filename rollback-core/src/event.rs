@@ -131,7 +131,7 @@ pub struct Event {
     /// Step action, for step events.
     pub action: Option<StepAction>,
     /// The probe, for a watch's events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub probe: Option<String>,
     /// Step index (0-based) and total.
     pub index: Option<usize>,

@@ -952,7 +952,9 @@ impl<'a> Executor<'a> {
         }
         let r = record_of(&j, Status::Interrupted);
         self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, Status::Interrupted, e))?;
-        self.emit(Event::new(EventKind::Finished, "interrupted; `rollback resume` finishes it"));
+        let mut e = Event::new(EventKind::Finished, "interrupted; `rollback resume` finishes it");
+        e.status = Some(Status::Interrupted.into());
+        self.emit(e);
         Ok(r)
     }
 

@@ -59,6 +59,12 @@ test('a heartbeat that stopped is rolled back; the decision reaches onEvent and 
   const kinds = events.map((e) => e.kind)
   assert.equal(kinds[0], 'watch_started')
   assert.ok(kinds.includes('watch_decision') && kinds.includes('step_started'), kinds.join(','))
+  // A watch's events name their probe in `probe`; `action` is a step's only.
+  const decision = events.find((e) => e.kind === 'watch_decision')
+  assert.deepEqual([decision.probe, decision.action, decision.status], ['bot', null, 'rollback'])
+  const step = events.find((e) => e.kind === 'step_started')
+  assert.equal(step.probe, null)
+  assert.ok(['stop', 'restore', 'start', 'health_gate', 'verify'].includes(step.action), step.action)
 })
 
 test('a dry run decides and changes nothing', async (t) => {

@@ -74,6 +74,12 @@ def test_a_stopped_heartbeat_rolls_back_and_decisions_reach_on_event(tmp_path):
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "watch_started"
     assert "watch_decision" in kinds and "step_started" in kinds, kinds
+    # A watch's events name their probe in `probe`; `action` is a step's only.
+    decision = next(e for e in events if e["kind"] == "watch_decision")
+    assert (decision["probe"], decision["action"], decision["status"]) == ("bot", None, "rollback"), decision
+    step = next(e for e in events if e["kind"] == "step_started")
+    assert step["probe"] is None and step["action"] in ("stop", "restore", "start", "health_gate", "verify")
+    assert events[-1]["kind"] == "watch_finished" and events[-1]["status"] == "rolled_back", events[-1]
 
 
 def test_a_dry_run_decides_and_changes_nothing(tmp_path):

@@ -13,10 +13,12 @@ DecisionName = Literal["fix_forward", "fix_forward_or_rollback", "rollback", "im
 Status = Literal["succeeded", "failed", "compensated", "interrupted"]
 Event = Dict[str, Any]
 """A progress event: kind (`snapshot_started`, `part_captured`, `safety_snapshot`,
-`step_started`, `step_finished`, `progress`, `compensating`...), component, action,
-index, total, status (`ok`/`failed`), message, duration_ms. A watch adds
-`watch_started`, `watch_probe` (action: the probe; status `ok`/`bad`),
-`watch_decision` and `watch_finished`."""
+`step_started`, `step_finished`, `progress`, `compensating`, `finished`...),
+component, action (a step's), probe, index, total, status (`ok`/`failed` for a step;
+the record's status on `finished`), message, duration_ms. A watch adds
+`watch_started`, `watch_probe` (probe: its name; status `ok`/`bad`),
+`watch_decision` (status: the policy's action) and `watch_finished` (status: the
+outcome)."""
 OnEvent = Callable[[Event], Any]
 SnapshotRef = Union["Snapshot", str]
 WatchReport = Dict[str, Any]
