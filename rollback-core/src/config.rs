@@ -314,7 +314,7 @@ fn notify_entry(
         Some(list) => list
             .iter()
             .map(|e| {
-                NotifyOn::parse(e).ok_or_else(|| {
+                e.parse::<NotifyOn>().map_err(|_| {
                     let all: Vec<_> = NotifyOn::ALL.iter().map(|x| x.as_str()).collect();
                     bad(format!("unknown event `{e}` in `on` (events: {})", all.join(", ")))
                 })

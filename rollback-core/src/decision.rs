@@ -63,28 +63,17 @@ impl Decision {
     }
 }
 
-/// What the data looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DataImpact {
-    /// No data affected.
-    #[default]
-    None,
-    /// Data written wrongly.
-    Corruption,
-    /// Data lost.
-    Loss,
-}
-
-impl std::str::FromStr for DataImpact {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "none" => Ok(DataImpact::None),
-            "corruption" => Ok(DataImpact::Corruption),
-            "loss" => Ok(DataImpact::Loss),
-            _ => Err(format!("data impact `{s}` is not one of none, corruption, loss")),
-        }
+crate::names::word_enum! {
+    /// What the data looks like.
+    #[derive(Default)]
+    pub enum DataImpact ("data impact") {
+        /// No data affected.
+        #[default]
+        None = "none",
+        /// Data written wrongly.
+        Corruption = "corruption",
+        /// Data lost.
+        Loss = "loss",
     }
 }
 

@@ -101,6 +101,9 @@ mod tests {
         round_trip(EventStatus::ALL);
         round_trip(crate::watch::PolicyAction::ALL);
         round_trip(crate::watch::WatchOutcome::ALL);
+        round_trip(crate::Action::ALL);
+        round_trip(crate::DataImpact::ALL);
+        round_trip(crate::notify::NotifyOn::ALL);
     }
 
     #[test]

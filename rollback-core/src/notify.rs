@@ -23,50 +23,22 @@ use serde::Serialize;
 use crate::record::Record;
 use crate::secret::Redactor;
 
-/// When a notification is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyOn {
-    /// A rollback or drill began (before anything changes).
-    Started,
-    /// An interrupted rollback is carried on by `resume`.
-    Resumed,
-    /// A step failed and changed components are being put back.
-    Compensating,
-    /// The rollback stopped at a step boundary (Ctrl-C, SIGTERM); `resume` finishes it.
-    Interrupted,
-    /// The rollback or drill ended, whatever its status.
-    Finished,
-    /// A watch decided to notify (or, in a dry run, that it would roll back).
-    Watch,
-}
-
-impl NotifyOn {
-    /// Every event, in the order a rollback sends them.
-    pub const ALL: &'static [NotifyOn] = &[
-        NotifyOn::Started,
-        NotifyOn::Resumed,
-        NotifyOn::Compensating,
-        NotifyOn::Interrupted,
-        NotifyOn::Finished,
-        NotifyOn::Watch,
-    ];
-
-    /// The name in `rollback.toml` and in the payload.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotifyOn::Started => "started",
-            NotifyOn::Resumed => "resumed",
-            NotifyOn::Compensating => "compensating",
-            NotifyOn::Interrupted => "interrupted",
-            NotifyOn::Finished => "finished",
-            NotifyOn::Watch => "watch",
-        }
-    }
-
-    /// Parses a name of [`NotifyOn::as_str`].
-    pub fn parse(s: &str) -> Option<NotifyOn> {
-        NotifyOn::ALL.iter().copied().find(|e| e.as_str() == s)
+crate::names::word_enum! {
+    /// When a notification is sent; `ALL` is in the order a rollback sends them.
+    #[derive(PartialOrd, Ord)]
+    pub enum NotifyOn ("event") {
+        /// A rollback or drill began (before anything changes).
+        Started = "started",
+        /// An interrupted rollback is carried on by `resume`.
+        Resumed = "resumed",
+        /// A step failed and changed components are being put back.
+        Compensating = "compensating",
+        /// The rollback stopped at a step boundary (Ctrl-C, SIGTERM); `resume` finishes it.
+        Interrupted = "interrupted",
+        /// The rollback or drill ended, whatever its status.
+        Finished = "finished",
+        /// A watch decided to notify (or, in a dry run, that it would roll back).
+        Watch = "watch",
     }
 }
 

@@ -82,32 +82,20 @@ impl Scope {
     }
 }
 
-/// What a step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Stop a dependent service.
-    Stop,
-    /// Put the component back to the snapshot.
-    Restore,
-    /// Start a stopped service.
-    Start,
-    /// Wait for health checks.
-    HealthGate,
-    /// Compare with the snapshot.
-    Verify,
-}
-
-impl Action {
-    /// Snake-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Stop => "stop",
-            Action::Restore => "restore",
-            Action::Start => "start",
-            Action::HealthGate => "health_gate",
-            Action::Verify => "verify",
-        }
+crate::names::word_enum! {
+    /// What a step does.
+    #[derive(PartialOrd, Ord)]
+    pub enum Action ("action") {
+        /// Stop a dependent service.
+        Stop = "stop",
+        /// Put the component back to the snapshot.
+        Restore = "restore",
+        /// Start a stopped service.
+        Start = "start",
+        /// Wait for health checks.
+        HealthGate = "health_gate",
+        /// Compare with the snapshot.
+        Verify = "verify",
     }
 }
 

@@ -10,7 +10,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rollback_core as rb;
 
-use crate::{config_error, Abort, EventFn};
+use crate::{to_napi, Abort, EventFn};
 
 fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -43,7 +43,7 @@ impl TryFrom<Symptoms> for rb::Symptoms {
     fn try_from(s: Symptoms) -> Result<Self> {
         let data_impact = match s.data_impact.as_deref() {
             None => rb::DataImpact::None,
-            Some(d) => d.parse().map_err(config_error)?,
+            Some(d) => d.parse().map_err(to_napi)?,
         };
         Ok(rb::Symptoms {
             error_rate: s.error_rate,

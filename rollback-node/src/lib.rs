@@ -22,7 +22,7 @@ pub use convert::*;
 /// Prefix of the reason of every error raised by the core; `index.js` looks for it.
 const ERROR_PREFIX: &str = "ROLLBACK_ERROR:";
 
-fn to_napi(e: rb::Error) -> napi::Error {
+pub(crate) fn to_napi(e: rb::Error) -> napi::Error {
     let info = serde_json::json!({
         "code": e.kind().code(),
         "component": e.component(),

@@ -21,7 +21,7 @@ use rollback_core as rb;
 
 use convert::{Assessment, CheckReport, GcReport, Plan, Record, Snapshot, Verification};
 use errors::{config, to_py};
-use runtime::{wait, Call, Waited};
+use runtime::Call;
 
 /// An id from a `Snapshot`, a `Record` (its rollback id) or a string.
 fn reference(obj: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -95,7 +95,7 @@ fn symptoms(
     data_impact: &str,
     security: bool,
 ) -> PyResult<rb::Symptoms> {
-    let data_impact = data_impact.parse().map_err(|e: String| config(py, e))?;
+    let data_impact = data_impact.parse().map_err(|e| to_py(py, e))?;
     Ok(rb::Symptoms { error_rate, perf_degradation, latency_ms, data_impact, security })
 }
 
@@ -121,19 +121,6 @@ fn assess(
 
 fn ok_or_raise<T>(py: Python<'_>, r: rb::Result<T>) -> PyResult<T> {
     r.map_err(|e| to_py(py, e))
-}
-
-/// Waits for a call that has no step boundary to stop at: Ctrl-C drops it (nothing
-/// is half-written: a snapshot's manifest is written last, a check changes nothing).
-fn run<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = rb::Result<T>> + Send + 'static,
-{
-    match wait(py, fut, None)? {
-        Waited::Done(r) => ok_or_raise(py, r),
-        Waited::Interrupted(signal, _) => Err(signal),
-    }
 }
 
 /// Ctrl-C during a blocking rollback, drill or resume: the call was asked to stop at
@@ -374,7 +361,7 @@ impl Stack {
         let r = reference(snapshot)?;
         let sc = scope(py, level, phases, components)?;
         let s = self.inner.clone();
-        Ok(Plan { inner: run(py, async move { s.dry_run(&r, &sc).await })? })
+        Call::new(async move { s.dry_run(&r, &sc).await }, |inner| Ok(Plan { inner })).wait(py)
     }
 
     /// Past records (rollbacks and drills), oldest first.

@@ -44,7 +44,7 @@ pub fn rt() -> &'static Runtime {
 const SIGNAL_TICK: Duration = Duration::from_millis(100);
 
 /// Outcome of a sync wait.
-pub enum Waited<T> {
+enum Waited<T> {
     /// The call ran to its end.
     Done(rb::Result<T>),
     /// A signal handler raised (Ctrl-C: `KeyboardInterrupt`). With a cancel token, the
@@ -55,7 +55,7 @@ pub enum Waited<T> {
 
 /// Runs `fut` on the runtime with the GIL released, waking every [`SIGNAL_TICK`] to
 /// run Python's signal handlers (they only run on the main thread, with the GIL).
-pub fn wait<T, F>(py: Python<'_>, fut: F, cancel: Option<rb::CancelToken>) -> PyResult<Waited<T>>
+fn wait<T, F>(py: Python<'_>, fut: F, cancel: Option<rb::CancelToken>) -> PyResult<Waited<T>>
 where
     T: Send + 'static,
     F: Future<Output = rb::Result<T>> + Send + 'static,
@@ -126,7 +126,7 @@ impl Drop for CancelOnDrop {
 
 /// An asyncio awaitable for `fut`, run on this module's runtime. `convert` builds
 /// the Python value with the GIL held.
-pub fn awaitable<'py, T, F, O>(
+fn awaitable<'py, T, F, O>(
     py: Python<'py>,
     fut: F,
     cancel: Option<rb::CancelToken>,
