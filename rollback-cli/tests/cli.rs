@@ -837,6 +837,7 @@ fn killed_inside_each_drivers_restore_then_resumed_ends_equal_and_leaves_nothing
         "files-written-aside",
         "file-written-aside",
         "sqlite-written-aside",
+        "sqlite-copied-in-transaction",
     ] {
         let (_t, d) = tmp();
         let (component, failpoint, state): (String, &str, Box<dyn Fn() -> String>) = match case {
@@ -913,12 +914,20 @@ fn killed_inside_each_drivers_restore_then_resumed_ends_equal_and_leaves_nothing
             _ => {
                 let db = d.join("data/app.db");
                 std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-                sqlite_cli(&db, "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);");
+                let wal = case == "sqlite-copied-in-transaction";
+                sqlite_cli(
+                    &db,
+                    &format!(
+                        "PRAGMA journal_mode = {}; CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);",
+                        if wal { "wal" } else { "delete" }
+                    ),
+                );
                 let d2 = d.clone();
                 (
-                    // Without the fence: under it the restore writes in place, one SQLite
-                    // transaction, and writes nothing aside.
-                    "driver = \"sqlite\"\npath = \"data/app.db\"\nfence = false".to_string(),
+                    // `sqlite-written-aside` without the fence: under it the restore writes
+                    // in place, one SQLite transaction, and writes nothing aside. In WAL
+                    // mode that transaction is the fence's, killed before its commit.
+                    format!("driver = \"sqlite\"\npath = \"data/app.db\"\nfence = {wal}"),
                     case,
                     Box::new(move || {
                         format!(

@@ -1,18 +1,27 @@
-//! The write fence: a connection of the rollback's in `locking_mode = EXCLUSIVE`
-//! that takes the database's exclusive lock (`BEGIN EXCLUSIVE; COMMIT`) and keeps it
-//! until the fence is lifted. Every other connection, of any process, then gets
-//! `SQLITE_BUSY` (after its own busy timeout) for a write, which is never
-//! acknowledged, and for a read too: SQLite has no lock that refuses writers and
-//! lets readers of another connection in while one connection rewrites the file.
-//! While it is up, the driver's own capture, discards, restore and comparison go
-//! through that connection; the restore then writes into the file in place (the
-//! backup API into the held connection), whatever `restore` says, so a process that
-//! holds the file open keeps seeing the database it writes to.
+//! The write fence, one of two kinds by the database's journal mode.
+//!
+//! In rollback-journal mode, a connection of the rollback's in `locking_mode =
+//! EXCLUSIVE` takes the database's exclusive lock (`BEGIN EXCLUSIVE; COMMIT`) and
+//! keeps it until the fence is lifted. Every other connection, of any process, then
+//! gets `SQLITE_BUSY` (after its own busy timeout) for a write, which is never
+//! acknowledged, and for a read too: in that mode no lock refuses writers and lets
+//! readers of another connection in while one connection rewrites the file. The
+//! restore writes into the file in place (the backup API into the held connection).
 //!
 //! In WAL mode an open connection keeps a shared lock on the file for as long as it
-//! is open, idle or not, so the exclusive lock cannot be had while another process
-//! holds the database open: there is no fence then, and the record says why, naming
-//! the processes. Stopping them first (`depends_on`) is what fences them.
+//! is open, idle or not, so an exclusive lock cannot be had while an application
+//! holds the database open, which is how most do. There the fence is a write
+//! transaction held open (`BEGIN IMMEDIATE`): it holds the WAL's one write lock, so
+//! other connections' writes get `SQLITE_BUSY` and are never acknowledged, while
+//! their reads go on, seeing the last committed state. The backup API cannot write
+//! into a connection with a transaction open, so the restore is written as SQL into
+//! that transaction (`copy.rs`), committed, and the write lock taken again at once
+//! for the comparison that follows.
+//!
+//! Either way, while the fence is up the driver's own capture, discards, restore and
+//! comparison go through the fence's connection, and the restore writes into the
+//! file in place, whatever `restore` says, so a process that holds the file open
+//! keeps seeing the database it writes to.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,44 +34,68 @@ use crate::error::Result;
 
 /// How long the fence waits for transactions in flight to end.
 const TAKE_WAIT: Duration = Duration::from_secs(10);
-/// The same in WAL mode (see [`take`]).
-const WAL_TAKE_WAIT: Duration = Duration::from_secs(2);
 
-/// Takes the exclusive lock and keeps it: the connection in `locking_mode =
-/// EXCLUSIVE` never lets go of a lock it took until it is set back to normal.
+/// Raises the fence on a connection of its own (see the module's doc) and returns
+/// it: in WAL mode with its write transaction open, otherwise in `locking_mode =
+/// EXCLUSIVE` holding the exclusive lock, which such a connection never lets go of
+/// until it is set back to normal.
+fn take(path: &Path) -> Result<Connection> {
+    let c = open_existing(path)?;
+    c.busy_timeout(Duration::ZERO).map_err(|e| sq(e, "cannot set a busy timeout"))?;
+    // Read under the same wait: a writer's lock keeps even this read out in
+    // rollback-journal mode.
+    let wal =
+        retry(path, || c.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)))?.eq_ignore_ascii_case("wal");
+    if wal {
+        // The restore drops and creates tables in this transaction: SQLite's
+        // `foreign_keys` (on in this build) would cascade or refuse those drops, and
+        // can only be set outside a transaction.
+        c.execute_batch("PRAGMA foreign_keys = OFF").map_err(|e| sq(e, "cannot turn foreign keys off"))?;
+        begin_immediate(&c, path)?;
+    } else {
+        c.execute_batch("PRAGMA locking_mode = EXCLUSIVE").map_err(|e| sq(e, "cannot set the locking mode"))?;
+        retry(path, || c.execute_batch("BEGIN EXCLUSIVE; COMMIT;"))?;
+    }
+    c.busy_timeout(super::BUSY).map_err(|e| sq(e, "cannot set a busy timeout"))?;
+    Ok(c)
+}
+
+/// Opens the write transaction that is the WAL-mode fence.
+pub(super) fn begin_immediate(c: &Connection, path: &Path) -> Result<()> {
+    retry(path, || c.execute_batch("BEGIN IMMEDIATE"))
+}
+
+/// Runs `f` until it does not find the database busy, for up to [`TAKE_WAIT`].
 ///
 /// Tried every millisecond rather than through SQLite's busy handler: that one
 /// sleeps ever longer between tries without holding anything, and a writer that
 /// commits in a loop leaves gaps of microseconds, so it starved for 5 s here.
-fn take(path: &Path) -> Result<Connection> {
-    let c = open_existing(path)?;
-    c.busy_timeout(Duration::ZERO).map_err(|e| sq(e, "cannot set a busy timeout"))?;
-    // In WAL mode a connection left open blocks the lock for as long as it stays
-    // open: waiting long rarely helps, and only delays the record saying so.
-    let wal = c
-        .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
-        .map(|m| m.eq_ignore_ascii_case("wal"))
-        .unwrap_or(false);
-    let wait = if wal { WAL_TAKE_WAIT } else { TAKE_WAIT };
-    c.execute_batch("PRAGMA locking_mode = EXCLUSIVE").map_err(|e| sq(e, "cannot set the locking mode"))?;
+fn retry<T>(path: &Path, f: impl Fn() -> rusqlite::Result<T>) -> Result<T> {
     let t0 = Instant::now();
     loop {
-        match c.execute_batch("BEGIN EXCLUSIVE; COMMIT;") {
-            Ok(()) => break,
-            Err(e) if busy(&e) && t0.elapsed() < wait => std::thread::sleep(Duration::from_millis(1)),
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if busy(&e) && t0.elapsed() < TAKE_WAIT => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => return Err(sq(e, format_args!("cannot lock {}", path.display()))),
         }
     }
-    c.busy_timeout(super::BUSY).map_err(|e| sq(e, "cannot set a busy timeout"))?;
-    Ok(c)
+}
+
+/// Whether `c` is a WAL-mode fence, its write transaction open.
+pub(super) fn in_transaction(c: &Connection) -> bool {
+    !c.is_autocommit()
 }
 
 fn busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
-/// Lets go of the lock: a normal locking mode takes effect at the next access.
+/// Lets go of the lock: a normal locking mode takes effect at the next access, and
+/// a WAL-mode fence's transaction holds nothing of its own (a restore commits).
 fn release(c: Connection) {
+    if in_transaction(&c) {
+        let _ = c.execute_batch("ROLLBACK");
+    }
     let _ = c.execute_batch("PRAGMA locking_mode = NORMAL; SELECT count(*) FROM sqlite_master;");
     drop(c);
 }
@@ -109,14 +142,15 @@ impl SqliteDriver {
             }
             Err((e, pids)) => Ok(FencePlan::Unavailable {
                 reason: format!(
-                    "the database's exclusive lock could not be had ({}){}",
+                    "the database's lock could not be had in {} s ({}){}",
+                    TAKE_WAIT.as_secs(),
                     e.message(),
                     if pids.is_empty() {
                         String::new()
                     } else {
                         format!(
-                            "; held open by {} (in WAL mode an open connection keeps a shared lock): stop it first \
-                             (make it depends_on this component)",
+                            "; held open by {}, whose transaction kept it: stop it first (make it depends_on this \
+                             component)",
                             pids.join(", ")
                         )
                     }
@@ -132,11 +166,20 @@ impl SqliteDriver {
             let c = super::blocking(move || take(&path)).await?;
             *self.held() = Some(c);
         }
-        Ok(format!(
-            "{} locked exclusively (locking_mode = EXCLUSIVE): other connections' writes and reads get SQLITE_BUSY; \
-             the restore writes into the file in place",
-            self.path.display()
-        ))
+        let wal = self.held().as_ref().is_some_and(in_transaction);
+        Ok(if wal {
+            format!(
+                "{}: a write transaction held open (BEGIN IMMEDIATE, WAL mode): other connections' writes get \
+                 SQLITE_BUSY, their reads go on; the restore writes into the file in place through it",
+                self.path.display()
+            )
+        } else {
+            format!(
+                "{} locked exclusively (locking_mode = EXCLUSIVE): other connections' writes and reads get \
+                 SQLITE_BUSY; the restore writes into the file in place",
+                self.path.display()
+            )
+        })
     }
 
     pub(super) async fn lift_write_fence(&self) -> Result<()> {

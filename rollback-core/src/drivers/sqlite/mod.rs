@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod copy;
 mod fence;
 
 use super::blocking;
@@ -49,7 +50,7 @@ pub struct SqliteConfig {
     /// `rename` (default) or `online`.
     #[serde(default)]
     pub restore: RestoreMode,
-    /// Lock other connections out while the database is put back (default true).
+    /// Keep other connections' writes out while the database is put back (default true).
     #[serde(default = "yes")]
     pub fence: bool,
 }
@@ -64,7 +65,7 @@ pub struct SqliteDriver {
     path: PathBuf,
     mode: RestoreMode,
     fence: bool,
-    /// The connection that holds the database's exclusive lock while the fence is up.
+    /// The connection that holds the fence (see `fence.rs`) while it is up.
     fenced: std::sync::Mutex<Option<Connection>>,
 }
 
@@ -201,9 +202,13 @@ fn row_hash(row: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<u64> {
     Ok(u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes")))
 }
 
-/// Reads schema and rows in one read transaction, so the result is one instant.
+/// Reads schema and rows in one read transaction, so the result is one instant (the
+/// WAL-mode fence's own transaction, when `c` is that fence).
 fn read_content(c: &Connection) -> Result<Content> {
-    c.execute_batch("BEGIN").map_err(|e| sq(e, "cannot begin a read transaction"))?;
+    let own = c.is_autocommit();
+    if own {
+        c.execute_batch("BEGIN").map_err(|e| sq(e, "cannot begin a read transaction"))?;
+    }
     let r = (|| -> rusqlite::Result<Content> {
         let mut schema = Vec::new();
         let mut tables = Vec::new();
@@ -235,7 +240,9 @@ fn read_content(c: &Connection) -> Result<Content> {
         }
         Ok(Content { schema, tables: out })
     })();
-    let _ = c.execute_batch("COMMIT");
+    if own {
+        let _ = c.execute_batch("COMMIT");
+    }
     r.map_err(|e| sq(e, "cannot read the database"))
 }
 
@@ -421,6 +428,22 @@ fn check_owner(path: &Path, recorded: Option<Owner>) -> Result<()> {
     r
 }
 
+/// Restores through the fence's connection `c`, in place.
+fn restore_fenced(c: &mut Connection, snap: &Connection, path: &Path) -> Result<()> {
+    if !fence::in_transaction(c) {
+        return backup_all(snap, c);
+    }
+    copy::restore_in_transaction(c, snap)?;
+    c.execute_batch("COMMIT").map_err(|e| sq(e, "cannot commit the restore"))?;
+    // The write lock again at once, for the comparison with the snapshot. A writer
+    // that gets in between writes after the restore: its write is kept, and the
+    // comparison names it.
+    if let Err(e) = fence::begin_immediate(c, path) {
+        tracing::warn!(error = %e, "the restore is committed, but the write lock could not be taken again");
+    }
+    Ok(())
+}
+
 fn restore_online(path: &Path, artifact: &Path) -> Result<()> {
     let src = open_artifact(artifact)?;
     let mut live = open_existing(path)?;
@@ -466,7 +489,17 @@ impl Driver for SqliteDriver {
             });
         }
         let (path, store) = (self.path.clone(), ctx.store.clone());
-        self.on_live(move |c, _| capture_blocking(c, path, store)).await
+        self.on_live(move |c, _| {
+            if fence::in_transaction(c) {
+                // The backup API reads no source with a write transaction open: a
+                // connection of its own reads what is committed, which the fence's
+                // write lock keeps from changing.
+                let reader = open_existing(&path)?;
+                return capture_blocking(&reader, path, store);
+            }
+            capture_blocking(c, path, store)
+        })
+        .await
     }
 
     async fn preflight(&self, _ctx: &Context, part: &Part) -> Result<()> {
@@ -522,7 +555,8 @@ impl Driver for SqliteDriver {
                 // In place, through the connection holding the lock: the fence stays
                 // up, and processes holding the file open see what they write to.
                 let file = ctx.store.check_artifact(&a)?;
-                return self.on_live(move |c, _| backup_all(&open_artifact(&file)?, c)).await;
+                let path = self.path.clone();
+                return self.on_live(move |c, _| restore_fenced(c, &open_artifact(&file)?, &path)).await;
             }
             let file = ctx.store.artifact_path(&a)?;
             let (path, mode) = (self.path.clone(), self.mode);
