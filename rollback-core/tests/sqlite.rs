@@ -523,3 +523,45 @@ async fn wal_restore_through_the_fence_keeps_every_kind_of_object() {
     assert_eq!(rows(&app, "SELECT v FROM migrations"), ["Integer(8)"]);
     assert_eq!(rows(&app, "PRAGMA user_version"), ["Integer(8)"]);
 }
+
+/// An index on a collation only the application defines cannot be created by the
+/// rollback's connection: the restore written through a WAL-mode fence fails as a
+/// whole, naming the collation, and the live database is left exactly as it was.
+#[tokio::test]
+async fn wal_restore_that_fails_midway_keeps_nothing_of_itself() {
+    let (_t, dir) = tmp();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let db = dir.join("data/app.db");
+    const APP: &str = "import sqlite3, sys\n\
+        c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+        c.create_collation('rev', lambda a, b: (a < b) - (a > b))\n\
+        c.executescript(sys.argv[2])\n";
+    let app = |sql: &str| {
+        let o = std::process::Command::new("python3").args(["-c", APP]).arg(&db).arg(sql).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    app("PRAGMA journal_mode = wal; CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);
+         CREATE INDEX t_name ON t (name COLLATE rev); INSERT INTO t VALUES (1, 'a'), (2, 'b');");
+    let s = sqlite_stack(&dir, "");
+    let snap = snap(&s).await;
+    app("INSERT INTO t VALUES (3, 'c'); CREATE TABLE later (v INT);");
+    let before = catalog_dump(&db);
+
+    let rec = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_ne!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    assert!(rec.to_json().contains("no such collation sequence: rev"), "{}", rec.to_json());
+    assert_eq!(catalog_dump(&db), before, "the live database is as it was");
+    // The fence was lifted: the application writes again.
+    app("INSERT INTO t VALUES (4, 'd');");
+}
+
+/// Python's dump of a database, schema and rows.
+fn catalog_dump(db: &Path) -> String {
+    let o = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3, sys\nprint('\\n'.join(sqlite3.connect(sys.argv[1]).iterdump()))"])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
