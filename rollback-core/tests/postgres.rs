@@ -1369,3 +1369,34 @@ async fn dump_round_trips_every_object_kind_and_verify_sees_each_change() {
 async fn fast_round_trips_every_object_kind_and_verify_sees_each_change() {
     every_kind_round_trips("fast").await;
 }
+
+/// A `pg_dump` that never answers `--version` (a wrapper script stuck on a network
+/// mount, say) fails the snapshot after 10 s, naming it, and its whole process group
+/// is ended: nothing of it is left running.
+#[tokio::test]
+async fn a_pg_dump_that_hangs_on_its_version_fails_the_snapshot_and_is_ended() {
+    let db = TestDb::new("hungver").await;
+    let (_t, dir) = tmp();
+    let script = dir.join("stuck-pg_dump");
+    // Its child names the directory too, so both can be looked for in /proc.
+    let body = format!("#!/bin/sh\npython3 -c 'import time; time.sleep(600)' {} &\nwait\n", dir.display());
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = pg_stack(&dir, &db.url(), &format!("strategy = \"dump\"\npg_dump = \"{}\"", script.display()));
+    let e = s.snapshot(SnapshotOptions::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.to_string().contains("--version` did not answer in 10 s"), "{e}");
+    // The script and its child, in one group, are gone.
+    let t0 = std::time::Instant::now();
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))
+                .unwrap_or(false)
+        })
+    };
+    while running() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "the stuck pg_dump is still running");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -95,14 +95,21 @@ fn artifact<'a>(part: &'a Part, name: &str) -> Result<&'a ArtifactRef> {
     part.artifact(name).ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("the snapshot has no artifact `{name}`")))
 }
 
-/// Major version of a `pg_dump` binary (`pg_dump (PostgreSQL) 15.20 ...`).
-async fn pg_dump_major(bin: &str) -> Result<i32> {
-    let out = tokio::process::Command::new(bin).arg("--version").kill_on_drop(true).output().await.map_err(|e| {
-        Error::new(
+/// Major version of a `pg_dump` binary (`pg_dump (PostgreSQL) 15.20 ...`), run as
+/// every program of a step is (its own process group, recorded beside the journal),
+/// and given 10 s: a wrapper script that hangs must not hold the capture forever.
+async fn pg_dump_major(ctx: &Context, bin: &str) -> Result<i32> {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--version");
+    let out = crate::process::output(ctx, cmd, Some(std::time::Duration::from_secs(10))).await.map_err(|e| match e {
+        crate::process::RunError::Spawn(e) | crate::process::RunError::Wait(e) => Error::new(
             ErrorKind::NotFound,
             format!("cannot run `{bin}` (the dump strategy needs PostgreSQL's client tools; install postgresql-client or set `pg_dump`)"),
         )
-        .with_source(e)
+        .with_source(e),
+        crate::process::RunError::Timeout => {
+            Error::new(ErrorKind::Timeout, format!("`{bin} --version` did not answer in 10 s"))
+        }
     })?;
     let s = String::from_utf8_lossy(&out.stdout);
     s.split_whitespace()
@@ -360,7 +367,7 @@ fn check_listed(scope: &Scope, rels: &[Rel], schemas: &[String]) -> Result<()> {
 
 pub(super) async fn capture(d: &PostgresDriver, ctx: &Context) -> Result<Captured> {
     let (client, version) = d.open().await?;
-    let dump_major = pg_dump_major(&d.pg_dump).await?;
+    let dump_major = pg_dump_major(ctx, &d.pg_dump).await?;
     if dump_major != version / 10000 {
         return Err(Error::new(
             ErrorKind::Unsupported,
