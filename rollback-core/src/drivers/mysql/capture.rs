@@ -17,8 +17,8 @@ impl MysqlDriver {
                 .show_create(conn, &self.db, t)
                 .await?
                 .ok_or_else(|| Error::not_found(format!("mysql {}: table {} vanished", self.target, q(t))))?;
-            let (columns, select) = self.stored_columns(conn, t).await?;
-            states.push(TableState { name: t.clone(), create, columns, rows: 0, checksum: None, artifact: None });
+            let (columns, select, json) = self.stored_columns(conn, t).await?;
+            states.push(TableState { name: t.clone(), create, columns, rows: 0, checksum: None, artifact: None, json });
             selects.push(select);
         }
         // One read view for every table: consistent while writers run, and no locks.
@@ -134,11 +134,19 @@ impl MysqlDriver {
                     .await?
                     .ok_or_else(|| Error::not_found(format!("mysql {}: table {} vanished", self.target, q(t))))?;
                 // The copy reads through the binary protocol: no FLOAT text to mind.
-                let (columns, _) = self.stored_columns(conn, t).await?;
+                let (columns, _, json) = self.stored_columns(conn, t).await?;
                 conn.query_drop(format!("CREATE TABLE {} LIKE {}", qt(&schema, t), qt(&self.db, t)))
                     .await
                     .map_err(|e| self.err(&format!("cannot create the copy of {}", q(t)), e))?;
-                states.push(TableState { name: t.clone(), create, columns, rows: 0, checksum: None, artifact: None });
+                states.push(TableState {
+                    name: t.clone(),
+                    create,
+                    columns,
+                    rows: 0,
+                    checksum: None,
+                    artifact: None,
+                    json,
+                });
             }
             // DDL above commits implicitly. Every table is then read in one read view,
             // as `dump` reads it: consistent across tables while writers run, and no
@@ -188,7 +196,7 @@ impl MysqlDriver {
         let ncols = st.columns.len();
         let per = INSERT_ROWS.min(60_000 / ncols.max(1)).max(1);
         let cols = st.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-        let one = format!("({})", vec!["?"; ncols].join(","));
+        let one = value_marks(st);
         let stmt_for = |n: usize| {
             format!("INSERT INTO {} ({cols}) VALUES {}", qt(schema, &st.name), vec![one.as_str(); n].join(","))
         };

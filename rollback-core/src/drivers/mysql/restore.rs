@@ -241,7 +241,7 @@ impl MysqlDriver {
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("mysql snapshot has no `{name}`")))?
             .clone();
         let path = ctx.store.artifact_path(&art)?;
-        let cols = t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        let (targets, set) = load_targets(t);
         let seen: Arc<Mutex<Option<(String, u64)>>> = Arc::default();
         let mut loaded = false;
         if self.load_data {
@@ -273,7 +273,7 @@ impl MysqlDriver {
             conn.set_infile_handler(async move { Ok(stream.boxed()) });
             let load = format!(
                 "LOAD DATA LOCAL INFILE 'rollback' INTO TABLE {} CHARACTER SET binary \
-                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({cols})",
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({targets}){set}",
                 qt(&self.db, tmp)
             );
             match conn.query_drop(load).await {
@@ -312,7 +312,7 @@ impl MysqlDriver {
         let ncols = t.columns.len();
         let per = INSERT_ROWS.min(60_000 / ncols.max(1)).max(1);
         let cols = t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-        let one = format!("({})", vec!["?"; ncols].join(","));
+        let one = value_marks(t);
         let stmt_for =
             |n: usize| format!("INSERT INTO {} ({cols}) VALUES {}", qt(&self.db, tmp), vec![one.as_str(); n].join(","));
         let full = conn.prep(stmt_for(per)).await.map_err(|e| self.err("cannot prepare the INSERT", e))?;
