@@ -432,6 +432,8 @@ const CATALOG: &str = r#"
     CREATE TABLE odd (rowid TEXT, v ANY) STRICT;
     CREATE TABLE prices (sym TEXT, day INT, px REAL, PRIMARY KEY (sym, day)) WITHOUT ROWID;
     CREATE TABLE audit (what TEXT);
+    CREATE TABLE docs (id INTEGER PRIMARY KEY DESC, body TEXT);
+    CREATE VIRTUAL TABLE docs_index USING fts5 (body, content = 'docs');
     CREATE INDEX fills_big ON fills (qty) WHERE qty > 100;
     CREATE INDEX accounts_lower ON accounts (lower(owner));
     CREATE VIEW rich AS SELECT owner, balance FROM accounts WHERE balance > 500;
@@ -447,6 +449,8 @@ const CATALOG: &str = r#"
     INSERT INTO prices VALUES ('ES', 1, 5000.25), ('NQ', 1, 17000.5);
     INSERT INTO search VALUES ('liquidation cascade on ETH'), ('funding rate flip');
     INSERT INTO boxes VALUES (1, 0.0, 10.0), (2, 5.0, 7.5);
+    INSERT INTO docs (rowid, id, body) VALUES (10, 1, 'alpha'), (20, 2, 'beta');
+    INSERT INTO docs_index (docs_index) VALUES ('rebuild');
     ANALYZE;
 "#;
 
@@ -462,6 +466,7 @@ const CATALOG_DEPLOY: &str = r#"
     INSERT INTO prices VALUES ('ES', 2, 5010);
     INSERT INTO search VALUES ('new listing');
     DELETE FROM boxes WHERE id = 2;
+    DELETE FROM docs WHERE id = 1; INSERT INTO docs_index (docs_index) VALUES ('rebuild');
     DROP TRIGGER audit_fills; DROP VIEW rich; DROP INDEX fills_big;
     ALTER TABLE notes ADD COLUMN author TEXT;
     CREATE TABLE migrations (v INT); INSERT INTO migrations VALUES (8);
@@ -478,7 +483,9 @@ print(hashlib.sha256(dump.encode()).hexdigest())
 for q in ['PRAGMA user_version', 'PRAGMA application_id', 'PRAGMA journal_mode',
           'SELECT rowid, body FROM notes', 'SELECT _rowid_, rowid, v FROM odd',
           'SELECT * FROM sqlite_sequence', "SELECT rowid FROM search WHERE search MATCH 'cascade'",
-          'SELECT id FROM boxes WHERE x1 > 8', 'SELECT count(*) > 0 FROM sqlite_stat1']:
+          'SELECT id FROM boxes WHERE x1 > 8', 'SELECT count(*) > 0 FROM sqlite_stat1',
+          'SELECT rowid, id FROM docs', "SELECT rowid FROM docs_index WHERE docs_index MATCH 'beta'",
+          "SELECT count(*) FROM docs_index WHERE docs_index MATCH 'alpha'"]:
     print(q, c.execute(q).fetchall())
 "#;
     let o = std::process::Command::new("python3").args(["-c", ORACLE]).arg(db).output().unwrap();
@@ -564,4 +571,36 @@ fn catalog_dump(db: &Path) -> String {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// What SQL-level copies get wrong, each of which a restore through the WAL-mode
+/// fence once did: TEXT that is not valid UTF-8 (SQLite keeps it; the copy panicked
+/// and the fence was dropped unseen), and an AUTOINCREMENT table the deploy added,
+/// whose `sqlite_sequence` cannot be dropped (the comparison said it "was created
+/// after the snapshot" and the rollback failed).
+#[tokio::test]
+async fn wal_restore_keeps_text_that_is_not_utf8_and_forgets_a_new_sequence() {
+    let (_t, dir) = tmp();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let db = dir.join("data/app.db");
+    let app = open(&db);
+    app.execute_batch(
+        "PRAGMA journal_mode = wal; CREATE TABLE raw (t TEXT);
+         INSERT INTO raw VALUES (CAST(x'ff00fe41' AS TEXT)), ('plain');",
+    )
+    .unwrap();
+    let hex = |c: &Connection| rows(c, "SELECT typeof(t) || ':' || hex(t) FROM raw ORDER BY rowid");
+    let want = hex(&app);
+    assert_eq!(want, ["Text(\"text:FF00FE41\")", "Text(\"text:706C61696E\")"]);
+    let s = sqlite_stack(&dir, "");
+    let snap = snap(&s).await;
+    app.execute_batch(
+        "DELETE FROM raw; CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, v INT);
+         INSERT INTO jobs (v) VALUES (1), (2);",
+    )
+    .unwrap();
+    let rec = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    assert_eq!(hex(&app), want);
+    assert_eq!(rows(&app, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'"), ["Integer(0)"]);
 }

@@ -12,7 +12,6 @@
 //! are recomputed by `ANALYZE` when the snapshot had them. On any error the
 //! savepoint is rolled back, and the live database is as it was.
 
-use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::{ident, sq};
@@ -45,23 +44,21 @@ fn internal(name: &str) -> bool {
     name.len() >= 7 && name[..7].eq_ignore_ascii_case("sqlite_")
 }
 
-/// The columns a copy of `table` writes, and what it reads them as: every stored
-/// column but generated ones, and the rowid when no column is its alias (other
-/// tables, and the application, may hold it).
+/// The columns a copy of `table` writes and reads: every stored column but
+/// generated ones, and first the rowid of a rowid table, under a name no column
+/// has. Always, even where a column looks like its alias: `INTEGER PRIMARY KEY
+/// DESC` is not one, and other tables (an FTS index's content, the application)
+/// may hold rowids. Giving an alias and its column the same value is allowed.
 fn copy_columns(c: &Connection, table: &str, without_rowid: bool) -> rusqlite::Result<Vec<String>> {
-    let mut st = c.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?;
-    let cols: Vec<(String, String, i64, i64)> = st
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut st = c.prepare("SELECT name, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?;
+    let cols: Vec<(String, i64)> =
+        st.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     // hidden: 0 a column, 1 a virtual table's hidden column, 2 and 3 generated.
-    let mut out: Vec<String> = cols.iter().filter(|c| c.3 == 0 || c.3 == 1).map(|c| c.0.clone()).collect();
-    let pks: Vec<_> = cols.iter().filter(|c| c.2 > 0).collect();
-    let alias = pks.len() == 1 && pks[0].1.eq_ignore_ascii_case("INTEGER");
-    if !without_rowid && !alias {
-        if let Some(rid) =
-            ["rowid", "_rowid_", "oid"].into_iter().find(|n| !cols.iter().any(|c| c.0.eq_ignore_ascii_case(n)))
-        {
-            out.insert(0, rid.to_string());
+    let mut out: Vec<String> = cols.iter().filter(|c| c.1 == 0 || c.1 == 1).map(|c| c.0.clone()).collect();
+    if !without_rowid {
+        match ["rowid", "_rowid_", "oid"].into_iter().find(|n| !cols.iter().any(|c| c.0.eq_ignore_ascii_case(n))) {
+            Some(rid) => out.insert(0, rid.to_string()),
+            None => tracing::warn!(table, "columns named rowid, _rowid_ and oid hide the rowid: it is not kept"),
         }
     }
     Ok(out)
@@ -77,13 +74,13 @@ fn copy_rows(live: &Connection, snap: &Connection, table: &str, cols: &[String])
     let mut write = live.prepare(&format!("INSERT INTO main.{} ({list}) VALUES ({marks})", ident(table)))?;
     let mut rows = read.query([])?;
     let mut n = 0;
-    let mut vals: Vec<Value> = Vec::with_capacity(cols.len());
     while let Some(r) = rows.next()? {
-        vals.clear();
-        for i in 0..cols.len() {
-            vals.push(Value::from(r.get_ref(i)?));
-        }
-        write.execute(rusqlite::params_from_iter(vals.iter()))?;
+        // Bound as read: a TEXT value need not be valid UTF-8 in SQLite, and an
+        // owned `Value` would insist that it is.
+        let vals = (0..cols.len())
+            .map(|i| r.get_ref(i).map(rusqlite::types::ToSqlOutput::Borrowed))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        write.execute(rusqlite::params_from_iter(vals))?;
         n += 1;
     }
     Ok(n)

@@ -35,11 +35,30 @@ use crate::error::Result;
 /// How long the fence waits for transactions in flight to end.
 const TAKE_WAIT: Duration = Duration::from_secs(10);
 
+/// Which fence a connection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Rollback-journal mode: the exclusive lock, kept by `locking_mode = EXCLUSIVE`.
+    Exclusive,
+    /// WAL mode: a write transaction held open.
+    Transaction,
+}
+
+/// The fence's connection and its kind. The kind is kept, not read off the
+/// connection: an error that rolls the whole transaction back (I/O, a full disk)
+/// leaves it in autocommit, and it must then be taken again, never taken for the
+/// other kind.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub(super) conn: Connection,
+    pub(super) kind: Kind,
+}
+
 /// Raises the fence on a connection of its own (see the module's doc) and returns
 /// it: in WAL mode with its write transaction open, otherwise in `locking_mode =
 /// EXCLUSIVE` holding the exclusive lock, which such a connection never lets go of
 /// until it is set back to normal.
-fn take(path: &Path) -> Result<Connection> {
+fn take(path: &Path) -> Result<Held> {
     let c = open_existing(path)?;
     c.busy_timeout(Duration::ZERO).map_err(|e| sq(e, "cannot set a busy timeout"))?;
     // Read under the same wait: a writer's lock keeps even this read out in
@@ -50,19 +69,30 @@ fn take(path: &Path) -> Result<Connection> {
         // The restore drops and creates tables in this transaction: SQLite's
         // `foreign_keys` (on in this build) would cascade or refuse those drops, and
         // can only be set outside a transaction.
-        c.execute_batch("PRAGMA foreign_keys = OFF").map_err(|e| sq(e, "cannot turn foreign keys off"))?;
+        // Rows the snapshot holds are put back as they were, also those a CHECK added
+        // since would refuse. And no checkpoint in the restore's COMMIT: it would
+        // run after the write lock is let go and before it is taken again, a gap of
+        // seconds for a large database instead of microseconds (lifting checkpoints).
+        c.execute_batch(
+            "PRAGMA foreign_keys = OFF; PRAGMA ignore_check_constraints = ON; PRAGMA wal_autocheckpoint = 0",
+        )
+        .map_err(|e| sq(e, "cannot set up the fence's connection"))?;
         begin_immediate(&c, path)?;
     } else {
         c.execute_batch("PRAGMA locking_mode = EXCLUSIVE").map_err(|e| sq(e, "cannot set the locking mode"))?;
         retry(path, || c.execute_batch("BEGIN EXCLUSIVE; COMMIT;"))?;
     }
     c.busy_timeout(super::BUSY).map_err(|e| sq(e, "cannot set a busy timeout"))?;
-    Ok(c)
+    Ok(Held { conn: c, kind: if wal { Kind::Transaction } else { Kind::Exclusive } })
 }
 
-/// Opens the write transaction that is the WAL-mode fence.
+/// Opens the write transaction that is the WAL-mode fence, trying every millisecond
+/// (see [`retry`]), with SQLite's own busy handler off meanwhile.
 pub(super) fn begin_immediate(c: &Connection, path: &Path) -> Result<()> {
-    retry(path, || c.execute_batch("BEGIN IMMEDIATE"))
+    c.busy_timeout(Duration::ZERO).map_err(|e| sq(e, "cannot set a busy timeout"))?;
+    let r = retry(path, || c.execute_batch("BEGIN IMMEDIATE"));
+    let _ = c.busy_timeout(super::BUSY);
+    r
 }
 
 /// Runs `f` until it does not find the database busy, for up to [`TAKE_WAIT`].
@@ -81,22 +111,27 @@ fn retry<T>(path: &Path, f: impl Fn() -> rusqlite::Result<T>) -> Result<T> {
     }
 }
 
-/// Whether `c` is a WAL-mode fence, its write transaction open.
-pub(super) fn in_transaction(c: &Connection) -> bool {
-    !c.is_autocommit()
-}
-
 fn busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 /// Lets go of the lock: a normal locking mode takes effect at the next access, and
-/// a WAL-mode fence's transaction holds nothing of its own (a restore commits).
-fn release(c: Connection) {
-    if in_transaction(&c) {
-        let _ = c.execute_batch("ROLLBACK");
+/// a WAL-mode fence's transaction holds nothing of its own (a restore commits). The
+/// WAL a restore filled is then checkpointed without blocking anyone (`PASSIVE`):
+/// the fence's connection had automatic checkpoints off.
+fn release(h: Held) {
+    let c = h.conn;
+    match h.kind {
+        Kind::Transaction => {
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            let _ = c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+        }
+        Kind::Exclusive => {
+            let _ = c.execute_batch("PRAGMA locking_mode = NORMAL; SELECT count(*) FROM sqlite_master;");
+        }
     }
-    let _ = c.execute_batch("PRAGMA locking_mode = NORMAL; SELECT count(*) FROM sqlite_master;");
     drop(c);
 }
 
@@ -166,7 +201,7 @@ impl SqliteDriver {
             let c = super::blocking(move || take(&path)).await?;
             *self.held() = Some(c);
         }
-        let wal = self.held().as_ref().is_some_and(in_transaction);
+        let wal = self.held().as_ref().is_some_and(|h| h.kind == Kind::Transaction);
         Ok(if wal {
             format!(
                 "{}: a write transaction held open (BEGIN IMMEDIATE, WAL mode): other connections' writes get \
@@ -194,33 +229,36 @@ impl SqliteDriver {
         Ok(())
     }
 
-    pub(super) fn held(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+    pub(super) fn held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
         self.fenced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on the live database on a blocking thread: through the fence's
-    /// connection while it is up (`true`), otherwise on a connection of its own.
+    /// connection while it is up (with its kind), otherwise on a connection of its
+    /// own (`None`). The fence's connection goes back even when `f` panics: dropped,
+    /// it would lift the fence unseen.
     pub(super) async fn on_live<T, F>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(&mut Connection, bool) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Connection, Option<Kind>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let held = self.held().take();
         let path = self.path.clone();
         let (back, r) = super::blocking(move || match held {
-            Some(mut c) => {
-                let r = f(&mut c, true);
-                Ok((Some(c), r))
+            Some(mut h) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut h.conn, Some(h.kind))))
+                    .unwrap_or_else(|_| Err(crate::error::Error::unexpected("the SQLite work panicked")));
+                Ok((Some(h), r))
             }
             None => {
                 let mut c = open_existing(&path)?;
-                let r = f(&mut c, false);
+                let r = f(&mut c, None);
                 Ok((None, r))
             }
         })
         .await?;
-        if let Some(c) = back {
-            *self.held() = Some(c);
+        if let Some(h) = back {
+            *self.held() = Some(h);
         }
         r
     }

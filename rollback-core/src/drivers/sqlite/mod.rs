@@ -66,7 +66,7 @@ pub struct SqliteDriver {
     mode: RestoreMode,
     fence: bool,
     /// The connection that holds the fence (see `fence.rs`) while it is up.
-    fenced: std::sync::Mutex<Option<Connection>>,
+    fenced: std::sync::Mutex<Option<fence::Held>>,
 }
 
 pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
@@ -236,6 +236,11 @@ fn read_content(c: &Connection) -> Result<Content> {
                 hashes.push(row_hash(r, n)?);
             }
             hashes.sort_unstable();
+            // An empty `sqlite_sequence` is no content: it cannot be dropped, so a
+            // restore through SQL leaves one behind that the snapshot never had.
+            if t == "sqlite_sequence" && hashes.is_empty() {
+                continue;
+            }
             out.insert(t, hashes);
         }
         Ok(Content { schema, tables: out })
@@ -429,15 +434,31 @@ fn check_owner(path: &Path, recorded: Option<Owner>) -> Result<()> {
 }
 
 /// Restores through the fence's connection `c`, in place.
-fn restore_fenced(c: &mut Connection, snap: &Connection, path: &Path) -> Result<()> {
-    if !fence::in_transaction(c) {
+fn restore_fenced(c: &mut Connection, kind: fence::Kind, snap: &Connection, path: &Path) -> Result<()> {
+    if kind == fence::Kind::Exclusive {
         return backup_all(snap, c);
     }
-    copy::restore_in_transaction(c, snap)?;
+    // An error that rolled back the whole transaction (I/O, a full disk) took the
+    // write lock with it: taken again before anything is written, or no restore.
+    if c.is_autocommit() {
+        fence::begin_immediate(c, path).map_err(|e| {
+            Error::new(e.kind(), format!("the fence's write transaction was lost and cannot be taken again: {e}"))
+        })?;
+    }
+    let r = copy::restore_in_transaction(c, snap);
+    if let Err(e) = r {
+        if c.is_autocommit() {
+            if let Err(again) = fence::begin_immediate(c, path) {
+                tracing::warn!(error = %again, "the failed restore ended the fence's transaction; it cannot be taken again");
+            }
+        }
+        return Err(e);
+    }
     c.execute_batch("COMMIT").map_err(|e| sq(e, "cannot commit the restore"))?;
-    // The write lock again at once, for the comparison with the snapshot. A writer
-    // that gets in between writes after the restore: its write is kept, and the
-    // comparison names it.
+    // The write lock again at once, for the comparison with the snapshot (the
+    // connection's automatic checkpoint is off, so the commit returns at once). A
+    // writer that gets in between writes after the restore: its write is kept, and
+    // the comparison names it.
     if let Err(e) = fence::begin_immediate(c, path) {
         tracing::warn!(error = %e, "the restore is committed, but the write lock could not be taken again");
     }
@@ -489,8 +510,8 @@ impl Driver for SqliteDriver {
             });
         }
         let (path, store) = (self.path.clone(), ctx.store.clone());
-        self.on_live(move |c, _| {
-            if fence::in_transaction(c) {
+        self.on_live(move |c, kind| {
+            if kind == Some(fence::Kind::Transaction) {
                 // The backup API reads no source with a write transaction open: a
                 // connection of its own reads what is committed, which the fence's
                 // write lock keeps from changing.
@@ -556,7 +577,13 @@ impl Driver for SqliteDriver {
                 // up, and processes holding the file open see what they write to.
                 let file = ctx.store.check_artifact(&a)?;
                 let path = self.path.clone();
-                return self.on_live(move |c, _| restore_fenced(c, &open_artifact(&file)?, &path)).await;
+                return self
+                    .on_live(move |c, kind| match kind {
+                        Some(kind) => restore_fenced(c, kind, &open_artifact(&file)?, &path),
+                        // Lifted meanwhile: in place all the same, through SQLite's locking.
+                        None => backup_all(&open_artifact(&file)?, c),
+                    })
+                    .await;
             }
             let file = ctx.store.artifact_path(&a)?;
             let (path, mode) = (self.path.clone(), self.mode);
@@ -595,6 +622,8 @@ impl Driver for SqliteDriver {
             }
             for (t, sum) in &st.tables {
                 match now.tables.get(t) {
+                    // Recorded empty by earlier builds (see `read_content`).
+                    None if t == "sqlite_sequence" && sum.rows == 0 => {}
                     None => diffs.push(format!("table {t} is missing")),
                     Some(h) if checksum(h) != sum.checksum => diffs.push(format!(
                         "table {t}: content differs ({} rows now, {} in the snapshot)",
