@@ -64,16 +64,15 @@ fn copy_columns(c: &Connection, table: &str, without_rowid: bool) -> rusqlite::R
     Ok(out)
 }
 
-fn copy_rows(live: &Connection, snap: &Connection, table: &str, cols: &[String]) -> rusqlite::Result<u64> {
+fn copy_rows(live: &Connection, snap: &Connection, table: &str, cols: &[String]) -> rusqlite::Result<()> {
     if cols.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let mut read = snap.prepare(&format!("SELECT {list} FROM main.{}", ident(table)))?;
     let marks = vec!["?"; cols.len()].join(", ");
     let mut write = live.prepare(&format!("INSERT INTO main.{} ({list}) VALUES ({marks})", ident(table)))?;
     let mut rows = read.query([])?;
-    let mut n = 0;
     while let Some(r) = rows.next()? {
         // Bound as read: a TEXT value need not be valid UTF-8 in SQLite, and an
         // owned `Value` would insist that it is.
@@ -81,9 +80,8 @@ fn copy_rows(live: &Connection, snap: &Connection, table: &str, cols: &[String])
             .map(|i| r.get_ref(i).map(rusqlite::types::ToSqlOutput::Borrowed))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         write.execute(rusqlite::params_from_iter(vals))?;
-        n += 1;
     }
-    Ok(n)
+    Ok(())
 }
 
 fn drop_everything(live: &Connection) -> rusqlite::Result<()> {
@@ -91,16 +89,12 @@ fn drop_everything(live: &Connection) -> rusqlite::Result<()> {
     for o in objs.iter().filter(|o| o.ty == "view" || o.ty == "trigger") {
         live.execute_batch(&format!("DROP {} IF EXISTS main.{}", o.ty.to_uppercase(), ident(&o.name)))?;
     }
-    // A virtual table first: dropping it drops its shadow tables.
-    let kinds = table_kinds(live)?;
-    for (name, _, _) in kinds.iter().filter(|k| k.1 == "virtual") {
+    // Virtual tables first: dropping one drops its shadow tables. Then the rest,
+    // shadow tables whose virtual table is gone (its module missing, say) too.
+    for (name, _, _) in table_kinds(live)?.iter().filter(|k| k.1 == "virtual") {
         live.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", ident(name)))?;
     }
-    for (name, _, _) in table_kinds(live)?.iter().filter(|k| k.1 == "table" && !internal(&k.0)) {
-        live.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", ident(name)))?;
-    }
-    // Shadow tables whose virtual table is gone (its module missing, say).
-    for (name, _, _) in table_kinds(live)?.iter().filter(|k| k.1 == "shadow") {
+    for (name, _, _) in table_kinds(live)?.iter().filter(|k| (k.1 == "table" || k.1 == "shadow") && !internal(&k.0)) {
         live.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", ident(name)))?;
     }
     Ok(())
@@ -158,7 +152,7 @@ fn copy_all(live: &Connection, snap: &Connection) -> rusqlite::Result<()> {
     for o in objs.iter().filter(|o| matches!(o.ty.as_str(), "index" | "view" | "trigger") && !internal(&o.name)) {
         if let Some(sql) = &o.sql {
             // An index a virtual table's module made with its shadow tables is there.
-            if !(o.ty == "index" && exists(live, &o.name)? && matches!(kind(&o.table), Some(("shadow", _)))) {
+            if !(o.ty == "index" && matches!(kind(&o.table), Some(("shadow", _))) && exists(live, &o.name)?) {
                 live.execute_batch(sql)?;
             }
         }

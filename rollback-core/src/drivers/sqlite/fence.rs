@@ -60,11 +60,10 @@ pub(super) struct Held {
 /// until it is set back to normal.
 fn take(path: &Path) -> Result<Held> {
     let c = open_existing(path)?;
-    c.busy_timeout(Duration::ZERO).map_err(|e| sq(e, "cannot set a busy timeout"))?;
     // Read under the same wait: a writer's lock keeps even this read out in
     // rollback-journal mode.
-    let wal =
-        retry(path, || c.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)))?.eq_ignore_ascii_case("wal");
+    let wal = retry(&c, path, |c| c.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)))?
+        .eq_ignore_ascii_case("wal");
     if wal {
         // The restore drops and creates tables in this transaction: SQLite's
         // `foreign_keys` (on in this build) would cascade or refuse those drops, and
@@ -80,35 +79,34 @@ fn take(path: &Path) -> Result<Held> {
         begin_immediate(&c, path)?;
     } else {
         c.execute_batch("PRAGMA locking_mode = EXCLUSIVE").map_err(|e| sq(e, "cannot set the locking mode"))?;
-        retry(path, || c.execute_batch("BEGIN EXCLUSIVE; COMMIT;"))?;
+        retry(&c, path, |c| c.execute_batch("BEGIN EXCLUSIVE; COMMIT;"))?;
     }
-    c.busy_timeout(super::BUSY).map_err(|e| sq(e, "cannot set a busy timeout"))?;
     Ok(Held { conn: c, kind: if wal { Kind::Transaction } else { Kind::Exclusive } })
 }
 
-/// Opens the write transaction that is the WAL-mode fence, trying every millisecond
-/// (see [`retry`]), with SQLite's own busy handler off meanwhile.
+/// Opens the write transaction that is the WAL-mode fence (see [`retry`]).
 pub(super) fn begin_immediate(c: &Connection, path: &Path) -> Result<()> {
-    c.busy_timeout(Duration::ZERO).map_err(|e| sq(e, "cannot set a busy timeout"))?;
-    let r = retry(path, || c.execute_batch("BEGIN IMMEDIATE"));
-    let _ = c.busy_timeout(super::BUSY);
-    r
+    retry(c, path, |c| c.execute_batch("BEGIN IMMEDIATE"))
 }
 
-/// Runs `f` until it does not find the database busy, for up to [`TAKE_WAIT`].
+/// Runs `f` on `c` until it does not find the database busy, for up to
+/// [`TAKE_WAIT`], with `c`'s own busy handler off meanwhile.
 ///
 /// Tried every millisecond rather than through SQLite's busy handler: that one
 /// sleeps ever longer between tries without holding anything, and a writer that
 /// commits in a loop leaves gaps of microseconds, so it starved for 5 s here.
-fn retry<T>(path: &Path, f: impl Fn() -> rusqlite::Result<T>) -> Result<T> {
+fn retry<T>(c: &Connection, path: &Path, f: impl Fn(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    c.busy_timeout(Duration::ZERO).map_err(|e| sq(e, "cannot set a busy timeout"))?;
     let t0 = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
+    let r = loop {
+        match f(c) {
+            Ok(v) => break Ok(v),
             Err(e) if busy(&e) && t0.elapsed() < TAKE_WAIT => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => return Err(sq(e, format_args!("cannot lock {}", path.display()))),
+            Err(e) => break Err(sq(e, format_args!("cannot lock {}", path.display()))),
         }
-    }
+    };
+    c.busy_timeout(super::BUSY).map_err(|e| sq(e, "cannot set a busy timeout"))?;
+    r
 }
 
 fn busy(e: &rusqlite::Error) -> bool {

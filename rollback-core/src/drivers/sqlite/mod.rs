@@ -445,24 +445,19 @@ fn restore_fenced(c: &mut Connection, kind: fence::Kind, snap: &Connection, path
             Error::new(e.kind(), format!("the fence's write transaction was lost and cannot be taken again: {e}"))
         })?;
     }
-    let r = copy::restore_in_transaction(c, snap);
-    if let Err(e) = r {
-        if c.is_autocommit() {
-            if let Err(again) = fence::begin_immediate(c, path) {
-                tracing::warn!(error = %again, "the failed restore ended the fence's transaction; it cannot be taken again");
-            }
-        }
-        return Err(e);
-    }
-    c.execute_batch("COMMIT").map_err(|e| sq(e, "cannot commit the restore"))?;
-    // The write lock again at once, for the comparison with the snapshot (the
-    // connection's automatic checkpoint is off, so the commit returns at once). A
+    let r = copy::restore_in_transaction(c, snap)
+        .and_then(|()| c.execute_batch("COMMIT").map_err(|e| sq(e, "cannot commit the restore")));
+    // After the commit, or an error that ended the whole transaction: the write lock
+    // again at once, for the comparison with the snapshot or a compensation (the
+    // connection's automatic checkpoint is off, so a commit returns at once). A
     // writer that gets in between writes after the restore: its write is kept, and
     // the comparison names it.
-    if let Err(e) = fence::begin_immediate(c, path) {
-        tracing::warn!(error = %e, "the restore is committed, but the write lock could not be taken again");
+    if c.is_autocommit() {
+        if let Err(e) = fence::begin_immediate(c, path) {
+            tracing::warn!(error = %e, "the fence's write lock could not be taken again after the restore");
+        }
     }
-    Ok(())
+    r
 }
 
 fn restore_online(path: &Path, artifact: &Path) -> Result<()> {
