@@ -496,6 +496,15 @@ impl StackConfig {
                         .0,
                 ),
             };
+            // A step that may take no time at all fails every run, yet `check` would
+            // pass it: refuse it where the key is read.
+            if timeout.is_some_and(|t| t.is_zero()) {
+                return Err(Error::config(format!(
+                    "{}: component `{name}`: key `timeout`: must be more than 0 (every step would time out at once)",
+                    at("timeout")
+                ))
+                .with_component(name.clone()));
+            }
             for k in COMMON_KEYS {
                 lines.remove(*k);
             }
@@ -766,6 +775,8 @@ health = [{ tcp = "127.0.0.1:5432" }]
             (comp("timeout = -1"), "`timeout`"),
             (comp("timeout = \"1e300\""), "`timeout`"),
             (comp("timeout = \"100000000y\""), "`timeout`"),
+            (comp("timeout = \"0s\""), "`timeout`"),
+            (comp("timeout = 0"), "`timeout`"),
             (comp("health = [{ tcp = \"127.0.0.1:1\", timeout = -1 }]"), "`health`"),
             (comp("health = [{ tcp = \"127.0.0.1:1\", timeout = 1e19 }]"), "`health`"),
             (comp("health = [{ tcp = \"127.0.0.1:1\", interval = 1e300 }]"), "`health`"),
