@@ -398,8 +398,21 @@ async fn run(cli: Cli, out: Out) -> Result<u8, Error> {
                 }
                 return Ok(0);
             }
+            let mut snapshot = snapshot;
             if !yes && std::io::stdin().is_terminal() && !out.json {
-                let plan = stack.plan(&snapshot, &scope).await?;
+                // The person confirms the snapshot by its id: a prefix they typed (even
+                // one the core would refuse as too short) is shown resolved.
+                let snap = stack.resolve(&snapshot)?;
+                let plan = stack.plan(&snap.id, &scope).await?;
+                if snap.id != snapshot {
+                    eprintln!(
+                        "`{snapshot}` is snapshot {}{}, taken {}.",
+                        snap.id,
+                        snap.label.as_deref().map(|l| format!(" (\"{l}\")")).unwrap_or_default(),
+                        snap.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+                snapshot = snap.id;
                 eprint!("{}Roll back now? [y/N] ", plan.render());
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line).ok();

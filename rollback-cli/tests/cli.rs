@@ -232,6 +232,15 @@ fn exit_codes_and_json() {
         text(&o)
     );
     assert_eq!(code(&run(&d, &["verify", &snap])), 1);
+    // A bare year (or any prefix that stops within the date) picks a snapshot by
+    // accident: refused, naming the snapshot it would have picked; nothing changes.
+    for short in [&snap[..4], &snap[..8]] {
+        let o = run(&d, &["rollback", short, "--yes"]);
+        assert_eq!(code(&o), 2, "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&snap) && err.contains("only part of a date"), "{}", text(&o));
+        assert_eq!(code(&run(&d, &["verify", &snap])), 1);
+    }
     let h = run(&d, &["--json", "history"]);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&h.stdout).unwrap(), serde_json::json!([]), "{}", text(&h));
 

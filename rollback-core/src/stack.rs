@@ -363,6 +363,25 @@ impl Stack {
         self.inner.store.resolve_snapshot(reference)
     }
 
+    /// Resolves the target of a rollback. Like [`Stack::resolve`], but a prefix that
+    /// does not reach past the date of the id (`2026`, `20261207`) is refused, naming
+    /// the snapshot it would have picked: such a prefix picks a snapshot by accident
+    /// (a bare year that happens to match one id), and the rollback changes the stack.
+    /// Callers that asked a person to confirm the snapshot pass its full id.
+    pub fn resolve_target(&self, reference: &str) -> Result<SnapshotManifest> {
+        let snap = self.resolve(reference)?;
+        if reference != snap.id && is_date_prefix(reference) {
+            return Err(Error::config(format!(
+                "`{reference}` is only part of a date; it matches snapshot {} ({}taken {}). Give its id, or a \
+                 prefix longer than its date",
+                snap.id,
+                snap.label.as_deref().map(|l| format!("\"{l}\", ")).unwrap_or_default(),
+                snap.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )));
+        }
+        Ok(snap)
+    }
+
     /// The plan of a rollback to `snapshot` for `scope`; changes nothing.
     pub async fn plan(&self, snapshot: &str, scope: &Scope) -> Result<Plan> {
         let snap = self.resolve(snapshot)?;
@@ -411,8 +430,8 @@ impl Stack {
 
     /// Runs preflight for a rollback without changing anything (`--dry-run`).
     pub async fn dry_run(&self, snapshot: &str, scope: &Scope) -> Result<Plan> {
-        let plan = self.plan(snapshot, scope).await?;
-        let snap = self.resolve(snapshot)?;
+        let snap = self.resolve_target(snapshot)?;
+        let plan = self.plan(&snap.id, scope).await?;
         let _lock = self.inner.store.lock_patiently(false).await?;
         Executor::new(self, None, Default::default()).preflight(&snap, &plan).await.map_err(|e| self.redact(e))?;
         Ok(plan)
@@ -428,7 +447,7 @@ impl Stack {
     async fn rollback_kind(&self, snapshot: &str, opts: RollbackOptions, kind: RecordKind) -> Result<Record> {
         refuse_cancelled(&opts.cancel)?;
         let _lock = self.lock_exclusive().await?;
-        let snap = self.resolve(snapshot)?;
+        let snap = self.resolve_target(snapshot)?;
         self.run_locked(&snap, opts, kind, None).await
     }
 
@@ -797,6 +816,12 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+/// Whether a snapshot reference is a prefix that stops within the date of an id
+/// (`YYYYMMDD`, the first 8 characters of `20261207T165410123Z-1a2b3c`).
+fn is_date_prefix(reference: &str) -> bool {
+    reference.len() <= 8 && reference.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A call cancelled before it starts changes nothing: no lock, no safety snapshot,

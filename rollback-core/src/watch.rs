@@ -640,7 +640,7 @@ impl Stack {
             .clone()
             .ok_or_else(|| Error::config("no [watch] table in the config: add one with [[watch.probe]] entries"))?;
         let snapshot = opts.snapshot.clone().unwrap_or_else(|| "last-good".into());
-        let snap = self.resolve(&snapshot)?;
+        let snap = self.resolve_target(&snapshot)?;
         self.build_plan(&snap, &opts.scope)?;
         // A watch that could not roll back when it decides to is no watch: say so now.
         if let Some(j) = crate::exec::unfinished_journals(self)?.into_iter().next() {
