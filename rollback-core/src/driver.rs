@@ -150,9 +150,23 @@ pub struct Discard {
     pub changes: u64,
     /// Unit of `changes`.
     pub unit: String,
-    /// Whether the safety snapshot keeps it so it can be read back.
+    /// Whether it is kept so it can be read back: by the safety snapshot, or by the
+    /// driver itself elsewhere (git's stash), as `target` then says.
     #[serde(default)]
     pub kept_in_safety_snapshot: bool,
+    /// Whether a safety snapshot can keep it. False for what no capture holds (a
+    /// socket or FIFO a restore removes): the executor then never marks it kept, and
+    /// the record says data was lost.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub keepable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Discard {
@@ -358,6 +372,7 @@ mod tests {
             changes,
             unit: unit.into(),
             kept_in_safety_snapshot: false,
+            keepable: true,
         }
         .amount()
     }

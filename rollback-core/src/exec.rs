@@ -404,8 +404,12 @@ impl<'a> Executor<'a> {
         } else {
             None
         };
+        if safety_snapshot_id.is_none() {
+            discards.extend(self.unkept_states(j, snap).await);
+        }
+        // A driver may keep what it discards itself (git's stash): only ever more kept.
         for d in &mut discards {
-            d.kept_in_safety_snapshot = safety_snapshot_id.is_some();
+            d.kept_in_safety_snapshot |= safety_snapshot_id.is_some() && d.keepable;
         }
         j.plan.discards = discards.clone();
         j.discarded = discards;
@@ -431,6 +435,49 @@ impl<'a> Executor<'a> {
         j.prepared = true;
         crate::failpoint::hit("safety-taken");
         Ok(())
+    }
+
+    /// Without a safety snapshot, what the restore throws away of components whose
+    /// drivers cannot say it themselves (a service's state kept by a `command`, a
+    /// container, a pm2 process): their current state, when it differs from the
+    /// snapshot. Nothing keeps it, so the record must name it.
+    async fn unkept_states(&self, j: &Journal, snap: &SnapshotManifest) -> Vec<Discard> {
+        let mut out = Vec::new();
+        for name in &j.plan.components {
+            let Ok(d) = self.stack.driver(name) else { continue };
+            if d.capability().discard_report {
+                continue;
+            }
+            let redactor = &self.stack.config().redactor;
+            let (target, changes, unit) = match d.verify(&self.ctx(name, &snap.id), snap.part_of(name)).await {
+                Ok(drift) if drift.ok => continue,
+                Ok(drift) => {
+                    let mut shown: Vec<String> = drift.differences.iter().take(3).map(|x| redactor.redact(x)).collect();
+                    if drift.differences.len() > 3 {
+                        shown.push(format!("and {} more", drift.differences.len() - 3));
+                    }
+                    (
+                        format!("its state before the rollback ({})", shown.join("; ")),
+                        drift.differences.len().max(1) as u64,
+                        "differences from the snapshot",
+                    )
+                }
+                Err(e) => (
+                    format!("its state before the rollback (could not be compared: {})", e.redacted(redactor)),
+                    1,
+                    "states not compared",
+                ),
+            };
+            out.push(Discard {
+                component: name.clone(),
+                target,
+                changes,
+                unit: unit.into(),
+                kept_in_safety_snapshot: false,
+                keepable: true,
+            });
+        }
+        out
     }
 
     /// Raises the write fence of each of `names` whose driver has one, journaling what
@@ -825,19 +872,23 @@ impl<'a> Executor<'a> {
     }
 
     /// Puts every touched component back from the safety snapshot.
-    async fn compensate(&self, j: &mut Journal, _snap: &SnapshotManifest) -> Result<Status> {
+    async fn compensate(&self, j: &mut Journal, snap: &SnapshotManifest) -> Result<Status> {
         self.emit(Event::new(EventKind::Compensating, "a step failed; putting changed components back"));
         self.notify(NotifyOn::Compensating, j);
         let Some(safety_id) = j.safety_snapshot_id.clone() else {
             j.notes.push("no safety snapshot: changed components could not be put back".into());
-            self.start_stopped(j, _snap).await;
+            self.start_stopped(j, snap).await;
             return Ok(Status::Failed);
         };
         let safety = self.stack.store().load_snapshot(&safety_id)?;
-        // Undo in the reverse order of the restores.
-        for c in j.touched.clone().into_iter().rev() {
+        // What a component depends on is put back before it (an upstream file before
+        // the reload that reads it); components with no dependency between them are
+        // undone in the reverse order of their restores.
+        let mut undo: Vec<String> = j.touched.clone();
+        undo.reverse();
+        for c in crate::plan::dependencies_first(&undo, self.stack.config()) {
             let Some(part) = safety.part(&c) else { continue };
-            if let Err(e) = self.fence_for_compensation(j, &c, &safety).await {
+            if let Err(e) = self.fence_for_compensation(j, &c, &safety, snap).await {
                 j.notes.push(format!(
                     "`{c}` was put back without a write fence ({}): a write made while it was being put back may be \
                      lost",
@@ -892,7 +943,7 @@ impl<'a> Executor<'a> {
             let _ = self.save(j);
             crate::failpoint::hit("compensated-one");
         }
-        self.start_stopped(j, _snap).await;
+        self.start_stopped(j, snap).await;
         // From the journal, not a local flag: a resumed compensation must remember
         // the failures before the crash.
         let all_ok = j.done.iter().filter(|s| s.action == StepAction::Compensate).all(|s| s.status == StepStatus::Ok);
@@ -902,7 +953,13 @@ impl<'a> Executor<'a> {
     /// Before a component whose fence was lifted after its restore is put back from
     /// the safety snapshot: fences it again, and keeps in a snapshot of its own what
     /// its clients wrote since, which putting it back throws away.
-    async fn fence_for_compensation(&self, j: &mut Journal, c: &str, safety: &SnapshotManifest) -> Result<()> {
+    async fn fence_for_compensation(
+        &self,
+        j: &mut Journal,
+        c: &str,
+        safety: &SnapshotManifest,
+        snap: &SnapshotManifest,
+    ) -> Result<()> {
         let driver = self.stack.driver(c)?;
         if !driver.capability().fence || j.fences.contains_key(c) {
             return Ok(());
@@ -914,8 +971,11 @@ impl<'a> Executor<'a> {
         if !driver.capability().discard_report {
             return Ok(());
         }
-        let part = safety.part_of(c);
-        let mut discards = driver.discards(&self.ctx(c, &safety.id), part).await?;
+        // Its fence was lifted only after a restore that succeeded, so it held the
+        // snapshot's state then: what differs from the snapshot now is what its
+        // clients wrote since. (Against the safety snapshot, the count would also
+        // hold what the restore itself changed.)
+        let mut discards = driver.discards(&self.ctx(c, &snap.id), snap.part_of(c)).await?;
         if discards.iter().all(|d| d.changes == 0) {
             return Ok(());
         }
@@ -1053,8 +1113,12 @@ fn or_none<S: AsRef<str>>(names: &[S]) -> String {
 pub(crate) fn record_of(j: &Journal, status: Status) -> Record {
     let completion_time = Utc::now();
     let duration_ms = (completion_time - j.start_time).num_milliseconds().max(0) as u64;
-    let data_loss =
-        j.discarded.iter().any(|d| !d.kept_in_safety_snapshot && d.changes > 0) && status != Status::Compensated;
+    // A compensated rollback puts the state before it back, so what it would have
+    // discarded is back in place, unless no snapshot could hold it.
+    let data_loss = j
+        .discarded
+        .iter()
+        .any(|d| !d.kept_in_safety_snapshot && d.changes > 0 && (status != Status::Compensated || !d.keepable));
     let error = match &j.stage {
         Stage::Compensating { error, .. } => Some(error.clone()),
         _ => j.done.iter().find(|s| s.status == StepStatus::Failed).and_then(|s| s.error.clone()),

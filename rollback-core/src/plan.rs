@@ -223,6 +223,34 @@ pub(crate) fn dedup<T: Clone + PartialEq>(items: &[T]) -> Vec<T> {
     out
 }
 
+/// `names` reordered so that each comes after every name it depends on (directly or
+/// through components outside `names`); otherwise in their given order.
+pub(crate) fn dependencies_first(names: &[String], cfg: &StackConfig) -> Vec<String> {
+    fn deps_of(n: &str, cfg: &StackConfig, out: &mut BTreeSet<String>) {
+        for d in cfg.component(n).map(|c| c.depends_on.clone()).unwrap_or_default() {
+            // The config refuses cycles; `insert` also stops one here.
+            if out.insert(d.clone()) {
+                deps_of(&d, cfg, out);
+            }
+        }
+    }
+    let deps: BTreeMap<&str, BTreeSet<String>> = names
+        .iter()
+        .map(|n| {
+            let mut s = BTreeSet::new();
+            deps_of(n, cfg, &mut s);
+            (n.as_str(), s)
+        })
+        .collect();
+    let mut left: Vec<String> = dedup(names);
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let i = left.iter().position(|n| !left.iter().any(|m| deps[n.as_str()].contains(m))).unwrap_or(0);
+        out.push(left.remove(i));
+    }
+    out
+}
+
 /// The components a scope selects from a snapshot, validated.
 pub(crate) fn select(scope: &Scope, snap: &SnapshotManifest, cfg: &StackConfig) -> Result<Vec<String>> {
     let names: Vec<String> = match scope {

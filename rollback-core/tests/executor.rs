@@ -663,7 +663,7 @@ phase = 2
 depends_on = ["db"]
 capture = ["true"]
 restore = ["true"]
-stop = ["sh", "-c", "sleep 0.3; rm -f writer.stopped; kill $(cat writer.pid) || exit 1; for i in $(seq 1000); do [ -e writer.stopped ] && exit 0; sleep 0.01; done; echo 'writer did not stop' >&2; exit 1"]
+stop = ["sh", "-c", "sleep 0.3; rm -f writer.stopped; kill $(cat writer.pid) || exit 1; end=$(($(date +%s) + 60)); while [ $(date +%s) -lt $end ]; do [ -e writer.stopped ] && exit 0; sleep 0.01; done; echo 'writer did not stop' >&2; exit 1"]
 start = ["sh", "-c", "python3 writer.py >/dev/null 2>&1 & echo $! > writer.pid"]
 "#;
     let s = stack(&d, toml);
@@ -671,7 +671,16 @@ start = ["sh", "-c", "python3 writer.py >/dev/null 2>&1 & echo $! > writer.pid"]
     let writer = s.driver("writer").unwrap();
     let ctx = rollback_core::Context::new("writer", s.store().clone(), &d);
     writer.start(&ctx).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // Wait for the writer to be writing, not for a time: on a busy machine Python may
+    // not even have installed its SIGTERM handler 400 ms after the start, and a stop
+    // that kills it then leaves no `writer.stopped` ("writer did not stop").
+    let acks =
+        |d: &std::path::Path| std::fs::read_to_string(d.join("acks.log")).map(|s| s.lines().count()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while acks(&d) < 6 {
+        assert!(std::time::Instant::now() < deadline, "the writer never wrote");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let r = s.rollback(&snap.id, opts(Scope::Component { components: vec!["db".into()] })).await.unwrap();
     writer.stop(&ctx).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
@@ -762,4 +771,130 @@ async fn the_record_says_when_nothing_stopped_a_databases_writers() {
     assert!(notes[0].contains("nor fenced (`fence = false` is set)"), "{notes:?}");
     assert_eq!(notes.len(), 1, "only the database, not code or files: {:?}", r.notes);
     assert!(notes[0].contains("`db`"), "{notes:?}");
+}
+
+/// Without a safety snapshot nothing keeps a service's state that the restore
+/// replaces: the record names it and says data was lost. Equal states are not named.
+#[tokio::test]
+async fn no_safety_snapshot_names_the_state_of_components_that_cannot_report_discards() {
+    let (_t, d) = tmp();
+    write(&d.join("svc.state"), "v1\n");
+    write(&d.join("same.state"), "same\n");
+    let s = stack(
+        &d,
+        r#"
+[[component]]
+name = "svc"
+driver = "command"
+capture = ["cat", "svc.state"]
+restore = ["sh", "-c", "cp \"$ROLLBACK_STATE_FILE\" svc.state"]
+
+[[component]]
+name = "same"
+driver = "command"
+capture = ["cat", "same.state"]
+restore = ["sh", "-c", "cp \"$ROLLBACK_STATE_FILE\" same.state"]
+"#,
+    );
+    let snap = common::snap(&s).await;
+    write(&d.join("svc.state"), "v2 with its own state\n");
+    let mut o = opts(Scope::Complete);
+    o.no_safety_snapshot = true;
+    let r = s.rollback(&snap.id, o).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(r.data_loss, "the state v2 had is kept nowhere: {}", r.to_json());
+    let named: Vec<_> = r.discarded.iter().filter(|x| x.component == "svc").collect();
+    assert_eq!(named.len(), 1, "{:?}", r.discarded);
+    assert!(!named[0].kept_in_safety_snapshot && named[0].changes > 0, "{named:?}");
+    assert!(!r.discarded.iter().any(|x| x.component == "same"), "{:?}", r.discarded);
+
+    // With the safety snapshot, the same rollback loses nothing.
+    let snap2 = common::snap(&s).await;
+    write(&d.join("svc.state"), "v3\n");
+    let r = s.rollback(&snap2.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(!r.data_loss, "{}", r.to_json());
+}
+
+/// The blue/green switch: an nginx upstream file (`files`) and the reload that reads
+/// it (a `command` that depends on it). A failed health gate puts both back from the
+/// safety snapshot: the upstream file first, then the reload, which checks that the
+/// file it serves is the one its state names.
+#[tokio::test]
+async fn compensation_puts_dependencies_back_first() {
+    let (_t, d) = tmp();
+    write(&d.join("nginx/upstream.conf"), "server blue;\n");
+    write(&d.join("nginx/serving"), "server blue;\n");
+    write(&d.join("gate"), "ok\n");
+    let s = stack(
+        &d,
+        r#"
+[[component]]
+name = "upstream"
+driver = "files"
+paths = ["nginx/upstream.conf"]
+
+[[component]]
+name = "nginx"
+driver = "command"
+depends_on = ["upstream"]
+capture = ["cat", "nginx/serving"]
+restore = ["sh", "-c", "cmp -s \"$ROLLBACK_STATE_FILE\" nginx/upstream.conf || { echo 'reload: upstream.conf is not the one to serve' >&2; exit 1; }; cp nginx/upstream.conf nginx/serving"]
+health = [{ command = ["sh", "-c", "grep -q ok gate"], timeout = "2s" }]
+"#,
+    );
+    let snap = common::snap(&s).await;
+    // The deploy switches to green; the old version's health gate will fail.
+    write(&d.join("nginx/upstream.conf"), "server green;\n");
+    write(&d.join("nginx/serving"), "server green;\n");
+    write(&d.join("gate"), "failing\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    let comp: Vec<_> = r
+        .steps
+        .iter()
+        .filter(|st| st.action.as_str() == "compensate")
+        .map(|st| (st.component.clone(), st.status.as_str().to_string()))
+        .collect();
+    assert_eq!(
+        comp,
+        [("upstream".to_string(), "ok".to_string()), ("nginx".to_string(), "ok".to_string())],
+        "{}",
+        r.to_json()
+    );
+    assert_eq!(std::fs::read_to_string(d.join("nginx/serving")).unwrap(), "server green;\n");
+    let safety = r.safety_snapshot_id.clone().unwrap();
+    assert!(s.verify(&safety, &[]).await.unwrap().ok, "every component equals the safety snapshot");
+}
+
+/// A writer writes after a database's restore, then a health gate fails: the
+/// discard labelled "written after the restore" counts those rows, not the rows the
+/// restore itself put back.
+#[tokio::test]
+async fn a_discard_written_after_the_restore_counts_only_those_writes() {
+    let (_t, d) = tmp();
+    let py = "import sqlite3; c = sqlite3.connect('trades.db'); c.execute('create table trades(id integer primary key)'); c.executemany('insert into trades values (?)', [(i,) for i in range(1000)]); c.commit()";
+    assert!(std::process::Command::new("python3").args(["-c", py]).current_dir(&d).status().unwrap().success());
+    // The gate of the restored version writes 7 rows (as its clients would once the
+    // fence is lifted), then fails.
+    let gate = "import sqlite3; c = sqlite3.connect('trades.db', timeout=30); c.executemany('insert into trades values (?)', [(i,) for i in range(5000, 5007)]); c.commit()";
+    let toml = format!(
+        r#"
+[[component]]
+name = "db"
+driver = "sqlite"
+path = "trades.db"
+health = [{{ command = ["sh", "-c", "python3 -c \"{gate}\" && exit 1"], timeout = "30s" }}]
+"#
+    );
+    let s = stack(&d, &toml);
+    let snap = common::snap(&s).await;
+    let deploy =
+        "import sqlite3; c = sqlite3.connect('trades.db'); c.execute('delete from trades where id < 500'); c.commit()";
+    assert!(std::process::Command::new("python3").args(["-c", deploy]).current_dir(&d).status().unwrap().success());
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    let after: Vec<_> = r.discarded.iter().filter(|x| x.target.contains("written after the restore")).collect();
+    assert_eq!(after.len(), 1, "{:?}", r.discarded);
+    assert_eq!(after[0].changes, 7, "{:?}", after[0]);
 }

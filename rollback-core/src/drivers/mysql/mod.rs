@@ -754,6 +754,7 @@ impl Driver for MysqlDriver {
             changes,
             unit,
             kept_in_safety_snapshot: false,
+            keepable: true,
         };
         for t in &st.tables {
             if !now.contains(&t.name) {

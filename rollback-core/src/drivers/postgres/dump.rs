@@ -753,6 +753,7 @@ pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> 
         changes,
         unit: unit.into(),
         kept_in_safety_snapshot: false,
+        keepable: true,
     };
     if catalog::digest_lines(&cur.lines) != st.schema_digest {
         let then: Vec<String> = String::from_utf8_lossy(&ctx.store.read_artifact(artifact(part, LINES)?)?)

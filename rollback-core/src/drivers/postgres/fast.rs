@@ -552,6 +552,7 @@ pub(super) async fn discards(d: &PostgresDriver, ctx: &Context, part: &Part) -> 
             changes,
             unit: unit.into(),
             kept_in_safety_snapshot: false,
+            keepable: true,
         })
         .collect())
 }

@@ -692,6 +692,7 @@ impl Driver for RedisDriver {
             changes,
             unit,
             kept_in_safety_snapshot: false,
+            keepable: true,
         }])
     }
 

@@ -314,6 +314,7 @@ impl Driver for ReleasesDriver {
             changes: 1,
             unit: format!("{what} in the link's place (moved aside to {}, with everything in it)", aside.display()),
             kept_in_safety_snapshot: false,
+            keepable: true,
         }])
     }
 

@@ -656,6 +656,7 @@ impl Driver for SqliteDriver {
                 changes,
                 unit: unit.into(),
                 kept_in_safety_snapshot: false,
+                keepable: true,
             };
             let mut out = Vec::new();
             let schema_changes = then.schema.iter().filter(|l| !now.schema.contains(l)).count()
