@@ -225,3 +225,79 @@ async fn resetting_a_branch_head_is_not_on_keeps_its_commits_reachable() {
     }
     assert!(kept, "the previous tip of main is tagged");
 }
+
+/// `git` itself, as the oracle: the driver's own reading is not asked.
+fn git_cli(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn untracked_and_ignored_files_the_old_tree_has_are_kept_not_overwritten() {
+    for mode in ["reset", "revert"] {
+        let (_t, d) = tmp();
+        let app = d.join("app");
+        let repo = repo_with_history(&app);
+        write(&app.join("settings.local"), "threads = 4\n");
+        write(&app.join("app.txt"), "v1 app\n");
+        commit_all(&repo, "settings and app.txt tracked");
+        let s = stack(&d, &cfg(mode, ""));
+        let snap = common::snap(&s).await;
+
+        // The deploy stops tracking settings.local (now ignored) and deletes app.txt.
+        git_cli(&app, &["rm", "-q", "--cached", "settings.local"]);
+        git_cli(&app, &["rm", "-q", "app.txt"]);
+        write(&app.join(".gitignore"), "*.log\nsettings.local\n");
+        git_cli(&app, &["add", ".gitignore"]);
+        git_cli(&app, &["-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "-m", "stop tracking"]);
+        // The application then writes its settings; the operator leaves a file.
+        write(&app.join("settings.local"), "threads = 64  # tuned in production\n");
+        write(&app.join("app.txt"), "operator's notes\n");
+        assert_eq!(git_cli(&app, &["status", "--porcelain", "--ignored", "settings.local"]), "!! settings.local\n");
+
+        let plan = s.plan(&snap.id, &Scope::Complete).await.unwrap();
+        let named = plan.discards.iter().find(|x| x.target.contains("untracked or ignored")).expect("in the plan");
+        assert!(named.target.contains("settings.local") && named.target.contains("app.txt"), "{named:?}");
+        assert_eq!(named.changes, 2);
+
+        let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+        assert_eq!(r.status, Status::Succeeded, "{mode}: {}", r.to_json());
+        assert!(!r.data_loss, "{mode}: {}", r.to_json());
+        assert!(r.discarded.iter().any(|x| x.target.contains("settings.local") && x.kept_in_safety_snapshot));
+        assert_eq!(std::fs::read_to_string(app.join("settings.local")).unwrap(), "threads = 4\n");
+        assert_eq!(std::fs::read_to_string(app.join("app.txt")).unwrap(), "v1 app\n");
+        // What was there is in a commit under refs/rollback/kept/, as git shows it.
+        let refs = git_cli(&app, &["for-each-ref", "--format=%(refname)", "refs/rollback/kept/"]);
+        let kept: Vec<&str> = refs.lines().collect();
+        assert_eq!(kept.len(), 1, "{mode}: {refs}");
+        assert_eq!(
+            git_cli(&app, &["show", &format!("{}:settings.local", kept[0])]),
+            "threads = 64  # tuned in production\n"
+        );
+        assert_eq!(git_cli(&app, &["show", &format!("{}:app.txt", kept[0])]), "operator's notes\n");
+        // Ignored files the old tree does not have are left alone.
+        assert!(app.join("engine.log").exists());
+        assert!(s.verify(&snap.id, &[]).await.unwrap().ok);
+    }
+}
+
+#[tokio::test]
+async fn a_partial_restore_keeps_the_untracked_files_it_replaces() {
+    let (_t, d) = tmp();
+    let app = d.join("app");
+    let repo = repo_with_history(&app);
+    let s = stack(&d, &cfg("reset", "paths = [\"exchanges\"]"));
+    let snap = common::snap(&s).await;
+    std::fs::remove_file(app.join("exchanges/kraken.py")).unwrap();
+    commit_all(&repo, "drop kraken");
+    // An untracked file where the old tree has one, and one where it has a directory.
+    write(&app.join("exchanges/kraken.py"), "FEE = 0.5  # local experiment\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(!r.data_loss, "{}", r.to_json());
+    assert_eq!(std::fs::read_to_string(app.join("exchanges/kraken.py")).unwrap(), "FEE = 0.002\n");
+    let refs = git_cli(&app, &["for-each-ref", "--format=%(refname)", "refs/rollback/kept/"]);
+    let kept = refs.lines().next().expect("kept");
+    assert_eq!(git_cli(&app, &["show", &format!("{kept}:exchanges/kraken.py")]), "FEE = 0.5  # local experiment\n");
+}

@@ -113,6 +113,119 @@ fn dirty_paths(repo: &Repository, within: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
+/// A path as git reports it: bytes, which need not be UTF-8.
+fn bytes_path(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+/// Untracked and ignored files (within `within`) that checking out `target` would
+/// overwrite: the target tree has a file or directory at their path, or a file where
+/// one of their parent directories is. A file whose content the target already has
+/// loses nothing and is left out.
+///
+/// Why: a forced checkout replaces such files without a word (a `settings.local` the
+/// deploy stopped tracking and the application then wrote; an operator's `app.txt`
+/// where the old tree has one), and they are in no commit, so nothing could bring
+/// them back.
+fn overwritten_untracked(repo: &Repository, target: &git2::Tree<'_>, within: &[String]) -> Result<Vec<PathBuf>> {
+    let Some(workdir) = repo.workdir() else { return Ok(Vec::new()) };
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .include_ignored(true)
+        .recurse_untracked_dirs(true)
+        .recurse_ignored_dirs(true)
+        .exclude_submodules(true);
+    for p in within {
+        opts.pathspec(p);
+    }
+    let st = repo.statuses(Some(&mut opts)).map_err(git_err("cannot read the working tree status"))?;
+    let mut out = Vec::new();
+    for e in st.iter() {
+        let s = e.status();
+        if !(s.is_wt_new() || s.is_ignored()) {
+            continue;
+        }
+        let rel = bytes_path(e.path_bytes());
+        let under_a_target_file = rel
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| target.get_path(a).is_ok_and(|t| t.kind() != Some(git2::ObjectType::Tree)));
+        let collides = match target.get_path(&rel) {
+            Ok(t) => !same_content(repo, &workdir.join(&rel), &t),
+            Err(_) => under_a_target_file,
+        };
+        if collides {
+            out.push(rel);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the file at `abs` is what checking out `entry` would write there.
+fn same_content(repo: &Repository, abs: &Path, entry: &git2::TreeEntry<'_>) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(abs) else { return false };
+    let Ok(obj) = entry.to_object(repo) else { return false };
+    let Some(blob) = obj.as_blob() else { return false };
+    if entry.filemode() == i32::from(git2::FileMode::Link) {
+        use std::os::unix::ffi::OsStrExt;
+        return meta.file_type().is_symlink()
+            && std::fs::read_link(abs).is_ok_and(|t| t.as_os_str().as_bytes() == blob.content());
+    }
+    meta.is_file() && meta.len() == blob.size() as u64 && std::fs::read(abs).is_ok_and(|b| b == blob.content())
+}
+
+/// Keeps `files` (untracked or ignored, relative to the working tree) in a commit
+/// under `refs/rollback/kept/…` before a checkout overwrites them, and returns the
+/// ref. Files that have no content to keep (a FIFO, a socket) are returned apart.
+fn keep_untracked(repo: &Repository, files: &[PathBuf], why: &str) -> Result<(String, Vec<PathBuf>)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let workdir = repo.workdir().map(Path::to_path_buf).unwrap_or_default();
+    let empty = repo.treebuilder(None).and_then(|b| b.write()).map_err(git_err("cannot make a tree"))?;
+    let empty = repo.find_tree(empty).map_err(git_err("cannot make a tree"))?;
+    let mut b = git2::build::TreeUpdateBuilder::new();
+    let mut contentless = Vec::new();
+    for rel in files {
+        let abs = workdir.join(rel);
+        let meta = std::fs::symlink_metadata(&abs)
+            .map_err(|e| Error::unexpected(format!("cannot read {} to keep it", abs.display())).with_source(e))?;
+        let (oid, mode) = if meta.file_type().is_symlink() {
+            let t = std::fs::read_link(&abs).map_err(|e| {
+                Error::unexpected(format!("cannot read link {} to keep it", abs.display())).with_source(e)
+            })?;
+            (repo.blob(t.as_os_str().as_bytes()).map_err(git_err("cannot keep a link"))?, git2::FileMode::Link)
+        } else if meta.is_file() {
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            let oid = repo.blob_path(&abs).map_err(git_err(format!("cannot keep {}", rel.display())))?;
+            (oid, if exec { git2::FileMode::BlobExecutable } else { git2::FileMode::Blob })
+        } else {
+            contentless.push(rel.clone());
+            continue;
+        };
+        b.upsert(rel, oid, mode);
+    }
+    let tree = b.create_updated(repo, &empty).map_err(git_err("cannot build the tree of kept files"))?;
+    let tree = repo.find_tree(tree).map_err(git_err("cannot read the tree of kept files"))?;
+    let sig = signature(repo);
+    let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = head.iter().collect();
+    let msg = format!(
+        "rollback: untracked and ignored files {why} would overwrite\n\nBring one back with `git show <this \
+         ref>:<path> > <path>`.\n"
+    );
+    let commit = repo.commit(None, &sig, &sig, &msg, &tree, &parents).map_err(git_err("cannot keep files"))?;
+    let name = format!("refs/rollback/kept/{}", crate::snapshot::new_id());
+    repo.reference(&name, commit, false, "rollback: kept untracked files")
+        .map_err(git_err(format!("cannot create {name}")))?;
+    Ok((name, contentless))
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    list(&paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>())
+}
+
 fn list(paths: &[String]) -> String {
     let mut s = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
     if paths.len() > 5 {
@@ -220,6 +333,7 @@ impl GitDriver {
         }
         self.stash_if_dirty(&mut repo, &ctx.snapshot_id, ctx)?;
         let commit = repo.find_commit(target).map_err(git_err(format!("commit {} is gone", &st.commit[..12])))?;
+        self.keep_overwritten(&repo, &commit, ctx)?;
         let mut co = CheckoutBuilder::new();
         co.force();
         if !self.paths.is_empty() {
@@ -265,6 +379,26 @@ impl GitDriver {
                 }
                 repo.checkout_head(Some(&mut co)).map_err(git_err("cannot check out the revert"))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps the untracked and ignored files that checking out `commit` would
+    /// overwrite (see [`overwritten_untracked`]).
+    fn keep_overwritten(&self, repo: &Repository, commit: &git2::Commit<'_>, ctx: &Context) -> Result<()> {
+        let tree = commit.tree().map_err(git_err("cannot read snapshot tree"))?;
+        let files = overwritten_untracked(repo, &tree, &self.paths)?;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let (name, contentless) =
+            keep_untracked(repo, &files, &format!("the rollback to snapshot {}", ctx.snapshot_id))?;
+        ctx.progress(format!(
+            "kept untracked and ignored files the restore overwrites ({}) in {name}",
+            list_paths(&files)
+        ));
+        if !contentless.is_empty() {
+            tracing::warn!(component = %ctx.component, files = %list_paths(&contentless), "special files replaced by the restore");
         }
         Ok(())
     }
@@ -447,7 +581,42 @@ impl Driver for GitDriver {
                     ),
                     changes: dirty.len() as u64,
                     unit: "files changed".into(),
+                    // Not in the safety snapshot, but kept all the same: in the stash.
+                    kept_in_safety_snapshot: true,
+                    keepable: true,
+                });
+            }
+            let target = repo.find_commit(base).and_then(|c| c.tree()).map_err(git_err("cannot read snapshot tree"))?;
+            let over = overwritten_untracked(&repo, &target, &me.paths)?;
+            let workdir = repo.workdir().map(Path::to_path_buf).unwrap_or_default();
+            let (keepable, contentless): (Vec<PathBuf>, Vec<PathBuf>) = over.into_iter().partition(|p| {
+                std::fs::symlink_metadata(workdir.join(p)).is_ok_and(|m| m.is_file() || m.file_type().is_symlink())
+            });
+            if !keepable.is_empty() {
+                out.push(Discard {
+                    component: component.clone(),
+                    target: format!(
+                        "untracked or ignored files the snapshot's tree also has: {} (kept by the restore in a \
+                         commit under refs/rollback/kept/)",
+                        list_paths(&keepable)
+                    ),
+                    changes: keepable.len() as u64,
+                    unit: "files replaced".into(),
+                    kept_in_safety_snapshot: true,
+                    keepable: true,
+                });
+            }
+            if !contentless.is_empty() {
+                out.push(Discard {
+                    component: component.clone(),
+                    target: format!(
+                        "special files (FIFOs, sockets, devices) where the snapshot's tree has files: {}",
+                        list_paths(&contentless)
+                    ),
+                    changes: contentless.len() as u64,
+                    unit: "files replaced".into(),
                     kept_in_safety_snapshot: false,
+                    keepable: false,
                 });
             }
             // Revert mode and partial restores keep history: nothing is discarded.
@@ -460,6 +629,7 @@ impl Driver for GitDriver {
                         changes: n,
                         unit: "commits".into(),
                         kept_in_safety_snapshot: false,
+                        keepable: true,
                     });
                 }
             }
@@ -554,7 +724,7 @@ impl Driver for GitDriver {
         } else if self.mode == Mode::Revert {
             format!("commit a revert of {b} to {c} (history kept)")
         } else {
-            format!("reset {b} to {c} (git reset --hard; untracked files kept, local changes stashed)")
+            format!("reset {b} to {c} (git reset --hard; local changes stashed, untracked files it replaces kept)")
         }
     }
 
