@@ -440,3 +440,29 @@ timeout = "500ms"
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A socket and a FIFO inside a directory added since the snapshot: the restore
+/// removes the directory, and no snapshot can keep them, so the plan and the record
+/// name them and say data was lost.
+#[tokio::test]
+async fn special_files_a_restore_removes_are_named() {
+    let (_t, d) = tmp();
+    write(&d.join("config/app.json"), "{}\n");
+    let s = stack(&d, "[[component]]\nname = \"cfg\"\ndriver = \"files\"\npaths = [\"config\"]\n");
+    let snap = common::snap(&s).await;
+    std::fs::create_dir_all(d.join("config/run")).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(d.join("config/run/app.sock")).unwrap();
+    let st = std::process::Command::new("mkfifo").arg(d.join("config/run/events")).status().unwrap();
+    assert!(st.success());
+    write(&d.join("config/run/app.pid"), "42\n");
+
+    let plan = s.plan(&snap.id, &Scope::Complete).await.unwrap();
+    let named = plan.discards.iter().find(|x| x.unit.contains("special")).expect("named in the plan");
+    assert!(named.target.contains("app.sock") && named.target.contains("events"), "{named:?}");
+    assert_eq!(named.changes, 2);
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(r.data_loss, "{}", r.to_json());
+    assert!(r.discarded.iter().any(|x| x.unit.contains("special") && !x.kept_in_safety_snapshot));
+    assert!(!d.join("config/run").exists());
+}

@@ -225,6 +225,42 @@ fn scan(
     Ok(out)
 }
 
+/// Sockets, FIFOs and devices the restore of `root` removes or replaces: those
+/// inside a directory it removes (one added since the snapshot, or one where the
+/// snapshot has a file or link), and those where the snapshot has an entry. A
+/// capture skips them (they are not configuration), so no snapshot keeps them: the
+/// plan and the record must name them.
+fn special_files_removed(root: &Root, now: &BTreeMap<RawPath, Entry>) -> Vec<PathBuf> {
+    let path = root.path.as_path();
+    let is_special = |m: &fs::Metadata| !(m.is_file() || m.is_dir() || m.file_type().is_symlink());
+    let mut out = BTreeSet::new();
+    for (rel, got) in now {
+        let removed_dir = matches!(got, Entry::Dir { .. }) && !matches!(root.entries.get(rel), Some(Entry::Dir { .. }));
+        if !removed_dir {
+            continue;
+        }
+        let mut stack = vec![join(path, rel)];
+        while let Some(p) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&p) else { continue };
+            for e in rd.flatten() {
+                let Ok(m) = fs::symlink_metadata(e.path()) else { continue };
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else if is_special(&m) {
+                    out.insert(e.path());
+                }
+            }
+        }
+    }
+    for rel in root.entries.keys() {
+        let p = join(path, rel);
+        if fs::symlink_metadata(&p).is_ok_and(|m| is_special(&m)) {
+            out.insert(p);
+        }
+    }
+    out.into_iter().collect()
+}
+
 fn artifact_name(idx: usize, rel: &RawPath) -> String {
     format!("files/{idx}/{}", rel.encode())
 }
@@ -539,7 +575,23 @@ impl Driver for FilesDriver {
         blocking(move || {
             let mut out = Vec::new();
             for r in &roots {
-                let mut n = diff(r, &scan_now(r.path.as_path())?).len() as u64;
+                let now = scan_now(r.path.as_path())?;
+                let special = special_files_removed(r, &now);
+                if !special.is_empty() {
+                    let mut shown: Vec<String> = special.iter().take(5).map(|p| p.display().to_string()).collect();
+                    if special.len() > 5 {
+                        shown.push(format!("and {} more", special.len() - 5));
+                    }
+                    out.push(Discard {
+                        component: component.clone(),
+                        target: format!("sockets, FIFOs or device files no snapshot can keep: {}", shown.join(", ")),
+                        changes: special.len() as u64,
+                        unit: "special files removed".into(),
+                        kept_in_safety_snapshot: false,
+                        keepable: false,
+                    });
+                }
+                let mut n = diff(r, &now).len() as u64;
                 // A directory or file where the link was is removed with everything in it.
                 if let Some(l) = r.link.as_ref().filter(|l| link_drift(l).is_some()) {
                     let at = l.at.as_path();
@@ -554,6 +606,7 @@ impl Driver for FilesDriver {
                         changes: n,
                         unit: "paths".into(),
                         kept_in_safety_snapshot: false,
+                        keepable: true,
                     });
                 }
             }
