@@ -604,3 +604,28 @@ async fn wal_restore_keeps_text_that_is_not_utf8_and_forgets_a_new_sequence() {
     assert_eq!(hex(&app), want);
     assert_eq!(rows(&app, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'"), ["Integer(0)"]);
 }
+
+/// `user_version` and `application_id` are where applications and migration tools
+/// keep their schema version: a deploy that bumps them is drift, and a rollback puts
+/// them back. The oracle is SQLite's own `PRAGMA`, read by Python's sqlite3.
+#[tokio::test]
+async fn verify_sees_the_header_fields_and_a_rollback_puts_them_back() {
+    for journal in ["wal", "delete"] {
+        let (_t, d) = tmp();
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        let db = d.join("data/app.db");
+        open(&db).execute_batch(&format!("PRAGMA journal_mode = {journal}; CREATE TABLE t (x); PRAGMA user_version = 3; PRAGMA application_id = 1234;")).unwrap();
+        let s = sqlite_stack(&d, "");
+        let snap = common::snap(&s).await;
+        open(&db).execute_batch("PRAGMA user_version = 4; PRAGMA application_id = 99;").unwrap();
+        let v = s.verify(&snap.id, &[]).await.unwrap();
+        assert!(!v.ok, "{journal}: a bumped user_version is drift: {v:?}");
+        let diffs = v.components["db"].differences.join("; ");
+        assert!(diffs.contains("user_version") && diffs.contains("application_id"), "{diffs}");
+        let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+        assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+        let py = "import sqlite3,sys; c = sqlite3.connect(sys.argv[1]); print(c.execute('pragma user_version').fetchone()[0], c.execute('pragma application_id').fetchone()[0])";
+        let o = std::process::Command::new("python3").args(["-c", py]).arg(&db).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "3 1234", "{journal}");
+    }
+}

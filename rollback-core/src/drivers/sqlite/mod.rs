@@ -99,6 +99,17 @@ struct State {
     /// The file's owner and mode at capture: a restore of a file deleted since gives
     /// them back (absent in snapshots of earlier builds).
     owner: Option<Owner>,
+    /// The header's `user_version` and `application_id`: applications and migration
+    /// tools keep their schema version there (absent in snapshots of earlier builds,
+    /// which then compare without them).
+    header: Option<Header>,
+}
+
+/// The two header fields an application owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Header {
+    user_version: i64,
+    application_id: i64,
 }
 
 /// Owner, group and permission bits of a database file.
@@ -119,6 +130,7 @@ impl Owner {
 struct Content {
     schema: Vec<String>,
     tables: BTreeMap<String, Vec<u64>>,
+    header: Header,
 }
 
 fn sq(e: rusqlite::Error, what: impl std::fmt::Display) -> Error {
@@ -243,7 +255,11 @@ fn read_content(c: &Connection) -> Result<Content> {
             }
             out.insert(t, hashes);
         }
-        Ok(Content { schema, tables: out })
+        let header = Header {
+            user_version: c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+            application_id: c.query_row("PRAGMA application_id", [], |r| r.get(0))?,
+        };
+        Ok(Content { schema, tables: out, header })
     })();
     if own {
         let _ = c.execute_batch("COMMIT");
@@ -320,6 +336,7 @@ fn capture_blocking(src: &Connection, path: PathBuf, store: crate::store::Store)
             owner: fs::metadata(&path).ok().map(|m| Owner::of(&m)),
             sqlite_version: rusqlite::version().to_string(),
             schema_digest: digest(&content.schema),
+            header: Some(content.header),
             schema: content.schema,
             tables: content
                 .tables
@@ -631,6 +648,20 @@ impl Driver for SqliteDriver {
             for t in now.tables.keys().filter(|t| !st.tables.contains_key(*t)) {
                 diffs.push(format!("table {t} was created after the snapshot"));
             }
+            if let Some(h) = st.header {
+                if now.header.user_version != h.user_version {
+                    diffs.push(format!(
+                        "user_version is {}, the snapshot has {}",
+                        now.header.user_version, h.user_version
+                    ));
+                }
+                if now.header.application_id != h.application_id {
+                    diffs.push(format!(
+                        "application_id is {}, the snapshot has {}",
+                        now.header.application_id, h.application_id
+                    ));
+                }
+            }
             Ok(Drift::from_differences(diffs))
         }
         .await;
@@ -648,7 +679,11 @@ impl Driver for SqliteDriver {
             let now = if self.path.is_file() {
                 self.on_live(|c, _| read_content(c)).await?
             } else {
-                Content { schema: Vec::new(), tables: BTreeMap::new() }
+                Content {
+                    schema: Vec::new(),
+                    tables: BTreeMap::new(),
+                    header: Header { user_version: 0, application_id: 0 },
+                }
             };
             let d = |target: String, changes: u64, unit: &str| Discard {
                 component: ctx.component.clone(),
