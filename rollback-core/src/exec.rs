@@ -589,7 +589,7 @@ impl<'a> Executor<'a> {
         }
         // A rollback finished after this one was interrupted: resuming would undo it.
         if let Some(later) =
-            self.stack.store().list_records()?.into_iter().find(|r| {
+            self.stack.store().records_after(&j.rollback_id)?.into_iter().find(|r| {
                 r.rollback_id != j.rollback_id && r.start_time > j.start_time && r.status != Status::Interrupted
             })
         {
@@ -1042,10 +1042,11 @@ impl<'a> Executor<'a> {
         let r = record_of(&j, status);
         self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, status, e))?;
         j.stage = Stage::Finished { status };
-        if let Err(e) = self.save(&j) {
+        match self.save(&j) {
+            Ok(()) => self.stack.store().retire_journal(&j.rollback_id),
             // The record is written and final: `resume` and `check` read it before the
             // journal, so an unfinished journal beside it is not run again.
-            tracing::error!(error = %e, "cannot mark the journal finished; the record stands");
+            Err(e) => tracing::error!(error = %e, "cannot mark the journal finished; the record stands"),
         }
         let mut e = Event::new(EventKind::Finished, format!("rollback {}", status.as_str()));
         e.status = Some(status.into());
@@ -1153,7 +1154,14 @@ pub(crate) fn record_of(j: &Journal, status: Status) -> Record {
 
 /// Loads a journal for `resume`.
 pub(crate) fn load_journal(stack: &Stack, rollback_id: &str) -> Result<Journal> {
-    let p = stack.store().journal_path(rollback_id)?;
+    let mut p = stack.store().journal_path(rollback_id)?;
+    if !p.exists() {
+        // Finished: moved aside (see `Store::retire_journal`).
+        let finished = stack.store().finished_journal_path(rollback_id)?;
+        if finished.exists() {
+            p = finished;
+        }
+    }
     let data = std::fs::read(&p).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::not_found(format!("no journal for rollback `{rollback_id}`"))
@@ -1186,8 +1194,12 @@ pub(crate) fn unfinished_journals(stack: &Stack) -> Result<Vec<Journal>> {
             // journal may be the write that failed. Read only when the journal
             // alone does not settle it, since every rollback start comes here.
             match load_journal(stack, id) {
-                Ok(j) if j.is_finished() => {}
+                // Left here by an earlier build, or by a crash before it was moved:
+                // moved now, so the next rollback does not read it again.
+                Ok(j) if j.is_finished() => stack.store().retire_journal(id),
                 Ok(_) | Err(_) if final_record(stack, id).is_some() => {}
+                // Moved aside as finished by another process since the listing.
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
                 Ok(j) => out.push(j),
                 Err(err) => {
                     return Err(Error::new(
@@ -1235,5 +1247,6 @@ pub(crate) async fn abandon(stack: &Stack, mut j: Journal) -> Result<Record> {
     stack.store().write_record(&r)?;
     j.stage = Stage::Finished { status: Status::Failed };
     j.save(stack.store())?;
+    stack.store().retire_journal(&j.rollback_id);
     Ok(r)
 }

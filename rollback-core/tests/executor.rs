@@ -873,28 +873,130 @@ health = [{ command = ["sh", "-c", "grep -q ok gate"], timeout = "2s" }]
 #[tokio::test]
 async fn a_discard_written_after_the_restore_counts_only_those_writes() {
     let (_t, d) = tmp();
-    let py = "import sqlite3; c = sqlite3.connect('trades.db'); c.execute('create table trades(id integer primary key)'); c.executemany('insert into trades values (?)', [(i,) for i in range(1000)]); c.commit()";
-    assert!(std::process::Command::new("python3").args(["-c", py]).current_dir(&d).status().unwrap().success());
-    // The gate of the restored version writes 7 rows (as its clients would once the
-    // fence is lifted), then fails.
-    let gate = "import sqlite3; c = sqlite3.connect('trades.db', timeout=30); c.executemany('insert into trades values (?)', [(i,) for i in range(5000, 5007)]); c.commit()";
+    let db = format!("rb_after_{:08x}", rand::random::<u32>());
+    let psql = |db: &str, sql: &str| {
+        let o = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    psql("postgres", &format!("CREATE DATABASE {db}"));
+    psql(&db, "CREATE TABLE trades (id int PRIMARY KEY); INSERT INTO trades SELECT g FROM generate_series(0, 999) g");
+    // Once armed (after the snapshot: a snapshot probes health too, though a safety
+    // snapshot does not), the gate of the restored version writes 7 rows once, as its
+    // clients would once the fence is lifted, then fails at every try.
     let toml = format!(
         r#"
 [[component]]
 name = "db"
-driver = "sqlite"
-path = "trades.db"
-health = [{{ command = ["sh", "-c", "python3 -c \"{gate}\" && exit 1"], timeout = "30s" }}]
+driver = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/{db}"
+health = [{{ command = ["sh", "-c", "[ ! -e armed ] || [ -e wrote ] || {{ psql -X -q -h 127.0.0.1 -U postgres -d {db} -c 'INSERT INTO trades SELECT g FROM generate_series(5000, 5006) g' && touch wrote; }}; exit 1"], timeout = "5s" }}]
 "#
     );
     let s = stack(&d, &toml);
     let snap = common::snap(&s).await;
-    let deploy =
-        "import sqlite3; c = sqlite3.connect('trades.db'); c.execute('delete from trades where id < 500'); c.commit()";
-    assert!(std::process::Command::new("python3").args(["-c", deploy]).current_dir(&d).status().unwrap().success());
+    psql(&db, "DELETE FROM trades WHERE id < 500");
+    write(&d.join("armed"), "");
     let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    let rows = psql(&db, "SELECT count(*) FROM trades");
+    psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
     assert_eq!(r.status, Status::Compensated, "{}", r.to_json());
+    assert!(d.join("wrote").exists(), "the gate wrote its rows: {}", r.to_json());
     let after: Vec<_> = r.discarded.iter().filter(|x| x.target.contains("written after the restore")).collect();
     assert_eq!(after.len(), 1, "{:?}", r.discarded);
     assert_eq!(after[0].changes, 7, "{:?}", after[0]);
+    // Compensated: the table is as it was before the rollback.
+    assert_eq!(rows.trim(), "500");
+}
+
+/// A store keeps every record and journal; a rollback's start must not read them
+/// all. A finished rollback's journal is moved to `journals/finished/`, and old
+/// records the plan no longer needs are not read: a store whose old records and
+/// finished journals are all unreadable still plans, rolls back and resumes-checks.
+#[tokio::test]
+async fn old_records_and_finished_journals_are_not_read_on_the_rollback_path() {
+    let (_t, d) = tmp();
+    write(&d.join("state"), "v1\n");
+    let s = stack(
+        &d,
+        "[[component]]\nname = \"svc\"\ndriver = \"command\"\ncapture = [\"cat\", \"state\"]\nrestore = [\"sh\", \"-c\", \"cp \\\"$ROLLBACK_STATE_FILE\\\" state\"]\n",
+    );
+    let snap = common::snap(&s).await;
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    let journals = d.join(".rollback/journals");
+    assert!(!journals.join(format!("{}.json", r.rollback_id)).exists(), "moved out of the way");
+    let finished = journals.join("finished").join(format!("{}.json", r.rollback_id));
+    assert!(finished.exists());
+    // `resume` still knows it finished.
+    let e = s.resume(&r.rollback_id, None).await.unwrap_err();
+    assert!(e.to_string().contains("already finished"), "{e}");
+
+    // 200 old rollbacks: their finished journals unreadable, their records claiming
+    // the restore took 999 s. Neither is read by a plan or a rollback: an unreadable
+    // journal among those read stops every rollback, and the plan predicts from the
+    // newest records only.
+    let real: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join(format!(".rollback/records/{}.json", r.rollback_id))).unwrap())
+            .unwrap();
+    for i in 0..200 {
+        let id = format!("20000101T000000{:03}Z-{:06x}", i, i);
+        let mut old = real.clone();
+        old["rollback_id"] = id.clone().into();
+        old["start_time"] = "2000-01-01T00:00:00Z".into();
+        for st in old["steps"].as_array_mut().unwrap() {
+            st["duration_ms"] = 999_000.into();
+        }
+        std::fs::write(d.join(format!(".rollback/records/{id}.json")), serde_json::to_vec(&old).unwrap()).unwrap();
+        std::fs::write(journals.join("finished").join(format!("{id}.json")), b"{ not json").unwrap();
+    }
+    let predicted =
+        |p: &rollback_core::Plan| p.steps.iter().find(|st| st.action == Action::Restore).unwrap().predicted_ms;
+    assert_eq!(predicted(&s.plan(&snap.id, &Scope::Complete).await.unwrap()), 999_000, "the old records count now");
+    for _ in 0..110 {
+        let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+        assert_eq!(r.status, Status::Succeeded);
+    }
+    let p = s.plan(&snap.id, &Scope::Complete).await.unwrap();
+    assert!(predicted(&p) < 999_000, "predicted from the newest records: {p:?}");
+    assert_eq!(s.history().unwrap().len(), 311, "history still lists every record");
+}
+
+/// A safety snapshot is taken inside the rollback, its writers fenced: it runs no
+/// health check (it is never `last-good`, and a check's command would run against a
+/// stack half put back, inside the fence window).
+#[tokio::test]
+async fn a_safety_snapshot_runs_no_health_check() {
+    let (_t, d) = tmp();
+    write(&d.join("state"), "v1\n");
+    let s = stack(
+        &d,
+        "[[component]]\nname = \"svc\"\ndriver = \"command\"\ncapture = [\"cat\", \"state\"]\nrestore = [\"sh\", \"-c\", \"cp \\\"$ROLLBACK_STATE_FILE\\\" state\"]\nhealth = [{ command = [\"sh\", \"-c\", \"echo probed >> probes\"] }]\n",
+    );
+    let snap = common::snap(&s).await;
+    let probes = || std::fs::read_to_string(d.join("probes")).unwrap_or_default().lines().count();
+    assert_eq!(probes(), 1, "the snapshot records health");
+    write(&d.join("state"), "v2\n");
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert_eq!(probes(), 2, "the health gate only, not the safety snapshot");
+    let safety = s.resolve(r.safety_snapshot_id.as_deref().unwrap()).unwrap();
+    assert!(safety.health.is_empty() && safety.healthy.is_none(), "{safety:?}");
 }

@@ -478,6 +478,30 @@ impl Store {
         Ok(self.root.join("journals").join(format!("{rollback_id}.json")))
     }
 
+    /// Where a finished journal is kept, out of the way of every rollback's start
+    /// (which reads each journal in `journals/` to find unfinished ones).
+    pub(crate) fn finished_journal_path(&self, rollback_id: &str) -> Result<PathBuf> {
+        validate_id(rollback_id)?;
+        Ok(self.root.join("journals").join("finished").join(format!("{rollback_id}.json")))
+    }
+
+    /// Moves a finished journal to `journals/finished/`. Best effort: a journal left
+    /// behind is still read as finished, and moved by the next call.
+    pub(crate) fn retire_journal(&self, rollback_id: &str) {
+        let (Ok(from), Ok(to)) = (self.journal_path(rollback_id), self.finished_journal_path(rollback_id)) else {
+            return;
+        };
+        let moved = to.parent().map_or(Ok(()), create_private_dir).and_then(|()| fs::rename(&from, &to));
+        match moved {
+            Ok(()) => {
+                sync_dir(&to);
+                sync_dir(&from);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(journal = %from.display(), error = %e, "cannot move a finished journal aside"),
+        }
+    }
+
     /// Replaces a journal durably (write aside, fsync, rename, fsync dir).
     pub fn write_journal(&self, rollback_id: &str, bytes: &[u8]) -> Result<()> {
         let p = self.journal_path(rollback_id)?;
@@ -503,12 +527,23 @@ impl Store {
                 Error::new(ErrorKind::Corrupt, format!("{} is not a record", p.display())).with_source(e)
             });
         }
-        let all = self.list_records()?;
+        // Only the records the reference can name are read: ids begin with their
+        // start time, so the newest is the last name.
+        let ids = self.record_ids()?;
         if reference == "latest" {
-            return all.into_iter().last().ok_or_else(|| Error::not_found("there are no records yet"));
+            let newest = ids.last().ok_or_else(|| Error::not_found("there are no records yet"))?;
+            return self.read_record(newest);
         }
         validate_id(reference)?;
-        let mut hits: Vec<_> = all.into_iter().filter(|r| r.rollback_id.starts_with(reference)).collect();
+        let mut hits: Vec<Record> = ids
+            .iter()
+            .filter(|id| id.starts_with(reference))
+            .filter_map(|id| {
+                self.read_record(id)
+                    .map_err(|e| tracing::warn!(record = %id, error = %e, "skipping unreadable record"))
+                    .ok()
+            })
+            .collect();
         if let Some(i) = hits.iter().position(|r| r.rollback_id == reference) {
             return Ok(hits.swap_remove(i));
         }
@@ -517,6 +552,45 @@ impl Store {
             0 => Err(Error::not_found(format!("no record `{reference}`"))),
             n => Err(Error::config(format!("`{reference}` matches {n} records; give more of the id"))),
         }
+    }
+
+    /// The ids of every record, by name (which is by start time).
+    fn record_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for e in fs::read_dir(self.root.join("records"))? {
+            let name = e?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn read_record(&self, id: &str) -> Result<Record> {
+        let p = self.root.join("records").join(format!("{id}.json"));
+        let d = fs::read(&p).ctx(|| format!("cannot read {}", p.display()))?;
+        serde_json::from_slice(&d)
+            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("{} is not a record", p.display())).with_source(e))
+    }
+
+    /// The newest `n` records (by id, which begins with the start time), oldest
+    /// first; unreadable ones are skipped. What a rollback needs of the past (the
+    /// plan's predicted durations, a later rollback's existence) without reading
+    /// every record the store has kept.
+    pub(crate) fn recent_records(&self, n: usize) -> Result<Vec<Record>> {
+        let ids = self.record_ids()?;
+        Ok(ids[ids.len().saturating_sub(n)..].iter().filter_map(|id| self.read_record(id).ok()).collect())
+    }
+
+    /// The records of rollbacks that started after `rollback_id` (by id).
+    pub(crate) fn records_after(&self, rollback_id: &str) -> Result<Vec<Record>> {
+        Ok(self
+            .record_ids()?
+            .into_iter()
+            .filter(|id| id.as_str() > rollback_id)
+            .filter_map(|id| self.read_record(&id).ok())
+            .collect())
     }
 
     /// Every record, oldest first.
