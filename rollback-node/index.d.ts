@@ -39,6 +39,9 @@ export interface AbortSignalLike {
   addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
 }
 
+/** A duration as `rollback.toml` writes it: `"90s"`, `"5m"`, `"250ms"`, or a number of seconds. */
+export type DurationLike = string | number
+
 /** A health check of a component (SPEC §3): one of `http`, `tcp`, `heartbeat`, `command`, `log_errors`. */
 export type HealthCheckConfig = { [key: string]: unknown }
 
@@ -49,14 +52,78 @@ export interface ComponentConfig {
   phase?: number
   depends_on?: string[]
   health?: HealthCheckConfig[]
-  timeout?: string
+  timeout?: DurationLike
   [key: string]: unknown
+}
+
+/** What a `[[notify]]` target is told about (default: all of them). */
+export type NotifyEvent = 'started' | 'resumed' | 'compensating' | 'interrupted' | 'finished' | 'watch'
+
+/** One `[[notify]]` target: a webhook (a JSON POST) or a command (the JSON on its stdin). */
+export type NotifyConfig =
+  | {
+      kind: 'webhook'
+      url: string
+      on?: NotifyEvent[]
+      timeout?: DurationLike
+      retries?: number
+      /** A PEM file trusted instead of the system's roots. */
+      ca?: string
+    }
+  | {
+      kind: 'command'
+      command: string[]
+      on?: NotifyEvent[]
+      timeout?: DurationLike
+      retries?: number
+    }
+
+/** What a watch does at a severity. */
+export type WatchPolicyAction = 'rollback' | 'notify' | 'ignore'
+
+/** The keys every `[[watch.probe]]` may set, besides its kind. */
+export interface WatchProbeCommon {
+  name?: string
+  /** What a failed reading means: `security`, `data_loss`, `data_corruption`, or a name of your own. */
+  symptom?: string
+  severity?: 'low' | 'medium' | 'high' | 'critical'
+  failure_limit?: number
+  timeout?: DurationLike
+  /** Bounds of metrics, e.g. `{ accuracy: '< 0.5' }`. */
+  bounds?: { [metric: string]: string }
+}
+
+/** One `[[watch.probe]]`: exactly one of `http`, `log`, `heartbeat`, `command`, `process`. */
+export type WatchProbeConfig = WatchProbeCommon &
+  (
+    | {
+        http: string
+        status?: number
+        headers?: { [name: string]: string }
+        ca?: string
+        metrics?: { [metric: string]: string }
+        perf?: boolean
+      }
+    | { log: string; regex?: string; threshold?: number }
+    | { heartbeat: string; max_age?: DurationLike }
+    | { command: string[]; metric?: string }
+    | { process: string; restarts?: number }
+  )
+
+/** `[watch]`: the probes of `stack.watch()`, its window and its policy. */
+export interface WatchConfig {
+  interval?: DurationLike
+  window?: number
+  failure_limit?: number
+  baseline?: number
+  policy?: { critical?: WatchPolicyAction; high?: WatchPolicyAction; medium?: WatchPolicyAction; low?: WatchPolicyAction }
+  probe: WatchProbeConfig[]
 }
 
 /** `rollback.toml` as an object, for `Stack.fromConfig`. */
 export interface StackConfig {
   store?: { path?: string }
-  rto?: { complete?: string; phase?: string; component?: string }
+  rto?: { complete?: DurationLike; phase?: DurationLike; component?: DurationLike }
   decision?: {
     error_rate_critical?: number
     error_rate_high?: number
@@ -67,8 +134,9 @@ export interface StackConfig {
     latency_high_ms?: number
   }
   component?: ComponentConfig[]
+  notify?: NotifyConfig[]
+  watch?: WatchConfig
 }
-
 
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
@@ -92,7 +160,7 @@ export declare class Stack {
   static fromToml(text: string, baseDir?: string | undefined | null): Stack
   /**
    * Builds a stack from an object shaped like `rollback.toml`
-   * (`{ store, rto, decision, component: [{ name, driver, ... }] }`).
+   * (`{ store, rto, decision, component: [{ name, driver, ... }], notify, watch }`).
    */
   static fromConfig(config: StackConfig, baseDir?: string | undefined | null): Stack
   /** The components, in config order. */
@@ -116,8 +184,9 @@ export declare class Stack {
   dryRun(snapshot: string, options?: ScopeOptions | undefined | null): Promise<Plan>
   /**
    * Rolls back to `snapshot`. Resolves with the record whatever its status
-   * (`succeeded`, `failed`, `compensated`, or `interrupted` after an abort); rejects
-   * only when nothing was changed (bad input, failed preflight, lock held).
+   * (`succeeded`, `failed`, `compensated`, or `interrupted` after an abort, or when
+   * the worker thread that started it ends); rejects only when nothing was changed
+   * (bad input, failed preflight, lock held).
    */
   rollback(snapshot: string, options?: RollbackOptions | undefined | null): Promise<RollbackRecord>
   /**
@@ -133,7 +202,7 @@ export declare class Stack {
   drill(options?: RollbackOptions | undefined | null): Promise<RollbackRecord>
   /**
    * Finishes an interrupted rollback (crash, kill, abort) from its journal;
-   * `rollbackId` may be `latest`.
+   * `rollbackId` may be `latest`. `signal` stops it again at the next step boundary.
    */
   resume(rollbackId: string, options?: ResumeOptions | undefined | null): Promise<RollbackRecord>
   /**
@@ -245,7 +314,7 @@ export interface Drift {
 
 /** Options of `gc`. */
 export interface GcOptions {
-  /** Keep the newest N snapshots. */
+  /** Keep the newest N snapshots (a whole number from 1). */
   keep?: number
   /** Keep snapshots younger than this (`"7d"`, `"12h"`). */
   maxAge?: string
@@ -329,6 +398,11 @@ export interface RecordStep {
 export interface ResumeOptions {
   /** Receives step events as they happen. */
   onEvent?: (event: StepEvent) => void
+  /**
+   * Stops the resumed rollback again at the next step boundary; the record is then
+   * `interrupted` and another `resume` finishes it.
+   */
+  signal?: AbortSignalLike
 }
 
 /** Options of `rollback` and `drill`. */

@@ -143,13 +143,17 @@ pub struct ResumeOptions {
     /// Receives step events as they happen.
     #[napi(ts_type = "(event: StepEvent) => void")]
     pub on_event: Option<EventFn>,
+    /// Stops the resumed rollback again at the next step boundary; the record is then
+    /// `interrupted` and another `resume` finishes it.
+    #[napi(ts_type = "AbortSignalLike")]
+    pub signal: Option<Abort>,
 }
 
 /// Options of `gc`.
 #[napi(object, object_to_js = false)]
 #[derive(Default)]
 pub struct GcOptions {
-    /// Keep the newest N snapshots.
+    /// Keep the newest N snapshots (a whole number from 1).
     pub keep: Option<f64>,
     /// Keep snapshots younger than this (`"7d"`, `"12h"`).
     pub max_age: Option<String>,
