@@ -125,6 +125,90 @@ test('bad input and missing things reject with codes', async (t) => {
   await assert.rejects(stack.verify('no-such-snapshot'), (e) => e.stack.includes('stack.test.mjs'))
 })
 
+// napi alone truncated numbers (`phases: [1.9]` planned phase 1, `[NaN]` phase 0),
+// read a non-object as no options, ignored unknown keys, and threw plain TypeErrors
+// naming nothing. Every such argument is refused before anything runs.
+test('bad arguments are CONFIG errors naming the argument, and change nothing', async (t) => {
+  const { dir, stack } = await setup(t)
+  const snap = await stack.snapshot()
+  deployBad(dir)
+  const refused = (what, pattern) => (e) => {
+    assert.ok(e instanceof RollbackError, `${what}: a RollbackError, not ${e && e.constructor.name}: ${e && e.message}`)
+    assert.equal(e.code, 'CONFIG', `${what}: ${e.message}`)
+    assert.match(e.message, pattern, what)
+    return true
+  }
+  const rejected = [
+    ['plan phases [1.9]', () => stack.plan(snap.id, { phases: [1.9] }), /`options\.phases\[0\]` = 1\.9 is not a whole number/],
+    ['plan phases [NaN]', () => stack.plan(snap.id, { phases: [NaN] }), /`options\.phases\[0\]` = NaN/],
+    ['plan phases [2**70]', () => stack.plan(snap.id, { phases: [2 ** 70] }), /`options\.phases\[0\]`/],
+    ['plan phases [true]', () => stack.plan(snap.id, { phases: [true] }), /`options\.phases\[0\]` must be a whole number, not true/],
+    ['plan phases "1"', () => stack.plan(snap.id, { phases: '1' }), /`options\.phases` must be an array/],
+    ['plan options 5', () => stack.plan(snap.id, 5), /`options` must be an object, not the number 5/],
+    ['plan unknown key', () => stack.plan(snap.id, { phase: [2] }), /`options` has an unknown key `phase`/],
+    ['plan snapshot null', () => stack.plan(null), /`snapshot` must be a string, not null/],
+    ['dryRun phases [0.5]', () => stack.dryRun(snap.id, { phases: [0.5] }), /`options\.phases\[0\]`/],
+    ['rollback phases [2.5]', () => stack.rollback(snap.id, { phases: [2.5] }), /`options\.phases\[0\]` = 2\.5/],
+    ['rollback typo of components', () => stack.rollback(snap.id, { component: ['code'] }), /unknown key `component`/],
+    ['rollback safetySnapshot 0', () => stack.rollback(snap.id, { safetySnapshot: 0 }), /`options\.safetySnapshot` must be true or false/],
+    ['rollback stepTimeoutMs NaN', () => stack.rollback(snap.id, { stepTimeoutMs: NaN }), /`options\.stepTimeoutMs`/],
+    ['rollback stepTimeoutMs true', () => stack.rollback(snap.id, { stepTimeoutMs: true }), /`options\.stepTimeoutMs` must be a number/],
+    ['rollback components [1]', () => stack.rollback(snap.id, { components: [1] }), /`options\.components\[0\]` must be a string/],
+    ['rollback onEvent 5', () => stack.rollback(snap.id, { onEvent: 5 }), /`options\.onEvent` must be a function/],
+    ['rollback signal {}', () => stack.rollback(snap.id, { signal: {} }), /`options\.signal` must be an AbortSignal/],
+    ['drill safetySnapshot "no"', () => stack.drill({ safetySnapshot: 'no' }), /`options\.safetySnapshot`/],
+    ['resume id 5', () => stack.resume(5), /`rollbackId` must be a string/],
+    ['resume onEvent "x"', () => stack.resume('latest', { onEvent: 'x' }), /`options\.onEvent`/],
+    ['watch durationMs true', () => stack.watch({ durationMs: true }), /`options\.durationMs` must be a number, not true/],
+    ['watch dryRun 1', () => stack.watch({ dryRun: 1 }), /`options\.dryRun` must be true or false/],
+    ['verify throwOnDrift 1', () => stack.verify(snap.id, { throwOnDrift: 1 }), /`options\.throwOnDrift`/],
+    ['snapshot label 5', () => stack.snapshot({ label: 5 }), /`options\.label` must be a string/],
+    ['snapshot components "code"', () => stack.snapshot({ components: 'code' }), /`options\.components` must be an array of strings/],
+    ['gc keep -1', () => stack.gc({ keep: -1 }), /`options\.keep` = -1 is not a whole number from 1/],
+    ['gc keep 1.5', () => stack.gc({ keep: 1.5 }), /`options\.keep` = 1\.5/],
+    ['gc keep NaN', () => stack.gc({ keep: NaN }), /`options\.keep` = NaN/],
+    ['gc keep 2**70', () => stack.gc({ keep: 2 ** 70 }), /`options\.keep`/],
+    ['gc keep true', () => stack.gc({ keep: true }), /`options\.keep` must be a whole number from 1, not true/],
+    ['gc maxAge 5', () => stack.gc({ maxAge: 5 }), /`options\.maxAge` must be a string/],
+    ['health components null-ish string', () => stack.health({ components: 'code' }), /`options\.components`/],
+    ['show 5', () => stack.show(5), /`snapshot` must be a string/],
+    ['record null', () => stack.record(null), /`reference` must be a string/],
+    ['report format 5', () => stack.report('latest', 5), /`format` must be a string/],
+    ['load 5', () => Stack.load(5), /`path` must be a string/],
+  ]
+  for (const [what, call, pattern] of rejected) await assert.rejects(call(), refused(what, pattern))
+
+  const thrown = [
+    ['assess(null)', () => assess(null), /`symptoms` must be an object, not null/],
+    ['assess()', () => assess(), /`symptoms` must be an object, not undefined/],
+    ['assess without perfDegradation', () => assess({ errorRate: 0.1 }), /`symptoms\.perfDegradation` must be a number, not undefined/],
+    ['assess security 1', () => assess({ errorRate: 0, perfDegradation: 0, security: 1 }), /`symptoms\.security` must be true or false/],
+    ['assess typo', () => assess({ errorRate: 0, perfDegradation: 0, latency: 900 }), /unknown key `latency`/],
+    ['stack.assess(null)', () => stack.assess(null), /`symptoms` must be an object/],
+    ['fromToml(null)', () => Stack.fromToml(null), /`text` must be a string, not null/],
+    ['fromToml baseDir 5', () => Stack.fromToml('', 5), /`baseDir` must be a string/],
+    ['fromConfig(null)', () => Stack.fromConfig(null, dir), /`config` must be an object, not null/],
+    ['fromConfig phase NaN', () => Stack.fromConfig({ component: [{ name: 'x', driver: 'files', paths: ['conf'], phase: NaN }] }, dir),
+      /`config\.component\[0\]\.phase` = NaN is not a finite number/],
+    ['fromConfig a function', () => Stack.fromConfig({ component: [{ name: 'x', driver: 'files', paths: [() => 1] }] }, dir),
+      /`config\.component\[0\]\.paths\[0\]` is a function/],
+  ]
+  for (const [what, call, pattern] of thrown) assert.throws(call, refused(what, pattern))
+  const cyclic = { component: [] }
+  cyclic.store = { again: cyclic }
+  assert.throws(() => Stack.fromConfig(cyclic, dir), refused('a cyclic config', /nests deeper/))
+
+  // Nothing ran: no record, no snapshot besides the first, the bad deploy in place.
+  assert.deepEqual(await stack.history(), [])
+  assert.deepEqual((await stack.list()).map((s) => s.id), [snap.id])
+  assert.equal(read(dir, 'conf/app.toml'), 'mode = "broken"\n')
+  assert.equal(read(dir, 'state.txt'), 'two\n')
+
+  // `undefined` and `null` leave an option unset, as they do for the whole options object.
+  assert.deepEqual((await stack.plan(snap.id, { phases: null, components: undefined, level: null })).level, 'complete')
+  assert.deepEqual((await stack.plan(snap.id, { phases: [2], extra: undefined })).phases, [2])
+})
+
 test('a driver failure names its component', async (t) => {
   const dir = scratch(t)
   const stack = Stack.fromToml('[[component]]\nname = "api"\ndriver = "command"\ncapture = ["false"]\nrestore = ["true"]\n', dir)
@@ -389,6 +473,29 @@ test('an AbortSignal stops the rollback at a step boundary; resume finishes it',
   assert.deepEqual((await stack.check()).unfinishedRollbacks, [])
   assert.equal(read(dir, 'conf/app.toml'), 'mode = "broken"\n')
   await assert.rejects(stack.resume('latest'), (e) => e.code === 'NOT_FOUND')
+})
+
+test('resume takes a signal too: it stops again at a step boundary', async (t) => {
+  const { dir, stack } = await setup(t, { slowMs: 300 })
+  const snap = await stack.snapshot()
+  deployBad(dir)
+  const first = new AbortController()
+  const record = await stack.rollback(snap.id, {
+    signal: first.signal,
+    onEvent: (e) => e.kind === 'step_started' && first.abort(),
+  })
+  assert.equal(record.status, 'interrupted')
+  const again = new AbortController()
+  const resumed = await stack.resume(record.rollbackId, {
+    signal: again.signal,
+    onEvent: (e) => e.kind === 'step_started' && again.abort(),
+  })
+  assert.equal(resumed.status, 'interrupted', resumed.error)
+  assert.equal(resumed.rollbackId, record.rollbackId)
+  assert.deepEqual((await stack.check()).unfinishedRollbacks, [record.rollbackId])
+  const done = await stack.resume('latest')
+  assert.equal(done.status, 'succeeded', done.error)
+  assert.equal((await stack.verify(snap.id)).ok, true)
 })
 
 test('an onEvent callback whose promise rejects does not take the process down', async (t) => {
