@@ -6,97 +6,83 @@
 //! next step boundary with an `interrupted` record that `Stack.resume()` finishes.
 //! `*_async` methods return asyncio awaitables on the same runtime.
 
+mod args;
 mod convert;
 mod errors;
+mod events;
 mod log;
 mod runtime;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rollback_core as rb;
 
+use args::Zero;
 use convert::{Assessment, CheckReport, GcReport, Plan, Record, Snapshot, Verification};
 use errors::{config, to_py};
+use events::Delivery;
 use runtime::Call;
 
-/// An id from a `Snapshot`, a `Record` (its rollback id) or a string.
-fn reference(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+/// An id from a `Snapshot`, a `Record` (its rollback id) or a string; `name` names
+/// the argument in errors.
+fn reference(py: Python<'_>, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = obj.cast::<Snapshot>() {
         return Ok(s.get().inner.id.clone());
     }
     if let Ok(r) = obj.cast::<Record>() {
         return Ok(r.get().inner.rollback_id.clone());
     }
-    obj.extract::<String>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "expected a Snapshot, a Record or an id string, got {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
-        ))
+    args::string(py, name, obj).map_err(|_| {
+        config(
+            py,
+            format!(
+                "`{name}` must be a Snapshot, a Record or an id string, not {}",
+                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            ),
+        )
     })
 }
 
-fn event_callback(cb: Option<Py<PyAny>>) -> Option<rb::EventCallback> {
-    let cb = Arc::new(cb?);
-    Some(Arc::new(move |e: &rb::Event| {
-        // Called on a runtime thread; a callback that raises must not stop a rollback.
-        Python::attach(|py| {
-            let r = convert::to_py(py, e).and_then(|d| cb.call1(py, (d,)));
-            if let Err(err) = r {
-                err.write_unraisable(py, Some(cb.bind(py)));
-            }
-        });
-    }))
+/// The core's callback of an `on_event` argument and the delivery that feeds it.
+fn event_callback(
+    py: Python<'_>,
+    on_event: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Option<rb::EventCallback>, Option<Delivery>)> {
+    events::deliver(args::callback(py, "on_event", on_event)?)
 }
 
+/// The scope of `level`, `phases` and `components`, each checked.
 fn scope(
     py: Python<'_>,
-    level: Option<String>,
-    phases: Option<Vec<i64>>,
-    components: Option<Vec<String>>,
+    level: Option<&Bound<'_, PyAny>>,
+    phases: Option<&Bound<'_, PyAny>>,
+    components: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<rb::Scope> {
+    let level = args::opt_string(py, "level", level)?;
+    let phases = args::ints(py, "phases", phases)?;
+    let components = args::strings(py, "components", components)?;
     rb::Scope::from_parts(level.as_deref(), phases.unwrap_or_default(), components.unwrap_or_default())
         .map_err(|e| to_py(py, e))
 }
 
-fn seconds(py: Python<'_>, what: &str, v: Option<f64>) -> PyResult<Option<Duration>> {
-    match v {
-        Some(s) if !(s.is_finite() && s > 0.0) => {
-            Err(config(py, format!("{what} must be a positive number of seconds")))
-        }
-        Some(s) => rb::config::duration_from_secs(s).map(Some).map_err(|e| config(py, format!("{what}: {e}"))),
-        None => Ok(None),
-    }
-}
-
-/// `"7d"`, `"12h"`, a `timedelta`, or a number of seconds; `what` names it in errors.
-fn age(py: Python<'_>, what: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
-    let Some(v) = v else { return Ok(None) };
-    if v.is_none() {
-        return Ok(None);
-    }
-    if let Ok(s) = v.extract::<String>() {
-        return rb::config::parse_duration(&s).map(Some).map_err(|e| config(py, format!("{what} `{s}`: {e}")));
-    }
-    if let Ok(td) = v.extract::<chrono::Duration>() {
-        return td.to_std().map(Some).map_err(|_| config(py, format!("{what} must not be negative")));
-    }
-    seconds(py, what, Some(v.extract::<f64>()?))
-}
-
 fn symptoms(
     py: Python<'_>,
-    error_rate: f64,
-    perf_degradation: f64,
-    latency_ms: Option<f64>,
-    data_impact: &str,
-    security: bool,
+    error_rate: &Bound<'_, PyAny>,
+    perf_degradation: &Bound<'_, PyAny>,
+    latency_ms: Option<&Bound<'_, PyAny>>,
+    data_impact: &Bound<'_, PyAny>,
+    security: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<rb::Symptoms> {
-    let data_impact = data_impact.parse().map_err(|e| to_py(py, e))?;
-    Ok(rb::Symptoms { error_rate, perf_degradation, latency_ms, data_impact, security })
+    let data_impact = args::string(py, "data_impact", data_impact)?.parse().map_err(|e| to_py(py, e))?;
+    Ok(rb::Symptoms {
+        error_rate: args::number(py, "error_rate", error_rate)?,
+        perf_degradation: args::number(py, "perf_degradation", perf_degradation)?,
+        latency_ms: args::opt_number(py, "latency_ms", latency_ms)?,
+        data_impact,
+        security: args::flag(py, "security", security, false)?,
+    })
 }
 
 /// Applies the decision matrix with the default thresholds (SPEC §7).
@@ -106,17 +92,41 @@ fn symptoms(
 /// `security` whether a security issue is present (always critical). The worst
 /// signal wins. Returns an `Assessment` with `.severity`, `.decision`, `.reasons`.
 #[pyfunction]
-#[pyo3(signature = (*, error_rate=0.0, perf_degradation=0.0, latency_ms=None, data_impact="none", security=false))]
+#[pyo3(
+    signature = (*, error_rate=None, perf_degradation=None, latency_ms=None, data_impact=None, security=None),
+    text_signature = "(*, error_rate=0.0, perf_degradation=0.0, latency_ms=None, data_impact='none', security=False)"
+)]
 fn assess(
     py: Python<'_>,
-    error_rate: f64,
-    perf_degradation: f64,
-    latency_ms: Option<f64>,
-    data_impact: &str,
-    security: bool,
+    error_rate: Option<&Bound<'_, PyAny>>,
+    perf_degradation: Option<&Bound<'_, PyAny>>,
+    latency_ms: Option<&Bound<'_, PyAny>>,
+    data_impact: Option<&Bound<'_, PyAny>>,
+    security: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Assessment> {
-    let s = symptoms(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
+    let s = symptoms_or_defaults(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
     Ok(ok_or_raise(py, rb::assess(&s, &rb::Thresholds::default()))?.into())
+}
+
+/// [`symptoms`] with the defaults of `assess`'s signature: rates 0, no data impact.
+fn symptoms_or_defaults(
+    py: Python<'_>,
+    error_rate: Option<&Bound<'_, PyAny>>,
+    perf_degradation: Option<&Bound<'_, PyAny>>,
+    latency_ms: Option<&Bound<'_, PyAny>>,
+    data_impact: Option<&Bound<'_, PyAny>>,
+    security: Option<&Bound<'_, PyAny>>,
+) -> PyResult<rb::Symptoms> {
+    let zero = 0.0_f64.into_pyobject(py)?.into_any();
+    let none = "none".into_pyobject(py)?.into_any();
+    symptoms(
+        py,
+        error_rate.unwrap_or(&zero),
+        perf_degradation.unwrap_or(&zero),
+        latency_ms,
+        data_impact.unwrap_or(&none),
+        security,
+    )
 }
 
 fn ok_or_raise<T>(py: Python<'_>, r: rb::Result<T>) -> PyResult<T> {
@@ -129,6 +139,15 @@ fn ok_or_raise<T>(py: Python<'_>, r: rb::Result<T>) -> PyResult<T> {
 fn record_interrupted(py: Python<'_>, signal: &PyErr, result: Option<rb::Result<rb::Record>>) -> PyResult<()> {
     let value = signal.value(py);
     let (note, record) = match result {
+        Some(Ok(rec)) if rec.status != rb::Status::Interrupted => {
+            // It had ended when the signal came (while its events were being delivered).
+            let note = format!(
+                "rollback {} had ended (status {}); the events not delivered yet were dropped",
+                rec.rollback_id,
+                rec.status.as_str()
+            );
+            (note, Some(Py::new(py, Record { inner: rec })?.into_any()))
+        }
         Some(Ok(rec)) => {
             let note = format!(
                 "rollback {} stopped at a step boundary (status {}); finish it with stack.resume({:?})",
@@ -179,50 +198,56 @@ struct Stack {
 #[allow(clippy::too_many_arguments)]
 fn rollback_options(
     py: Python<'_>,
-    level: Option<String>,
-    phases: Option<Vec<i64>>,
-    components: Option<Vec<String>>,
-    trigger: Option<String>,
-    severity: Option<String>,
-    safety_snapshot: bool,
-    on_event: Option<Py<PyAny>>,
-    step_timeout: Option<f64>,
-) -> PyResult<rb::RollbackOptions> {
-    let severity = match severity {
+    level: Option<&Bound<'_, PyAny>>,
+    phases: Option<&Bound<'_, PyAny>>,
+    components: Option<&Bound<'_, PyAny>>,
+    trigger: Option<&Bound<'_, PyAny>>,
+    severity: Option<&Bound<'_, PyAny>>,
+    safety_snapshot: Option<&Bound<'_, PyAny>>,
+    on_event: Option<&Bound<'_, PyAny>>,
+    step_timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(rb::RollbackOptions, Option<Delivery>)> {
+    let severity = match args::opt_string(py, "severity", severity)? {
         Some(s) => Some(s.parse::<rb::Severity>().map_err(|e| to_py(py, e))?),
         None => None,
     };
-    Ok(rb::RollbackOptions {
-        scope: scope(py, level, phases, components)?,
+    let scope = scope(py, level, phases, components)?;
+    let trigger = args::opt_string(py, "trigger", trigger)?;
+    let no_safety_snapshot = !args::flag(py, "safety_snapshot", safety_snapshot, true)?;
+    let step_timeout = args::duration(py, "step_timeout", step_timeout, Zero::Refused)?;
+    // Last: it starts the delivery thread, which nothing after it may leave behind.
+    let (on_event, delivery) = event_callback(py, on_event)?;
+    let opts = rb::RollbackOptions {
+        scope,
         trigger,
         severity,
-        no_safety_snapshot: !safety_snapshot,
-        on_event: event_callback(on_event),
+        no_safety_snapshot,
+        on_event,
         cancel: rb::CancelToken::new(),
-        step_timeout: seconds(py, "step_timeout", step_timeout)?,
+        step_timeout,
         watch: None,
-    })
+    };
+    Ok((opts, delivery))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn watch_options(
     py: Python<'_>,
     snapshot: Option<&Bound<'_, PyAny>>,
-    level: Option<String>,
-    phases: Option<Vec<i64>>,
-    components: Option<Vec<String>>,
+    level: Option<&Bound<'_, PyAny>>,
+    phases: Option<&Bound<'_, PyAny>>,
+    components: Option<&Bound<'_, PyAny>>,
     duration: Option<&Bound<'_, PyAny>>,
-    dry_run: bool,
-    on_event: Option<Py<PyAny>>,
-) -> PyResult<rb::WatchOptions> {
-    Ok(rb::WatchOptions {
-        snapshot: snapshot.filter(|s| !s.is_none()).map(reference).transpose()?,
-        scope: scope(py, level, phases, components)?,
-        duration: age(py, "duration", duration)?,
-        dry_run,
-        on_event: event_callback(on_event),
-        cancel: rb::CancelToken::new(),
-    })
+    dry_run: Option<&Bound<'_, PyAny>>,
+    on_event: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(rb::WatchOptions, Option<Delivery>)> {
+    let snapshot = snapshot.filter(|s| !s.is_none()).map(|s| reference(py, "snapshot", s)).transpose()?;
+    let scope = scope(py, level, phases, components)?;
+    let duration = args::duration(py, "duration", duration, Zero::Refused)?;
+    let dry_run = args::flag(py, "dry_run", dry_run, false)?;
+    let (on_event, delivery) = event_callback(py, on_event)?;
+    let opts = rb::WatchOptions { snapshot, scope, duration, dry_run, on_event, cancel: rb::CancelToken::new() };
+    Ok((opts, delivery))
 }
 
 /// A watch report as a dict, its `record` (when it rolled back) a `Record`.
@@ -249,8 +274,8 @@ fn env_var(k: &str) -> Option<String> {
 }
 
 /// `base_dir`, or the current directory, made absolute.
-fn base_dir(py: Python<'_>, base_dir: Option<PathBuf>) -> PyResult<PathBuf> {
-    let base = match base_dir {
+fn base_dir(py: Python<'_>, base_dir: Option<&Bound<'_, PyAny>>) -> PyResult<PathBuf> {
+    let base = match args::opt_path(py, "base_dir", base_dir)? {
         Some(d) => d,
         None => std::env::current_dir()
             .map_err(|e| to_py(py, rb::Error::config("cannot read the current directory").with_source(e)))?,
@@ -266,7 +291,8 @@ fn json_result(v: serde_json::Value) -> PyResult<Py<PyAny>> {
 impl Stack {
     /// Loads `rollback.toml` (relative paths in it resolve beside the file).
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Stack> {
+    fn load(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Stack> {
+        let path = args::path(py, "path", path)?;
         let inner = ok_or_raise(py, py.detach(|| rb::Stack::load(path)))?;
         Ok(Stack { inner })
     }
@@ -275,7 +301,8 @@ impl Stack {
     /// (default: the current directory). `${ENV}` references are expanded.
     #[staticmethod]
     #[pyo3(signature = (text, base_dir=None))]
-    fn from_toml(py: Python<'_>, text: String, base_dir: Option<PathBuf>) -> PyResult<Stack> {
+    fn from_toml(py: Python<'_>, text: &Bound<'_, PyAny>, base_dir: Option<&Bound<'_, PyAny>>) -> PyResult<Stack> {
+        let text = args::string(py, "text", text)?;
         let base = self::base_dir(py, base_dir)?;
         let inner = py.detach(|| {
             let cfg = rb::StackConfig::from_toml_str(&text, None, &base, &env_var)?;
@@ -286,12 +313,11 @@ impl Stack {
 
     /// Builds a stack from a dict shaped like `rollback.toml`
     /// (`{"store": {...}, "rto": {...}, "component": [{"name": ..., "driver": ...}]}`).
+    /// Paths may be `pathlib.Path`s and durations `timedelta`s.
     #[staticmethod]
     #[pyo3(signature = (config, base_dir=None))]
-    fn from_dict(py: Python<'_>, config: &Bound<'_, PyAny>, base_dir: Option<PathBuf>) -> PyResult<Stack> {
-        let text: String = py.import("json")?.call_method1("dumps", (config,))?.extract()?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| errors::config(py, format!("the config is not JSON-like: {e}")))?;
+    fn from_dict(py: Python<'_>, config: &Bound<'_, PyAny>, base_dir: Option<&Bound<'_, PyAny>>) -> PyResult<Stack> {
+        let value = args::config_json(py, "config", config)?;
         let base = self::base_dir(py, base_dir)?;
         let inner = py.detach(|| {
             let cfg = rb::StackConfig::from_json(value, &base, &env_var)?;
@@ -319,17 +345,20 @@ impl Stack {
     }
 
     /// Applies the decision matrix with this stack's `[decision]` thresholds.
-    #[pyo3(signature = (*, error_rate=0.0, perf_degradation=0.0, latency_ms=None, data_impact="none", security=false))]
+    #[pyo3(
+        signature = (*, error_rate=None, perf_degradation=None, latency_ms=None, data_impact=None, security=None),
+        text_signature = "($self, *, error_rate=0.0, perf_degradation=0.0, latency_ms=None, data_impact='none', security=False)"
+    )]
     fn assess(
         &self,
         py: Python<'_>,
-        error_rate: f64,
-        perf_degradation: f64,
-        latency_ms: Option<f64>,
-        data_impact: &str,
-        security: bool,
+        error_rate: Option<&Bound<'_, PyAny>>,
+        perf_degradation: Option<&Bound<'_, PyAny>>,
+        latency_ms: Option<&Bound<'_, PyAny>>,
+        data_impact: Option<&Bound<'_, PyAny>>,
+        security: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Assessment> {
-        let s = symptoms(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
+        let s = symptoms_or_defaults(py, error_rate, perf_degradation, latency_ms, data_impact, security)?;
         Ok(ok_or_raise(py, self.inner.assess(&s))?.into())
     }
 
@@ -342,7 +371,7 @@ impl Stack {
 
     /// One snapshot by id, unique prefix, `latest` or `last-good`.
     fn show(&self, py: Python<'_>, snapshot: &Bound<'_, PyAny>) -> PyResult<Snapshot> {
-        let r = reference(snapshot)?;
+        let r = reference(py, "snapshot", snapshot)?;
         let s = self.inner.clone();
         Ok(Snapshot { inner: ok_or_raise(py, py.detach(move || s.resolve(&r)))? })
     }
@@ -354,11 +383,11 @@ impl Stack {
         &self,
         py: Python<'_>,
         snapshot: &Bound<'_, PyAny>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
+        level: Option<&Bound<'_, PyAny>>,
+        phases: Option<&Bound<'_, PyAny>>,
+        components: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Plan> {
-        let r = reference(snapshot)?;
+        let r = reference(py, "snapshot", snapshot)?;
         let sc = scope(py, level, phases, components)?;
         let s = self.inner.clone();
         Call::new(async move { s.dry_run(&r, &sc).await }, |inner| Ok(Plan { inner })).wait(py)
@@ -373,7 +402,7 @@ impl Stack {
 
     /// One record by id, unique prefix, `latest`, or path.
     fn record(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Record> {
-        let r = reference(id)?;
+        let r = reference(py, "id", id)?;
         let s = self.inner.clone();
         Ok(Record { inner: ok_or_raise(py, py.detach(move || s.record(&r)))? })
     }
@@ -396,10 +425,14 @@ impl Stack {
 /// checks the arguments and returns the [`Call`]; the blocking method waits for it
 /// (GIL released, Ctrl-C handled), the twin returns its asyncio awaitable. So the
 /// two forms cannot drift apart in what they accept, check or return.
+///
+/// A flag's default is `None` in the signature (an argument taken as any object, so
+/// that `1` for `True` is a `ConfigError` naming it, not PyO3's `TypeError`);
+/// `text_signature` then shows the default it stands for.
 macro_rules! sync_and_async {
     ($(
         $(#[doc = $doc:literal])*
-        #[pyo3(signature = $sig:tt)]
+        #[pyo3(signature = $sig:tt $(, text_signature = $ts:literal)?)]
         $(#[async_doc = $adoc:literal])?
         fn $name:ident / $aname:ident (&$self:ident, $py:ident $(, $arg:ident : $ty:ty)* $(,)?) -> $out:ty $body:block
     )*) => {
@@ -407,7 +440,7 @@ macro_rules! sync_and_async {
         impl Stack {
             $(
                 $(#[doc = $doc])*
-                #[pyo3(signature = $sig)]
+                #[pyo3(signature = $sig $(, text_signature = $ts)?)]
                 #[allow(clippy::too_many_arguments)]
                 fn $name(&$self, $py: Python<'_>, $($arg: $ty),*) -> PyResult<$out> {
                     let call: Call<_, $out> = $body;
@@ -415,7 +448,7 @@ macro_rules! sync_and_async {
                 }
 
                 #[doc = concat!("`", stringify!($name), "()` as an asyncio awaitable." $(, " ", $adoc)?)]
-                #[pyo3(signature = $sig)]
+                #[pyo3(signature = $sig $(, text_signature = $ts)?)]
                 #[allow(clippy::too_many_arguments)]
                 fn $aname<'py>(&$self, $py: Python<'py>, $($arg: $ty),*) -> PyResult<Bound<'py, PyAny>> {
                     let call: Call<_, $out> = $body;
@@ -434,17 +467,16 @@ sync_and_async! {
     fn snapshot / snapshot_async(
         &self,
         py,
-        label: Option<String>,
-        components: Option<Vec<String>>,
-        on_event: Option<Py<PyAny>>,
+        label: Option<&Bound<'_, PyAny>>,
+        components: Option<&Bound<'_, PyAny>>,
+        on_event: Option<&Bound<'_, PyAny>>,
     ) -> Snapshot {
+        let label = args::opt_string(py, "label", label)?;
+        let components = args::strings(py, "components", components)?.unwrap_or_default();
+        let (on_event, delivery) = event_callback(py, on_event)?;
         let s = self.inner.clone();
-        let opts = rb::SnapshotOptions {
-            label,
-            components: components.unwrap_or_default(),
-            on_event: event_callback(on_event),
-        };
-        Call::new(async move { s.snapshot(opts).await }, |inner| Ok(Snapshot { inner }))
+        let opts = rb::SnapshotOptions { label, components, on_event };
+        Call::new(async move { s.snapshot(opts).await }, |inner| Ok(Snapshot { inner })).delivering(delivery)
     }
 
     /// The steps a rollback to `snapshot` would run for the scope; changes nothing.
@@ -455,11 +487,11 @@ sync_and_async! {
         &self,
         py,
         snapshot: &Bound<'_, PyAny>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
+        level: Option<&Bound<'_, PyAny>>,
+        phases: Option<&Bound<'_, PyAny>>,
+        components: Option<&Bound<'_, PyAny>>,
     ) -> Plan {
-        let r = reference(snapshot)?;
+        let r = reference(py, "snapshot", snapshot)?;
         let sc = scope(py, level, phases, components)?;
         let s = self.inner.clone();
         Call::new(async move { s.plan(&r, &sc).await }, |inner| Ok(Plan { inner }))
@@ -471,23 +503,26 @@ sync_and_async! {
     ///
     /// Ctrl-C stops it at the next step boundary and raises `KeyboardInterrupt` whose
     /// `.record` is the `interrupted` record; `resume()` finishes it.
-    #[pyo3(signature = (snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[pyo3(
+        signature = (snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=None, on_event=None, step_timeout=None),
+        text_signature = "($self, snapshot, *, level=None, phases=None, components=None, trigger=None, severity=None, safety_snapshot=True, on_event=None, step_timeout=None)"
+    )]
     #[async_doc = "Cancelling the task stops the rollback at its next step boundary (its record is then `interrupted`)."]
     fn rollback / rollback_async(
         &self,
         py,
         snapshot: &Bound<'_, PyAny>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        trigger: Option<String>,
-        severity: Option<String>,
-        safety_snapshot: bool,
-        on_event: Option<Py<PyAny>>,
-        step_timeout: Option<f64>,
+        level: Option<&Bound<'_, PyAny>>,
+        phases: Option<&Bound<'_, PyAny>>,
+        components: Option<&Bound<'_, PyAny>>,
+        trigger: Option<&Bound<'_, PyAny>>,
+        severity: Option<&Bound<'_, PyAny>>,
+        safety_snapshot: Option<&Bound<'_, PyAny>>,
+        on_event: Option<&Bound<'_, PyAny>>,
+        step_timeout: Option<&Bound<'_, PyAny>>,
     ) -> Record {
-        let r = reference(snapshot)?;
-        let o = rollback_options(
+        let r = reference(py, "snapshot", snapshot)?;
+        let (o, delivery) = rollback_options(
             py,
             level,
             phases,
@@ -500,7 +535,9 @@ sync_and_async! {
         )?;
         let cancel = o.cancel.clone();
         let s = self.inner.clone();
-        Call::new(async move { s.rollback(&r, o).await }, to_record).cancellable(cancel, record_interrupted)
+        Call::new(async move { s.rollback(&r, o).await }, to_record)
+            .cancellable(cancel, record_interrupted)
+            .delivering(delivery)
     }
 
     /// Watches the stack with the `[watch]` probes of its config and rolls back to
@@ -511,23 +548,28 @@ sync_and_async! {
     /// `would_roll_back`, `failed`), `rounds`, `decisions`, `record` (a `Record` when
     /// it rolled back). Ctrl-C stops it and raises `KeyboardInterrupt` whose
     /// `.report` is that dict.
-    #[pyo3(signature = (snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=false, on_event=None))]
+    #[pyo3(
+        signature = (snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=None, on_event=None),
+        text_signature = "($self, snapshot=None, *, level=None, phases=None, components=None, duration=None, dry_run=False, on_event=None)"
+    )]
     #[async_doc = "Cancelling the task stops the watch (and a rollback it started, at its next step boundary)."]
     fn watch / watch_async(
         &self,
         py,
         snapshot: Option<&Bound<'_, PyAny>>,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
+        level: Option<&Bound<'_, PyAny>>,
+        phases: Option<&Bound<'_, PyAny>>,
+        components: Option<&Bound<'_, PyAny>>,
         duration: Option<&Bound<'_, PyAny>>,
-        dry_run: bool,
-        on_event: Option<Py<PyAny>>,
+        dry_run: Option<&Bound<'_, PyAny>>,
+        on_event: Option<&Bound<'_, PyAny>>,
     ) -> Py<PyAny> {
-        let o = watch_options(py, snapshot, level, phases, components, duration, dry_run, on_event)?;
+        let (o, delivery) = watch_options(py, snapshot, level, phases, components, duration, dry_run, on_event)?;
         let cancel = o.cancel.clone();
         let s = self.inner.clone();
-        Call::new(async move { s.watch(o).await }, watch_report).cancellable(cancel, report_interrupted)
+        Call::new(async move { s.watch(o).await }, watch_report)
+            .cancellable(cancel, report_interrupted)
+            .delivering(delivery)
     }
 
     /// Compares the current state with `snapshot` (every component of it, or
@@ -537,48 +579,63 @@ sync_and_async! {
         &self,
         py,
         snapshot: &Bound<'_, PyAny>,
-        components: Option<Vec<String>>,
+        components: Option<&Bound<'_, PyAny>>,
     ) -> Verification {
-        let r = reference(snapshot)?;
-        let components = components.unwrap_or_default();
+        let r = reference(py, "snapshot", snapshot)?;
+        let components = args::strings(py, "components", components)?.unwrap_or_default();
         let s = self.inner.clone();
         Call::new(async move { s.verify(&r, &components).await }, |inner| Ok(Verification { inner }))
     }
 
     /// Rehearsal: snapshot, perturb, roll back, verify, timed against the objective.
     /// Returns the drill's `Record`; Ctrl-C behaves as in `rollback()`.
-    #[pyo3(signature = (*, level=None, phases=None, components=None, trigger=None, safety_snapshot=true, on_event=None, step_timeout=None))]
+    #[pyo3(
+        signature = (*, level=None, phases=None, components=None, trigger=None, safety_snapshot=None, on_event=None, step_timeout=None),
+        text_signature = "($self, *, level=None, phases=None, components=None, trigger=None, safety_snapshot=True, on_event=None, step_timeout=None)"
+    )]
     #[async_doc = "Cancelling the task stops the drill at its next step boundary."]
     fn drill / drill_async(
         &self,
         py,
-        level: Option<String>,
-        phases: Option<Vec<i64>>,
-        components: Option<Vec<String>>,
-        trigger: Option<String>,
-        safety_snapshot: bool,
-        on_event: Option<Py<PyAny>>,
-        step_timeout: Option<f64>,
+        level: Option<&Bound<'_, PyAny>>,
+        phases: Option<&Bound<'_, PyAny>>,
+        components: Option<&Bound<'_, PyAny>>,
+        trigger: Option<&Bound<'_, PyAny>>,
+        safety_snapshot: Option<&Bound<'_, PyAny>>,
+        on_event: Option<&Bound<'_, PyAny>>,
+        step_timeout: Option<&Bound<'_, PyAny>>,
     ) -> Record {
-        let o =
+        let (o, delivery) =
             rollback_options(py, level, phases, components, trigger, None, safety_snapshot, on_event, step_timeout)?;
         let cancel = o.cancel.clone();
         let s = self.inner.clone();
-        Call::new(async move { s.drill(o).await }, to_record).cancellable(cancel, record_interrupted)
+        Call::new(async move { s.drill(o).await }, to_record)
+            .cancellable(cancel, record_interrupted)
+            .delivering(delivery)
     }
 
     /// Finishes a rollback interrupted by Ctrl-C, a crash or a kill, from its journal.
     /// `rollback_id` may be a `Record`, an id, or `latest`. Ctrl-C (or cancelling
     /// `resume_async`) stops it again at the next step boundary.
     #[pyo3(signature = (rollback_id=None, *, on_event=None))]
-    fn resume / resume_async(&self, py, rollback_id: Option<&Bound<'_, PyAny>>, on_event: Option<Py<PyAny>>) -> Record {
-        let id = rollback_id.map(reference).transpose()?.unwrap_or_else(|| "latest".into());
-        let cb = event_callback(on_event);
+    fn resume / resume_async(
+        &self,
+        py,
+        rollback_id: Option<&Bound<'_, PyAny>>,
+        on_event: Option<&Bound<'_, PyAny>>,
+    ) -> Record {
+        let id = rollback_id
+            .filter(|r| !r.is_none())
+            .map(|r| reference(py, "rollback_id", r))
+            .transpose()?
+            .unwrap_or_else(|| "latest".into());
+        let (cb, delivery) = event_callback(py, on_event)?;
         let s = self.inner.clone();
         let cancel = rb::CancelToken::new();
         let c2 = cancel.clone();
         Call::new(async move { s.resume_with(&id, cb, c2).await }, to_record)
             .cancellable(cancel, record_interrupted)
+            .delivering(delivery)
     }
 
     /// Preflight of the stack: config valid, every driver reachable, age of the newest
@@ -592,8 +649,8 @@ sync_and_async! {
     /// Probes each component's health checks once (all components, or `components`):
     /// `{component: [{"check": str, "ok": bool, "detail": str}, ...]}`.
     #[pyo3(signature = (*, components=None))]
-    fn health / health_async(&self, py, components: Option<Vec<String>>) -> Py<PyAny> {
-        let components = components.unwrap_or_default();
+    fn health / health_async(&self, py, components: Option<&Bound<'_, PyAny>>) -> Py<PyAny> {
+        let components = args::strings(py, "components", components)?.unwrap_or_default();
         for n in &components {
             ok_or_raise(py, self.inner.config().component(n))?;
         }
@@ -612,11 +669,9 @@ sync_and_async! {
     /// (`"7d"`, `"12h"`, seconds or a `timedelta`); never the newest one, nor one an
     /// unfinished rollback uses.
     #[pyo3(signature = (*, keep=None, max_age=None))]
-    fn gc / gc_async(&self, py, keep: Option<usize>, max_age: Option<&Bound<'_, PyAny>>) -> GcReport {
-        if keep == Some(0) {
-            return Err(config(py, "keep must be at least 1"));
-        }
-        let max_age = age(py, "max_age", max_age)?;
+    fn gc / gc_async(&self, py, keep: Option<&Bound<'_, PyAny>>, max_age: Option<&Bound<'_, PyAny>>) -> GcReport {
+        let keep = args::count(py, "keep", keep, 1)?;
+        let max_age = args::duration(py, "max_age", max_age, Zero::Allowed)?;
         let s = self.inner.clone();
         Call::new(async move { s.gc(keep, max_age).await }, |inner| Ok(GcReport { inner }))
     }

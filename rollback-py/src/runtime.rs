@@ -17,6 +17,7 @@ use rollback_core as rb;
 use tokio::runtime::Runtime;
 
 use crate::errors::to_py;
+use crate::events::Delivery;
 
 static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 
@@ -61,12 +62,13 @@ where
     F: Future<Output = rb::Result<T>> + Send + 'static,
 {
     if tokio::runtime::Handle::try_current().is_ok() {
-        // An `on_event` callback runs on a runtime thread: blocking it on the same
-        // runtime would deadlock.
+        // Blocking a runtime thread on the same runtime would deadlock. No Python code
+        // of the user's runs on one (`on_event` callbacks have a thread of their own),
+        // but a call from there must fail, not hang.
         return Err(to_py(
             py,
             rb::Error::config(
-                "a blocking rollback call cannot be made from an on_event callback; use the *_async form",
+                "a blocking rollback call cannot be made from the module's runtime threads; use the *_async form",
             ),
         ));
     }
@@ -130,6 +132,7 @@ fn awaitable<'py, T, F, O>(
     py: Python<'py>,
     fut: F,
     cancel: Option<rb::CancelToken>,
+    delivery: Option<Delivery>,
     convert: fn(T) -> PyResult<O>,
 ) -> PyResult<Bound<'py, PyAny>>
 where
@@ -148,6 +151,10 @@ where
         let _abort = AbortOnDrop((!with_token).then(|| task.abort_handle()));
         let r = task.await;
         guard.0 = None;
+        // Every event reaches `on_event` before the awaitable completes.
+        if let Some(d) = delivery {
+            d.finish().await;
+        }
         let r = r.unwrap_or_else(|e| Err(rb::Error::unexpected("the rollback task failed").with_source(e)));
         match r {
             Ok(v) => convert(v),
@@ -169,6 +176,7 @@ pub struct Call<T, O> {
     cancel: Option<rb::CancelToken>,
     convert: fn(T) -> PyResult<O>,
     on_interrupt: Option<OnInterrupt<T>>,
+    delivery: Option<Delivery>,
 }
 
 impl<T, O> Call<T, O>
@@ -180,7 +188,14 @@ where
     /// task) drops it. Nothing is left half-written: a snapshot's manifest is written
     /// last, a check or a verify changes nothing.
     pub fn new(fut: impl Future<Output = rb::Result<T>> + Send + 'static, convert: fn(T) -> PyResult<O>) -> Self {
-        Call { fut: Box::pin(fut), cancel: None, convert, on_interrupt: None }
+        Call { fut: Box::pin(fut), cancel: None, convert, on_interrupt: None, delivery: None }
+    }
+
+    /// A call whose events `delivery` hands to Python: the call returns once it has
+    /// delivered them all.
+    pub fn delivering(mut self, delivery: Option<Delivery>) -> Self {
+        self.delivery = delivery;
+        self
     }
 
     /// A call that stops at its next step boundary when `cancel` is cancelled: by
@@ -192,11 +207,24 @@ where
         self
     }
 
-    /// Runs it to its end with the GIL released.
+    /// Runs it to its end with the GIL released, then waits for its events to be
+    /// delivered.
     pub fn wait(self, py: Python<'_>) -> PyResult<O> {
         match wait(py, self.fut, self.cancel)? {
-            Waited::Done(r) => (self.convert)(r.map_err(|e| to_py(py, e))?),
+            Waited::Done(r) => {
+                if let Some(d) = self.delivery {
+                    if let Err(signal) = d.finish_blocking(py, SIGNAL_TICK) {
+                        if let Some(report) = self.on_interrupt {
+                            report(py, &signal, Some(r))?;
+                        }
+                        return Err(signal);
+                    }
+                }
+                (self.convert)(r.map_err(|e| to_py(py, e))?)
+            }
             Waited::Interrupted(signal, result) => {
+                // Stopping was asked for: the events not delivered yet are dropped.
+                drop(self.delivery);
                 if let Some(report) = self.on_interrupt {
                     report(py, &signal, result)?;
                 }
@@ -207,7 +235,7 @@ where
 
     /// The asyncio awaitable of it.
     pub fn awaitable(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        awaitable(py, self.fut, self.cancel, self.convert)
+        awaitable(py, self.fut, self.cancel, self.delivery, self.convert)
     }
 }
 

@@ -234,7 +234,7 @@ def test_errors_carry_kind_and_component(basic, tmp_path):
     assert ei.value.component == "code"
     assert not isinstance(ei.value, rollback.ConfigError) or "dirty" in str(ei.value)
 
-    with pytest.raises(TypeError):
+    with pytest.raises(rollback.ConfigError, match="`snapshot` must be a Snapshot, a Record or an id string"):
         stack.plan(42)
 
 
@@ -458,3 +458,52 @@ def test_resume_after_interruption_by_record(slow_basic):
     assert finished.status == "succeeded" and finished.resumed
     assert stack.verify(snap)
     assert stack.check().unfinished_rollbacks == []
+
+
+def _slow_callback_rollback(basic, run):
+    """A rollback whose on_event sleeps `pause` seconds per event; returns the record,
+    the events seen when the call returned, and the callback's total sleep."""
+    import time
+
+    pause = 0.2
+    stack = rollback.Stack.load(basic.config)
+    snap = stack.snapshot()
+    basic.deploy_bad()
+    events = []
+
+    def slow(e):
+        time.sleep(pause)
+        events.append(e)
+
+    record = run(stack, snap, slow)
+    seen = list(events)
+    return record, seen, pause * len(seen) * 1000
+
+
+def test_a_slow_on_event_does_not_slow_the_rollback(basic):
+    # Before: the callback ran inline, on the step's thread, and the record's
+    # duration was the sum of the callback's sleeps.
+    record, seen, slept_ms = _slow_callback_rollback(basic, lambda s, snap, cb: s.rollback(snap, on_event=cb))
+    assert record.succeeded
+    assert len(seen) >= 10, [e["kind"] for e in seen]
+    assert record.duration_ms < slept_ms / 2, (record.duration_ms, slept_ms)
+    assert all(s["duration_ms"] < 1000 for s in record.steps), record.steps
+    # Every event was delivered, in order, before the call returned.
+    assert seen[-1]["kind"] == "finished" and seen[-1]["status"] == "succeeded"
+    started = [e["index"] for e in seen if e["kind"] == "step_started"]
+    assert started == sorted(started) and len(started) == len(record.steps)
+
+
+def test_a_slow_on_event_does_not_slow_an_async_rollback(basic):
+    import asyncio
+
+    def run(stack, snap, cb):
+        async def main():
+            return await stack.rollback_async(snap, on_event=cb)
+
+        return asyncio.run(main())
+
+    record, seen, slept_ms = _slow_callback_rollback(basic, run)
+    assert record.succeeded
+    assert record.duration_ms < slept_ms / 2, (record.duration_ms, slept_ms)
+    assert seen[-1]["kind"] == "finished"

@@ -20,6 +20,8 @@ the record's status on `finished`), message, duration_ms. A watch adds
 `watch_decision` (status: the policy's action) and `watch_finished` (status: the
 outcome)."""
 OnEvent = Callable[[Event], Any]
+"""Called with each event, in order, on a thread of the call's own (with the GIL), off
+the rollback's path; the call returns once every event has been delivered."""
 SnapshotRef = Union["Snapshot", str]
 WatchReport = Dict[str, Any]
 """What `Stack.watch()` did: outcome (`elapsed`, `stopped`, `rolled_back`,
@@ -304,7 +306,8 @@ class Stack:
         """Builds a stack from TOML text, as if it were a `rollback.toml` in `base_dir`."""
     @staticmethod
     def from_dict(config: Dict[str, Any], base_dir: Optional[PathLike] = None) -> "Stack":
-        """Builds a stack from a dict shaped like `rollback.toml`."""
+        """Builds a stack from a dict shaped like `rollback.toml`; paths may be
+        `pathlib.Path`s and durations `timedelta`s."""
     @property
     def components(self) -> List[str]:
         """Component names, in config order."""
@@ -374,7 +377,7 @@ class Stack:
         severity: Optional[SeverityName] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Optional[float] = None,
+        step_timeout: Union[str, float, timedelta, None] = None,
     ) -> Record:
         """Rolls back to `snapshot`; returns the record whatever its status. Ctrl-C
         stops it at the next step boundary (`KeyboardInterrupt.record` is the
@@ -390,7 +393,7 @@ class Stack:
         severity: Optional[SeverityName] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Optional[float] = None,
+        step_timeout: Union[str, float, timedelta, None] = None,
     ) -> Awaitable[Record]:
         """`rollback()` as an asyncio awaitable; cancelling it stops at a step boundary."""
     def verify(self, snapshot: SnapshotRef, *, components: Optional[Sequence[str]] = None) -> Verification:
@@ -408,7 +411,7 @@ class Stack:
         trigger: Optional[str] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Optional[float] = None,
+        step_timeout: Union[str, float, timedelta, None] = None,
     ) -> Record:
         """Rehearsal: snapshot, perturb, roll back, verify, timed against the objective."""
     def drill_async(
@@ -420,7 +423,7 @@ class Stack:
         trigger: Optional[str] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Optional[float] = None,
+        step_timeout: Union[str, float, timedelta, None] = None,
     ) -> Awaitable[Record]:
         """`drill()` as an asyncio awaitable."""
     def watch(
