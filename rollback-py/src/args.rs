@@ -58,12 +58,36 @@ pub fn flag(py: Python<'_>, name: &str, v: Option<&Bound<'_, PyAny>>, default: b
     }
 }
 
+/// `v` as an int: a Python int other than a bool, or an integer of another library
+/// (`numpy.int64`) that says so through `__index__`, as `operator.index` reads it.
+fn whole<'py>(v: &Bound<'py, PyAny>) -> Option<Bound<'py, PyInt>> {
+    if v.is_instance_of::<PyBool>() || v.is_instance_of::<PyFloat>() {
+        return None;
+    }
+    if let Ok(i) = v.cast::<PyInt>() {
+        return Some(i.clone());
+    }
+    if !v.hasattr("__index__").unwrap_or(false) {
+        return None;
+    }
+    v.call_method0("__index__").ok()?.cast_into::<PyInt>().ok()
+}
+
+/// `v` as a number: a float, or an int as [`whole`] reads it. An int too large for a
+/// float is infinite, which every user of a number refuses naming it.
+fn real(v: &Bound<'_, PyAny>) -> Option<f64> {
+    if v.is_instance_of::<PyFloat>() {
+        return v.extract::<f64>().ok();
+    }
+    whole(v).map(|i| i.extract::<f64>().unwrap_or(f64::INFINITY))
+}
+
 /// An int that is not a bool, as an `i64`.
 fn int(py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<i64> {
-    if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
+    let Some(i) = whole(v) else {
         return Err(config(py, format!("`{name}` must be a whole number, not {}", kind(v))));
-    }
-    v.extract::<i64>().map_err(|_| config(py, format!("`{name}` = {v} is out of range")))
+    };
+    i.extract::<i64>().map_err(|_| config(py, format!("`{name}` = {i} is out of range")))
 }
 
 /// An optional count from `min` up; None leaves it unset.
@@ -78,11 +102,7 @@ pub fn count(py: Python<'_>, name: &str, v: Option<&Bound<'_, PyAny>>, min: i64)
 
 /// A number (int or float, not a bool). Its range is the core's to check.
 pub fn number(py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<f64> {
-    if v.is_instance_of::<PyBool>() || !(v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>()) {
-        return Err(config(py, format!("`{name}` must be a number, not {}", kind(v))));
-    }
-    // An int too large for a float is infinite, which the core refuses naming it.
-    Ok(v.extract::<f64>().unwrap_or(f64::INFINITY))
+    real(v).ok_or_else(|| config(py, format!("`{name}` must be a number, not {}", kind(v))))
 }
 
 /// An optional number; None leaves it unset.
@@ -171,14 +191,13 @@ pub fn duration(py: Python<'_>, name: &str, v: Option<&Bound<'_, PyAny>>, zero: 
         }
         let secs = td.num_milliseconds() as f64 / 1000.0;
         rb::config::duration_from_secs(secs).map_err(|e| config(py, format!("`{name}`: {e}")))?
-    } else if v.is_instance_of::<PyBool>() || !(v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>()) {
+    } else if let Some(secs) = real(v) {
+        rb::config::duration_from_secs(secs).map_err(|e| config(py, format!("`{name}`: {e}")))?
+    } else {
         return Err(config(
             py,
             format!("`{name}` must be a duration (\"10m\", a timedelta or a number of seconds), not {}", kind(v)),
         ));
-    } else {
-        let secs = v.extract::<f64>().unwrap_or(f64::INFINITY);
-        rb::config::duration_from_secs(secs).map_err(|e| config(py, format!("`{name}`: {e}")))?
     };
     if zero == Zero::Refused && d.is_zero() {
         return Err(config(py, format!("`{name}` must be more than 0")));
@@ -208,8 +227,8 @@ fn json_at(py: Python<'_>, path: &str, v: &Bound<'_, PyAny>, depth: usize) -> Py
     if let Ok(b) = v.cast::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
     }
-    if v.is_instance_of::<PyInt>() {
-        return v.extract::<i64>().map(Value::from).map_err(|_| config(py, format!("{} = {v} is out of range", at())));
+    if let Some(i) = whole(v) {
+        return i.extract::<i64>().map(Value::from).map_err(|_| config(py, format!("{} = {i} is out of range", at())));
     }
     if v.is_instance_of::<PyFloat>() {
         let f = v.extract::<f64>()?;

@@ -135,3 +135,24 @@ def test_pathlib_paths_simply_work(tmp_path):
     # A duration may be a timedelta or seconds; 0 is a fine max_age.
     assert stack.gc(max_age=dt.timedelta(0)).kept
     assert stack.gc(keep=1, max_age=0).kept
+
+
+def test_integers_of_other_libraries_count_as_integers(basic):
+    """What `operator.index` takes (numpy's integers, say) is a whole number; a bool
+    is not, whatever its type."""
+    import operator
+
+    class Index:
+        def __init__(self, n):
+            self.n = n
+
+        def __index__(self):
+            return self.n
+
+    assert operator.index(Index(2)) == 2
+    stack = rollback.Stack.load(basic.config)
+    snap = stack.snapshot()
+    assert stack.plan(snap, phases=[Index(2)]).phases == [2]
+    assert stack.gc(keep=Index(1)).kept
+    assert rollback.assess(error_rate=Index(1)).severity == "critical"
+    refused(lambda: stack.plan(snap, phases=[Index(2**70)]), r"`phases\[0\]` = \d+ is out of range")
