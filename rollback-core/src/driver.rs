@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,9 @@ pub struct Context {
     /// Where a rollback step records the process groups it starts (see
     /// `drivers::process`); none outside a rollback.
     pub(crate) child_log: Option<PathBuf>,
+    /// Lines for the record's `notes` (see [`Context::note`]); the executor shares one
+    /// sink with every context of a step and moves its lines into the journal after it.
+    pub(crate) notes: Arc<Mutex<Vec<String>>>,
 }
 
 impl Context {
@@ -87,6 +90,7 @@ impl Context {
             safety: false,
             events: EventSink::default(),
             child_log: None,
+            notes: Arc::default(),
         }
     }
 
@@ -105,6 +109,23 @@ impl Context {
         let message = self.redactor.redact(&message.into());
         tracing::info!(component = %self.component, "{message}");
         self.events.emit(Event::progress(&self.component, message));
+    }
+
+    /// Adds a line to the record of the rollback this call is part of (its `notes`):
+    /// what a reader of the record must know about how the step went, beyond its
+    /// status (for example that a service was restarted rather than reloaded and
+    /// refused requests meanwhile). Prefixed with the component; secrets redacted.
+    /// Outside a rollback the line is only logged.
+    pub fn note(&self, line: impl Into<String>) {
+        let line = self.redactor.redact(&line.into());
+        tracing::info!(component = %self.component, note = true, "{line}");
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{}: {line}", self.component));
+    }
+
+    /// Takes the lines [`Context::note`] gathered so far (from this context and every
+    /// clone sharing its sink).
+    pub(crate) fn take_notes(sink: &Mutex<Vec<String>>) -> Vec<String> {
+        std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

@@ -236,6 +236,8 @@ pub(crate) struct Executor<'a> {
     child_log: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// The stack's `[[notify]]` targets.
     notifier: crate::notify::Notifier,
+    /// What drivers noted for the record ([`Context::note`]) during the step running now.
+    notes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl<'a> Executor<'a> {
@@ -248,6 +250,7 @@ impl<'a> Executor<'a> {
             still_running: Default::default(),
             notifier: crate::notify::Notifier::new(stack.config().notify.clone(), stack.config().redactor.clone()),
             child_log: Default::default(),
+            notes: Default::default(),
         }
     }
 
@@ -313,6 +316,7 @@ impl<'a> Executor<'a> {
         let mut c = self.stack.context(component, snapshot_id);
         c.events = self.events.clone();
         c.child_log = self.child_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        c.notes = self.notes.clone();
         c
     }
 
@@ -687,6 +691,7 @@ impl<'a> Executor<'a> {
                     .await
                     .map_err(|e| e.with_component(&step.component).redacted(&self.stack.config().redactor));
                 self.step_children_done();
+                j.notes.extend(Context::take_notes(&self.notes));
                 let ms = t.elapsed().as_millis() as u64;
                 let mut ev = Event::new(EventKind::StepFinished, step.description.clone());
                 ev.component = Some(step.component.clone());
@@ -1039,6 +1044,8 @@ impl<'a> Executor<'a> {
     }
 
     fn finish(&self, mut j: Journal, status: Status) -> Result<Record> {
+        // Notes of the compensation's restores.
+        j.notes.extend(Context::take_notes(&self.notes));
         let r = record_of(&j, status);
         self.stack.store().write_record(&r).map_err(|e| self.unrecorded(&j, status, e))?;
         j.stage = Stage::Finished { status };
