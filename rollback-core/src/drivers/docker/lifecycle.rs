@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::{StartContainerOptions, StopContainerOptions};
+use bollard::query_parameters::{KillContainerOptions, StartContainerOptions, StopContainerOptions};
 use bollard::Docker;
 use serde_json::Value;
 
@@ -21,14 +21,41 @@ enum Seen {
 }
 
 impl DockerDriver {
-    pub(crate) fn grace_secs(&self) -> i32 {
-        self.stop_grace.as_secs().min(i32::MAX as u64) as i32
+    /// The grace in the whole seconds the engine takes, rounded up.
+    fn grace_secs(&self) -> i32 {
+        let s = self.stop_grace.as_secs() + u64::from(self.stop_grace.subsec_nanos() > 0);
+        s.min(i32::MAX as u64) as i32
     }
 
     /// Stops `name`; a container that is already stopped or gone is left as it is.
+    ///
+    /// The engine's stop takes its grace in whole seconds. A grace with a fraction of a
+    /// second (`500ms`) is kept here: the stop is asked for with the grace rounded up
+    /// (the stop signal goes at once, and the engine counts the container as stopped
+    /// by hand, so its restart policy does not start it again), and the container is
+    /// killed once the exact grace has passed. Truncating it instead gave 0 s: a kill at
+    /// once, in the middle of what the service does on its stop signal.
     pub(crate) async fn stop_one(&self, d: &Docker, ctx: &Context, name: &str) -> Result<()> {
-        ctx.progress(format!("stopping container `{name}` (grace {}s)", self.grace_secs()));
-        match d.stop_container(name, Some(StopContainerOptions { t: Some(self.grace_secs()), signal: None })).await {
+        ctx.progress(format!("stopping container `{name}` (grace {})", humantime::format_duration(self.stop_grace)));
+        let stop = d.stop_container(name, Some(StopContainerOptions { t: Some(self.grace_secs()), signal: None }));
+        let r = if self.stop_grace.subsec_nanos() == 0 {
+            stop.await
+        } else {
+            tokio::pin!(stop);
+            tokio::select! {
+                r = &mut stop => r,
+                _ = tokio::time::sleep(self.stop_grace) => {
+                    let kill = KillContainerOptions { signal: "SIGKILL".into() };
+                    match d.kill_container(name, Some(kill)).await {
+                        // 409: it ended in the meantime.
+                        Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404 | 409, .. }) => {}
+                        Err(e) => tracing::warn!(container = name, error = %e, "kill after the stop grace failed"),
+                    }
+                    stop.await
+                }
+            }
+        };
+        match r {
             Ok(()) => Ok(()),
             Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             Err(e) if not_found_err(&e) => {

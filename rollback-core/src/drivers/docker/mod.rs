@@ -188,8 +188,9 @@ impl DockerDriver {
             .into_iter()
             .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
             .map(|n| n.trim_start_matches('/').to_string())
-            // Containers set aside by an interrupted restore are not part of the component.
-            .filter(|n| !n.contains(ASIDE_MARK))
+            // Containers set aside or being made by an interrupted restore are not part
+            // of the component.
+            .filter(|n| !n.contains(ASIDE_MARK) && !n.contains(NEW_MARK))
             .collect();
         names.sort();
         Ok(names)
@@ -211,8 +212,11 @@ impl DockerDriver {
         }
     }
 
-    async fn remove(&self, d: &Docker, name: &str) -> Result<()> {
-        match d.remove_container(name, Some(RemoveContainerOptions { force: true, v: false, link: false })).await {
+    /// Removes `name` (running or not; gone already is fine). With `volumes`, its
+    /// anonymous volumes go with it, as `docker rm -v` does: the engine keeps named
+    /// volumes, and any volume another container still mounts.
+    async fn remove(&self, d: &Docker, name: &str, volumes: bool) -> Result<()> {
+        match d.remove_container(name, Some(RemoveContainerOptions { force: true, v: volumes, link: false })).await {
             Ok(()) => Ok(()),
             Err(e) if not_found_err(&e) => Ok(()),
             Err(e) => Err(docker_err(format!("cannot remove container `{name}`"), e, &Redactor::default())),
@@ -321,10 +325,20 @@ impl DockerDriver {
 }
 
 const ASIDE_MARK: &str = "-rollback-aside-";
+const NEW_MARK: &str = "-rollback-new-";
 
 fn aside_name(name: &str, snapshot_id: &str) -> String {
+    format!("{name}{ASIDE_MARK}{}", id_tail(snapshot_id))
+}
+
+/// The name a restore creates the new container under, until its volumes hold the data.
+fn new_name(name: &str, snapshot_id: &str) -> String {
+    format!("{name}{NEW_MARK}{}", id_tail(snapshot_id))
+}
+
+fn id_tail(snapshot_id: &str) -> String {
     let id: String = snapshot_id.chars().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("{name}{ASIDE_MARK}{}", sanitize_tag(&id))
+    sanitize_tag(&id)
 }
 
 #[async_trait]
@@ -411,9 +425,10 @@ impl Driver for DockerDriver {
             .unwrap_or_default();
         format!(
             "container(s) {}: start one that is only stopped; recreate one that differs from the captured config \
-             (stop grace {}s, anonymous volumes kept), wait until up, remove the replaced one; put it back on failure",
+             (stop grace {}, the data of anonymous volumes copied into the new container's own), wait until up, \
+             remove the replaced one with its anonymous volumes; put it back on failure",
             list.join(", "),
-            self.grace_secs()
+            humantime::format_duration(self.stop_grace)
         )
     }
 

@@ -80,23 +80,38 @@ pub(crate) fn is_anonymous_volume(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Mounts each carried volume where the captured container had an anonymous one: in
-/// its `--mount` entry when it was declared that way, else as a bind of the volume
-/// by name (which takes the place of the image's or `-v`'s anonymous one).
-fn carry(host: &mut Map<String, Value>, carried: &[Carried]) {
-    for c in carried {
-        let in_mounts = host.get_mut("Mounts").and_then(|m| m.as_array_mut()).and_then(|m| {
-            m.iter_mut().find(|x| x["Target"].as_str() == Some(c.destination.as_str()) && x["Type"] == "volume")
+/// Anonymous volumes go back to being anonymous: a container an earlier version of
+/// this driver restored mounts the volume it carried over by name (a `Binds` entry
+/// `<64 hex>:/path`, or the `Source` of a `Mounts` entry), which `docker rm -v` then
+/// leaves behind. The new container gets its own anonymous volume there instead, and
+/// the restore copies the data in.
+fn unname_anonymous(cfg: &mut Map<String, Value>, host: &mut Map<String, Value>, img: &Value) {
+    let mut places = Vec::new();
+    if let Some(b) = host.get_mut("Binds").and_then(|b| b.as_array_mut()) {
+        b.retain(|x| {
+            let mut parts = x.as_str().unwrap_or("").split(':');
+            match (parts.next(), parts.next()) {
+                (Some(src), Some(dst)) if is_anonymous_volume(src) => {
+                    places.push(dst.to_string());
+                    false
+                }
+                _ => true,
+            }
         });
-        if let Some(m) = in_mounts {
-            m["Source"] = Value::String(c.volume.clone());
-            continue;
+    }
+    for dst in places {
+        if img["Volumes"].get(&dst).is_none() {
+            let vols = cfg.entry("Volumes").or_insert_with(|| json!({}));
+            if !vols.is_object() {
+                *vols = json!({});
+            }
+            vols[&dst] = json!({});
         }
-        let bind = format!("{}:{}{}", c.volume, c.destination, if c.read_only { ":ro" } else { "" });
-        match host.get_mut("Binds").and_then(|b| b.as_array_mut()) {
-            Some(b) => b.push(Value::String(bind)),
-            None => {
-                host.insert("Binds".into(), json!([bind]));
+    }
+    for m in host.get_mut("Mounts").and_then(|m| m.as_array_mut()).into_iter().flatten() {
+        if m["Type"] == "volume" && m["Source"].as_str().is_some_and(is_anonymous_volume) {
+            if let Some(o) = m.as_object_mut() {
+                o.remove("Source");
             }
         }
     }
@@ -106,27 +121,18 @@ fn sorted_strings(v: &Value) -> BTreeSet<String> {
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
-/// An anonymous volume of the replaced container that the new one mounts at the same place.
-#[derive(Debug, Clone)]
-pub(crate) struct Carried {
-    pub(crate) volume: String,
-    pub(crate) destination: String,
-    pub(crate) read_only: bool,
-}
-
 /// The create request recreating `snap` on `image_id` (an id, or a reference that
 /// names that image), and the networks to connect
 /// after create (engines before API 1.44 take one network at create).
 ///
 /// `network_mode` replaces a captured `container:<id>`: the id is of a container that a
-/// restore may have replaced, so it is given by name. `carried` are anonymous volumes
-/// mounted by name so their data stays with the container.
+/// restore may have replaced, so it is given by name. Anonymous volumes are created
+/// anew, anonymous (see [`unname_anonymous`]).
 pub(crate) fn create_body(
     snap: &Value,
     image: &Value,
     image_id: &str,
     network_mode: &str,
-    carried: &[Carried],
 ) -> Result<(Value, Vec<(String, Value)>)> {
     let mut cfg = snap["Config"].as_object().cloned().unwrap_or_default();
     let img = &image["Config"];
@@ -193,7 +199,7 @@ pub(crate) fn create_body(
         // Links are given per network endpoint below.
         h.remove("Links");
         h.insert("NetworkMode".into(), Value::String(network_mode.clone()));
-        carry(h, carried);
+        unname_anonymous(&mut cfg, h, img);
     }
 
     // Networks: drop endpoint details the engine assigns, and aliases that were the old
