@@ -1,8 +1,8 @@
 #![doc = include_str!("docs.md")]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -57,6 +57,77 @@ pub struct Pm2Driver {
     pm2_bin: String,
     online_timeout: Duration,
     stable_for: Duration,
+    /// What [`Driver::restarts`] saw of each process at its last call.
+    crashes: Mutex<CrashTally>,
+}
+
+/// Restarts after crashes, counted from pm2's process list across calls.
+///
+/// pm2's `restart_time` grows with every restart of a process, whether it crashed and
+/// pm2 started it again, or a reload, a `pm2 restart`, a `cron_restart`, a watched file
+/// or `max_memory_restart` asked for it. What tells them apart is `created_at`: pm2
+/// sets it anew when a restart is asked for (its `resetState`) and leaves it as it is
+/// when it starts a crashed process again. Between two calls, then, a process whose
+/// `created_at` stayed restarted only after crashes, each counted; one whose
+/// `created_at` changed was asked to restart, maybe several times, and its count
+/// cannot tell those from crashes in between: none is counted for that interval (a
+/// crash loop shows in the intervals without one). A restart asked for adds its 1 to
+/// `restart_time` only once the process has stopped (at once for a reload; after the
+/// graceful stop, which takes its time, for `pm2 restart` and `cron_restart`): seen
+/// before that, it is owed to the next interval, until a start of the process after
+/// it shows it came. `unstable_restarts` cannot serve: it counts only crashes within
+/// `min_uptime` of a start, and goes back to 0 at every reload. Checked against pm2 6.
+#[derive(Debug, Default)]
+struct CrashTally {
+    seen: HashMap<i64, Seen>,
+    crashes: u64,
+}
+
+/// One process at the last call.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    created_at: Option<i64>,
+    restart_time: u64,
+    /// A restart asked for whose 1 has not shown in `restart_time` yet.
+    owed: u64,
+}
+
+impl CrashTally {
+    /// Adds the crash restarts since the last call and returns the total. A process
+    /// seen for the first time, or started anew under a reused pm id (its count
+    /// lower), is only recorded.
+    fn observe(&mut self, procs: &[Value]) -> u64 {
+        let mut seen = HashMap::new();
+        for p in procs {
+            // A reload lists the worker it replaces as `_old_<id>` for a moment.
+            let Some(id) = p["pm_id"].as_i64() else { continue };
+            let e = &p["pm2_env"];
+            let created_at = e["created_at"].as_i64();
+            let restart_time = e["restart_time"].as_u64().unwrap_or(0);
+            // Started after the last restart asked for: whatever it adds is counted.
+            let started = e["pm_uptime"].as_i64().zip(created_at).is_none_or(|(up, c)| up >= c);
+            let mut now = Seen { created_at, restart_time, owed: 0 };
+            if let Some(last) = self.seen.get(&id).filter(|l| l.restart_time <= restart_time) {
+                let grown = restart_time - last.restart_time;
+                let owed = if last.created_at != created_at {
+                    1
+                } else {
+                    let asked = grown.min(last.owed);
+                    self.crashes += grown - asked;
+                    last.owed - asked
+                };
+                now.owed = if started { 0 } else { owed };
+            }
+            seen.insert(id, now);
+        }
+        self.seen = seen;
+        self.crashes
+    }
+}
+
+/// pm2 statuses of a process that runs, or is about to run again by itself.
+fn is_running(status: &str) -> bool {
+    matches!(status, "online" | "launching" | "waiting restart")
 }
 
 pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver> {
@@ -85,6 +156,7 @@ pub(crate) fn factory(c: &ComponentConfig, env: &DriverEnv) -> Result<DynDriver>
         pm2_bin: cfg.pm2_bin.unwrap_or_else(|| "pm2".into()),
         online_timeout: cfg.online_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
         stable_for: cfg.stable_for.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        crashes: Mutex::default(),
     }))
 }
 
@@ -256,7 +328,6 @@ struct Proc {
     instances: Value,
     pm_cwd: String,
     uptime_ms: i64,
-    restarts: i64,
     /// The process's real working directory (`/proc/<pid>/cwd`): the release it runs.
     real_cwd: Option<PathBuf>,
     env: Env,
@@ -306,7 +377,6 @@ impl Proc {
             instances: e["instances"].clone(),
             pm_cwd: e["pm_cwd"].as_str().unwrap_or("").to_string(),
             uptime_ms: e["pm_uptime"].as_i64().unwrap_or(0),
-            restarts: e["restart_time"].as_i64().unwrap_or(0),
             real_cwd,
             env: Env::of(e),
             process_env_keys: process_env_keys(e),
@@ -338,6 +408,9 @@ fn now_ms() -> i64 {
 /// What the snapshot wants running.
 struct Want {
     count: usize,
+    /// How many of them were not running (stopped, errored: a kill switch): a restore
+    /// leaves them stopped, and never starts an app the snapshot has stopped.
+    stopped: usize,
     version: Option<String>,
     release_dir: Option<PathBuf>,
     exec_mode: Option<String>,
@@ -355,10 +428,15 @@ impl Want {
         self.definition.as_ref().and_then(|d| d["env"].as_object())
     }
 
+    fn running(&self) -> usize {
+        self.count - self.stopped
+    }
+
     /// What runs now, as a [`Want`], for putting it back when a restore fails.
     fn of_running(raw: &[Value], procs: &[Proc]) -> Want {
         Want {
             count: procs.len(),
+            stopped: procs.iter().filter(|p| !is_running(&p.status)).count(),
             version: procs.iter().find_map(|p| p.version.clone()),
             release_dir: None,
             exec_mode: procs.first().map(|p| p.exec_mode.clone()),
@@ -511,6 +589,8 @@ impl Pm2Driver {
         };
         Ok(Want {
             count: procs.len(),
+            // Older snapshots have every process's status too.
+            stopped: procs.iter().filter(|p| !p["status"].as_str().is_some_and(is_running)).count(),
             version: procs.iter().find_map(|p| p["version"].as_str().map(String::from)),
             release_dir: part.state["release_dir"].as_str().map(PathBuf::from),
             exec_mode: procs.iter().find_map(|p| p["exec_mode"].as_str().map(String::from)),
@@ -538,12 +618,32 @@ impl Pm2Driver {
         if procs.len() != want.count {
             d.push(format!("{} processes, the snapshot had {}", procs.len(), want.count));
         }
+        let running = procs.iter().filter(|p| is_running(&p.status)).count();
+        if want.stopped > 0 && running != want.running() {
+            if want.running() == 0 {
+                d.push(format!(
+                    "app `{}` runs ({running} of {} processes), the snapshot has it stopped",
+                    self.app,
+                    procs.len()
+                ));
+            } else {
+                d.push(format!(
+                    "{running} of {} processes run, the snapshot had {} of {} running",
+                    procs.len(),
+                    want.running(),
+                    want.count
+                ));
+            }
+        }
         for p in procs {
-            if p.status != "online" {
+            let runs = is_running(&p.status);
+            // Stopped processes are named one by one only when the snapshot has every
+            // process running; otherwise the count above says it.
+            if (!runs && want.stopped == 0) || (runs && p.status != "online") {
                 d.push(format!("process {} is {}", p.pm_id, p.status));
                 continue;
             }
-            if let Some(s) = stable {
+            if let Some(s) = stable.filter(|_| runs) {
                 if now_ms() - p.uptime_ms < s.as_millis() as i64 {
                     d.push(format!("process {} has been online for less than {}ms", p.pm_id, s.as_millis()));
                 }
@@ -570,6 +670,11 @@ impl Pm2Driver {
                     stale.join(", ")
                 ));
             }
+            // A stopped process keeps the version and directory of its last run; the
+            // release link and the declaration (script, cwd) say what it would run.
+            if !runs {
+                continue;
+            }
             if want.version.is_some() && p.version != want.version {
                 d.push(format!(
                     "process {} runs version {}, the snapshot has {}",
@@ -592,15 +697,24 @@ impl Pm2Driver {
         d
     }
 
-    /// Brings the app to what `want` declares: `pm2 startOrReload` of the snapshot's
-    /// declaration when pm2 runs the app with the same instance count and exec mode (a
-    /// reload: in cluster mode no request is dropped), else `pm2 delete` + `pm2 start`
-    /// of it, the one way pm2 changes either.
+    /// Brings the app to what `want` declares, with as little interruption as pm2 allows.
+    ///
+    /// When pm2 runs the app in the snapshot's exec mode and its processes run with no
+    /// variable the snapshot lacks: `pm2 startOrReload` of the snapshot's declaration (in
+    /// cluster mode pm2 replaces one worker at a time, each once its successor listens:
+    /// no request is refused), with `pm2 scale` first when more processes run than the
+    /// snapshot had, and after when fewer (a scale starts or ends single workers while
+    /// the others serve). Otherwise `pm2 delete` + `pm2 start` of it, the one way pm2
+    /// changes the exec mode or takes a variable out of a running process (a reload
+    /// merges variables and never removes one): requests are refused until the app is up
+    /// again, and the record says so. In fork mode pm2 reloads by restarting each
+    /// process, which the record says too.
     ///
     /// Never `--update-env` and never the ecosystem file: pm2 would copy the
     /// environment of whoever runs the rollback into the app, or leave keys a deploy
     /// added. A reload from a declaration replaces `pm2_env.env` with its `env`; a
-    /// start keeps only the declared `env` through `filter_env`.
+    /// start keeps only the declared `env` through `filter_env`. Last, the processes the
+    /// snapshot has stopped are stopped.
     async fn apply(&self, ctx: &Context, want: &Want) -> Result<()> {
         let procs = self.procs(ctx).await?;
         let Some(def) = &want.definition else {
@@ -613,37 +727,25 @@ impl Pm2Driver {
                 )));
             }
             ctx.progress(format!("pm2 reload {}", self.app));
-            return self.pm2(ctx, &["reload", &self.app]).await.map(drop);
+            self.pm2(ctx, &["reload", &self.app]).await?;
+            return self.stop_extra(ctx, want).await;
         };
-        let same_shape = !procs.is_empty()
-            && procs.len() == want.count
-            && procs.iter().all(|p| want.exec_mode.as_ref().is_none_or(|m| *m == p.exec_mode));
-        // A reload merges variables into the processes' environment and never removes one.
+        let want_mode = want.exec_mode.as_deref().unwrap_or("?");
         let want_env = def["env"].as_object().cloned().unwrap_or_default();
         let mut stale: Vec<&str> = procs.iter().flat_map(|p| p.stale_keys(&want_env)).collect();
         stale.sort_unstable();
         stale.dedup();
-        let reload = same_shape && stale.is_empty();
-        if !procs.is_empty() && !same_shape {
-            ctx.progress(format!(
-                "pm2 delete {}: {} processes in {}, the snapshot has {} in {}, which a reload cannot change \
-                 (requests are refused until it is started again)",
-                self.app,
-                procs.len(),
-                procs[0].exec_mode,
-                want.count,
-                want.exec_mode.as_deref().unwrap_or("?")
-            ));
-            self.pm2(ctx, &["delete", &self.app]).await?;
-        } else if !reload && !procs.is_empty() {
-            ctx.progress(format!(
-                "pm2 delete {}: its processes run with {}, which the snapshot does not have and a reload \
-                 cannot remove (requests are refused until it is started again)",
-                self.app,
+        let restart_why = match procs.first() {
+            None => None,
+            Some(p) if want.exec_mode.as_ref().is_some_and(|m| procs.iter().any(|p| p.exec_mode != *m)) => {
+                Some(format!("it runs in {}, the snapshot has {want_mode}, which a reload cannot change", p.exec_mode))
+            }
+            Some(_) if !stale.is_empty() => Some(format!(
+                "its processes run with {}, which the snapshot does not have and a reload cannot remove",
                 stale.join(", ")
-            ));
-            self.pm2(ctx, &["delete", &self.app]).await?;
-        }
+            )),
+            Some(_) => None,
+        };
         // `filter_env: [""]` keeps every variable of the pm2 command's own environment
         // out of a started app (each name contains ""): it gets exactly the declared `env`.
         let mut app = def.clone();
@@ -654,16 +756,72 @@ impl Pm2Driver {
         let (tmp, f) = (ctx.store.tmp_dir(), file.clone());
         // The declaration holds the app's secrets: 0600, in the store's private tmp/.
         blocking(move || crate::store::replace_durable(&tmp, &f, &body)).await?;
-        let verb = if reload { "startOrReload" } else { "start" };
-        ctx.progress(format!(
-            "pm2 {verb} {} ({} processes, {}) with the snapshot's environment",
-            self.app,
-            want.count,
-            want.exec_mode.as_deref().unwrap_or("?")
-        ));
-        let r = self.pm2(ctx, &[verb, &file.to_string_lossy(), "--only", &self.app]).await;
+        let path = file.to_string_lossy().to_string();
+        let n = want.count.to_string();
+        let r = async {
+            if let Some(why) = &restart_why {
+                ctx.progress(format!(
+                    "pm2 delete {}: {why} (requests are refused until it is started again)",
+                    self.app
+                ));
+                self.pm2(ctx, &["delete", &self.app]).await?;
+                ctx.note(format!(
+                    "app `{}` was restarted (pm2 delete + start), not reloaded: {why}; requests were refused until \
+                     it was up again",
+                    self.app
+                ));
+            }
+            if procs.is_empty() || restart_why.is_some() {
+                ctx.progress(format!(
+                    "pm2 start {} ({} processes, {want_mode}) with the snapshot's environment",
+                    self.app, want.count
+                ));
+                return self.pm2(ctx, &["start", &path, "--only", &self.app]).await.map(drop);
+            }
+            if procs.len() > want.count {
+                ctx.progress(format!("pm2 scale {} {n} (from {} processes)", self.app, procs.len()));
+                self.pm2(ctx, &["scale", &self.app, &n]).await?;
+            }
+            ctx.progress(format!(
+                "pm2 startOrReload {} ({} processes, {want_mode}) with the snapshot's environment",
+                self.app,
+                procs.len().min(want.count)
+            ));
+            self.pm2(ctx, &["startOrReload", &path, "--only", &self.app]).await?;
+            if procs.len() < want.count {
+                ctx.progress(format!("pm2 scale {} {n} (from {} processes)", self.app, procs.len()));
+                self.pm2(ctx, &["scale", &self.app, &n]).await?;
+            }
+            if want.exec_mode.as_deref() == Some("fork_mode") {
+                ctx.note(format!(
+                    "app `{}` runs in fork mode, where pm2 reloads by restarting each process: requests to a \
+                     process were refused while it restarted",
+                    self.app
+                ));
+            }
+            Ok(())
+        }
+        .await;
         let _ = std::fs::remove_file(&file);
-        r.map(drop)
+        r?;
+        self.stop_extra(ctx, want).await
+    }
+
+    /// Stops processes until as many run as the snapshot had running (the highest pm
+    /// ids first): a snapshot with some processes stopped.
+    async fn stop_extra(&self, ctx: &Context, want: &Want) -> Result<()> {
+        if want.stopped == 0 {
+            return Ok(());
+        }
+        let mut running: Vec<i64> =
+            self.procs(ctx).await?.iter().filter(|p| is_running(&p.status)).map(|p| p.pm_id).collect();
+        running.sort_unstable();
+        let extra = running.len().saturating_sub(want.running());
+        for id in running.iter().rev().take(extra) {
+            ctx.progress(format!("pm2 stop {id} (process of `{}` stopped in the snapshot)", self.app));
+            self.pm2(ctx, &["stop", &id.to_string()]).await?;
+        }
+        Ok(())
     }
 
     async fn wait_online(&self, ctx: &Context, want: &Want, timeout: Duration) -> Result<()> {
@@ -821,6 +979,9 @@ impl Pm2Driver {
             }
             return Ok(());
         }
+        if want.running() == 0 {
+            return self.restore_stopped(ctx, part, &want).await;
+        }
         let target = part.state["target"].as_str().map(PathBuf::from);
         let eco_bytes = match part.artifact("ecosystem") {
             Some(a) if self.ecosystem.is_some() => Some(ctx.store.read_artifact(a)?),
@@ -891,6 +1052,47 @@ impl Pm2Driver {
             }
         }
         Err(Error::new(e.kind(), format!("{}; {}", e.message(), notes.join(", "))))
+    }
+
+    /// The snapshot has the app stopped (a kill switch): it is stopped first, and never
+    /// started, not even for a moment; then the link and the ecosystem file are put back.
+    ///
+    /// pm2 keeps the settings of a stopped app (environment, options, instances) and
+    /// changes them only by starting it: a reload or restart of a stopped app starts
+    /// it, and one started with `autostart: false` can then not be started by name. So
+    /// settings that differ from the snapshot's stay, the record says which, and verify
+    /// reports them: the rollback does not count as succeeded, and the app stays stopped.
+    async fn restore_stopped(&self, ctx: &Context, part: &Part, want: &Want) -> Result<()> {
+        let procs = self.procs(ctx).await?;
+        if procs.iter().any(|p| is_running(&p.status)) {
+            ctx.progress(format!("pm2 stop {} (stopped in the snapshot)", self.app));
+            self.pm2(ctx, &["stop", &self.app]).await?;
+        }
+        if let (Some(t), Some(link)) = (part.state["target"].as_str().map(PathBuf::from), self.link_path()) {
+            if self.read_target().ok().flatten().as_ref() != Some(&t) {
+                ctx.progress(format!("{} -> {}", link.display(), t.display()));
+                blocking(move || swap_link(&link, &t)).await?;
+            }
+        }
+        if let Some(a) = part.artifact("ecosystem").filter(|_| self.ecosystem.is_some()) {
+            let bytes = ctx.store.read_artifact(a)?;
+            if self.ecosystem_content().ok().flatten().as_ref() != Some(&bytes) {
+                self.write_ecosystem(bytes).await?;
+            }
+        }
+        let raw = self.raw_procs(ctx).await?;
+        let mut left = self.process_drift(&raw.iter().map(Proc::from_json).collect::<Vec<_>>(), want, None);
+        left.extend(settings_drift(&raw, want));
+        if !left.is_empty() {
+            ctx.note(format!(
+                "app `{}` is stopped as in the snapshot, but pm2 holds settings for it that differ from the \
+                 snapshot's ({}): pm2 changes them only by starting the app, which the snapshot has stopped; \
+                 `pm2 delete` and a start from the ecosystem file apply them",
+                self.app,
+                left.join("; ")
+            ));
+        }
+        Ok(())
     }
 
     async fn verify_inner(&self, ctx: &Context, part: &Part) -> Result<Drift> {
@@ -969,21 +1171,39 @@ impl Driver for Pm2Driver {
     fn describe_restore(&self, part: &Part) -> String {
         let release =
             part.state["release"].as_str().map(|r| format!("point the release link at {r}, ")).unwrap_or_default();
+        let procs = part.state["processes"].as_array().cloned().unwrap_or_default();
+        let stopped = procs.iter().filter(|p| !p["status"].as_str().is_some_and(is_running)).count();
+        if !procs.is_empty() && stopped == procs.len() {
+            return format!(
+                "pm2 stop `{}` (stopped in the snapshot; never started), {release}put the ecosystem file back; \
+                 settings pm2 holds for the stopped app that differ from the snapshot's stay (pm2 changes them only \
+                 by starting it) and are reported",
+                self.app
+            );
+        }
+        let mode = part.state["exec_mode"].as_str().unwrap_or("");
         let instances = part.state["instances"]
             .as_u64()
-            .map(|n| {
-                format!(
-                    " ({n} instance{}, {})",
-                    if n == 1 { "" } else { "s" },
-                    part.state["exec_mode"].as_str().unwrap_or("")
-                )
-            })
+            .map(|n| format!(" ({n} instance{}, {mode})", if n == 1 { "" } else { "s" }))
             .unwrap_or_default();
+        let how = if mode == "fork_mode" {
+            "fork mode: pm2 reloads by restarting each process, so requests to a process are refused while it \
+             restarts"
+        } else {
+            "one worker at a time, each replaced once its successor listens: no request refused"
+        };
         format!(
-            "{release}pm2 reload `{}`{instances} with the snapshot's environment (delete + start when its instances, \
-             exec mode, environment or options differ), wait until every process is online{}",
+            "{release}pm2 reload `{}`{instances} from the snapshot's declaration and environment ({how}; `pm2 scale` \
+             when the instance count differs); restarted instead (pm2 delete + start: requests refused until it is \
+             up, noted in the record) when it runs in another exec mode or with environment variables the snapshot \
+             lacks, which a reload cannot change; wait until every process is online{}{}",
             self.app,
-            part.state["processes"][0]["version"].as_str().map(|v| format!(" with version {v}")).unwrap_or_default()
+            part.state["processes"][0]["version"].as_str().map(|v| format!(" with version {v}")).unwrap_or_default(),
+            if stopped > 0 {
+                format!(", then stop {stopped} process(es) stopped in the snapshot")
+            } else {
+                String::new()
+            }
         )
     }
 
@@ -993,11 +1213,61 @@ impl Driver for Pm2Driver {
         Ok(format!("pm2 app `{}`: {online}/{} online (PM2_HOME {})", self.app, procs.len(), self.pm2_home_desc()))
     }
 
-    /// pm2's `restart_time` over the app's processes: it grows with every automatic
-    /// restart of a crashed process (and starts again from 0 when the app is
-    /// deleted and started anew, which `watch` reads as no restarts).
+    /// Restarts of the app's processes after they crashed (exited when nobody asked
+    /// them to), counted by this driver across calls (see [`CrashTally`]): a reload, a
+    /// `pm2 restart`, a `cron_restart` or a watched file are not counted. The first call
+    /// only takes stock.
     async fn restarts(&self, ctx: &Context) -> Result<Option<u64>> {
-        let procs = self.procs(ctx).await?;
-        Ok(Some(procs.iter().map(|p| p.restarts.max(0) as u64).sum()))
+        let raw = self.raw_procs(ctx).await?;
+        Ok(Some(self.crashes.lock().unwrap_or_else(|e| e.into_inner()).observe(&raw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One process of `pm2 jlist` with the fields the tally reads.
+    fn proc(id: i64, created_at: i64, uptime: i64, restart_time: u64) -> Value {
+        json!({ "pm_id": id, "pm2_env": { "created_at": created_at, "pm_uptime": uptime, "restart_time": restart_time } })
+    }
+
+    #[test]
+    fn crashes_count_and_restarts_asked_for_do_not() {
+        let mut t = CrashTally::default();
+        assert_eq!(t.observe(&[proc(0, 100, 100, 0)]), 0, "the first look only takes stock");
+        // Two crashes: pm2 started it again, `created_at` stayed.
+        assert_eq!(t.observe(&[proc(0, 100, 900, 2)]), 2);
+        // A reload: `created_at` and the count change together.
+        assert_eq!(t.observe(&[proc(0, 1000, 1000, 3)]), 2);
+        // `pm2 restart` / `cron_restart` seen while the old process stops: `created_at`
+        // is new, the count not yet grown; it grows in the next interval.
+        assert_eq!(t.observe(&[proc(0, 2000, 1000, 3)]), 2);
+        assert_eq!(t.observe(&[proc(0, 2000, 2600, 4)]), 2);
+        // Several restarts asked for in one interval, crashes or not: none counted.
+        assert_eq!(t.observe(&[proc(0, 5000, 5100, 9)]), 2);
+        // A crash after that counts again.
+        assert_eq!(t.observe(&[proc(0, 5000, 6000, 10)]), 3);
+        // A restart asked for of a process that was not running adds nothing: once it
+        // has started, nothing is owed any more.
+        assert_eq!(t.observe(&[proc(0, 7000, 7100, 10)]), 3);
+        assert_eq!(t.observe(&[proc(0, 7000, 8000, 11)]), 4);
+    }
+
+    #[test]
+    fn a_reused_pm_id_and_reload_leftovers_are_not_counted() {
+        let mut t = CrashTally::default();
+        t.observe(&[proc(0, 100, 100, 5), proc(1, 100, 100, 5)]);
+        // The app deleted and started again: ids reused, counts from 0; and the worker a
+        // reload replaces listed as `_old_1`.
+        let old = json!({ "pm_id": "_old_1", "pm2_env": { "created_at": 1, "pm_uptime": 1, "restart_time": 50 } });
+        assert_eq!(t.observe(&[proc(0, 900, 900, 0), proc(1, 900, 900, 1), old]), 0);
+        assert_eq!(t.observe(&[proc(0, 900, 950, 1), proc(1, 900, 900, 1)]), 1);
+    }
+
+    #[test]
+    fn running_statuses() {
+        assert!(is_running("online") && is_running("launching") && is_running("waiting restart"));
+        assert!(!is_running("stopped") && !is_running("errored") && !is_running("stopping"));
     }
 }
