@@ -304,9 +304,11 @@ pub trait Driver: Send + Sync + Debug {
         Ok("ok".into())
     }
 
-    /// How many times the component's processes have been restarted so far (a
-    /// counter that only grows), for `watch`'s crash-loop probe; `None` for drivers
-    /// that run no processes.
+    /// How many times the component's processes have been restarted after crashing
+    /// so far (exits nobody asked for: a reload, a restart an operator or a schedule
+    /// asked for is not counted), for `watch`'s crash-loop probe; `None` for drivers
+    /// that run no processes. A counter: the probe reads the growth within its window
+    /// (a count set back reads as no restart).
     async fn restarts(&self, _ctx: &Context) -> Result<Option<u64>> {
         Ok(None)
     }

@@ -1040,3 +1040,43 @@ async fn a_sub_second_grace_kills_at_the_grace_and_the_restart_policy_leaves_it_
     driver.start(&ctx).await.unwrap();
     assert_eq!(inspect(&id)["State"]["Running"], true);
 }
+
+/// Docker's restart count is restarts by the restart policy after an exit: an operator's
+/// `docker restart` does not read as a crash loop (the engine sets the count back to 0).
+#[tokio::test]
+async fn a_docker_restart_by_hand_is_not_a_crash_loop() {
+    let id = uid();
+    let _c = Cleanup { containers: vec![id.clone()], networks: vec![], volumes: vec![] };
+    let dir = tempfile::tempdir().unwrap();
+    docker(&["run", "-d", "--name", &id, "--no-healthcheck", "--restart", "always", OK]);
+    let s = stack(
+        dir.path(),
+        &format!(
+            "{}\n[watch]\ninterval = \"300ms\"\nwindow = 4\nfailure_limit = 1\n\n\
+             [[watch.probe]]\nname = \"loop\"\nprocess = \"web\"\nrestarts = 0\ntimeout = \"30s\"\n",
+            component("web", &id)
+        ),
+    );
+    let snap = s.snapshot(SnapshotOptions::default()).await.unwrap();
+    let restarts = {
+        let id = id.clone();
+        std::thread::spawn(move || {
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_millis(1200));
+                docker(&["restart", "-t", "0", &id]);
+            }
+        })
+    };
+    let started = inspect(&id)["State"]["StartedAt"].clone();
+    let r = s
+        .watch(rollback_core::WatchOptions {
+            snapshot: Some(snap.id.clone()),
+            duration: Some(Duration::from_secs(6)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    restarts.join().unwrap();
+    assert_ne!(inspect(&id)["State"]["StartedAt"], started, "the container was restarted");
+    assert_eq!(r.outcome, rollback_core::WatchOutcome::Elapsed, "{r:?}");
+}

@@ -447,7 +447,9 @@ impl Driver for DockerDriver {
     }
 
     /// The engine's `RestartCount` over the selected containers: restarts by their
-    /// restart policy (a crash loop), not by `docker restart`.
+    /// restart policy after the container exited (a crash loop). A `docker restart`
+    /// or `docker start` is not counted: the engine sets the count back to 0 then,
+    /// which `watch` reads as no restart (checked against Docker 20.10).
     async fn restarts(&self, _ctx: &Context) -> Result<Option<u64>> {
         let d = self.connect().await?;
         let mut total = 0;
