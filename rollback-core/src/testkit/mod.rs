@@ -55,9 +55,11 @@ use crate::error::Result;
 use crate::registry::Registry;
 
 mod oracle;
+pub mod property;
 mod trials;
 
 pub use oracle::{run, tree_digest, unique};
+pub use property::{run_property, Cases, Gen, Generator, Inventory, PropertyReport};
 pub use trials::Trial;
 
 /// How the behaviour suite makes, changes, observes and removes one kind of component.
