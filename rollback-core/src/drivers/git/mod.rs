@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use git2::{build::CheckoutBuilder, Oid, Repository, ResetType, Signature, StatusOptions};
+use git2::{build::CheckoutBuilder, Oid, Repository, Signature, StatusOptions};
 use serde::{Deserialize, Serialize};
 
 use super::blocking;
@@ -331,13 +331,31 @@ impl GitDriver {
         if self.verify_repo(&repo, st)?.is_empty() {
             return Ok(()); // already there: restores must be idempotent for `resume`
         }
-        self.stash_if_dirty(&mut repo, &ctx.snapshot_id, ctx)?;
-        let commit = repo.find_commit(target).map_err(git_err(format!("commit {} is gone", &st.commit[..12])))?;
-        self.keep_overwritten(&repo, &commit, ctx)?;
-        let mut co = CheckoutBuilder::new();
-        co.force();
+        let gone = || git_err(format!("commit {} is gone", &st.commit[..12]));
+        let want = self.wanted_tree(&repo, &repo.find_commit(target).map_err(gone())?)?;
+        // The working tree is checked out first, while HEAD still names what it holds:
+        // libgit2 compares the target with HEAD to know what to write, so a checkout
+        // after HEAD has moved skips what HEAD and the target agree on, and a file a
+        // deploy turned into a link (or an untracked file in the place of a tracked
+        // one) stayed as it was. A run killed between the checkout and the move of
+        // HEAD left the index and working tree at `want`: stashing them again would
+        // stash the restore itself.
+        if !self.checked_out(&repo, want)? {
+            self.stash_if_dirty(&mut repo, &ctx.snapshot_id, ctx)?;
+            let tree = repo.find_tree(want).map_err(git_err("cannot read the tree to restore"))?;
+            self.keep_overwritten(&repo, &tree, ctx)?;
+            let mut co = CheckoutBuilder::new();
+            co.force();
+            // A partial restore checks out only its paths: a forced checkout of
+            // everything would overwrite uncommitted work elsewhere in the tree.
+            for p in &self.paths {
+                co.path(p.as_str());
+            }
+            repo.checkout_tree(tree.as_object(), Some(&mut co)).map_err(git_err("cannot check out the snapshot"))?;
+        }
+        let commit = repo.find_commit(target).map_err(gone())?;
         if !self.paths.is_empty() {
-            return self.restore_paths(&repo, &commit, ctx);
+            return self.commit_paths(&repo, &commit, want, ctx);
         }
         match self.mode {
             Mode::Reset => {
@@ -359,8 +377,6 @@ impl GitDriver {
                 } else {
                     repo.set_head_detached(target).map_err(git_err("cannot detach HEAD"))?;
                 }
-                repo.reset(commit.as_object(), ResetType::Hard, Some(&mut co))
-                    .map_err(git_err(format!("cannot reset to {}", &st.commit[..12])))?;
             }
             Mode::Revert => {
                 let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
@@ -377,36 +393,20 @@ impl GitDriver {
                     repo.commit(Some("HEAD"), &sig, &sig, &msg, &tree, &[&head])
                         .map_err(git_err("cannot commit the revert"))?;
                 }
-                repo.checkout_head(Some(&mut co)).map_err(git_err("cannot check out the revert"))?;
             }
         }
         Ok(())
     }
 
-    /// Keeps the untracked and ignored files that checking out `commit` would
-    /// overwrite (see [`overwritten_untracked`]).
-    fn keep_overwritten(&self, repo: &Repository, commit: &git2::Commit<'_>, ctx: &Context) -> Result<()> {
-        let tree = commit.tree().map_err(git_err("cannot read snapshot tree"))?;
-        let files = overwritten_untracked(repo, &tree, &self.paths)?;
-        if files.is_empty() {
-            return Ok(());
+    /// The tree the working tree must hold once restored: the snapshot's, or for a
+    /// partial restore HEAD's with the snapshot's entries at `paths`.
+    fn wanted_tree(&self, repo: &Repository, commit: &git2::Commit<'_>) -> Result<Oid> {
+        let snap_tree = commit.tree().map_err(git_err("cannot read snapshot tree"))?;
+        if self.paths.is_empty() {
+            return Ok(snap_tree.id());
         }
-        let (name, contentless) =
-            keep_untracked(repo, &files, &format!("the rollback to snapshot {}", ctx.snapshot_id))?;
-        ctx.progress(format!(
-            "kept untracked and ignored files the restore overwrites ({}) in {name}",
-            list_paths(&files)
-        ));
-        if !contentless.is_empty() {
-            tracing::warn!(component = %ctx.component, files = %list_paths(&contentless), "special files replaced by the restore");
-        }
-        Ok(())
-    }
-
-    fn restore_paths(&self, repo: &Repository, commit: &git2::Commit<'_>, ctx: &Context) -> Result<()> {
         let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
         let head_tree = head.tree().map_err(git_err("cannot read HEAD tree"))?;
-        let snap_tree = commit.tree().map_err(git_err("cannot read snapshot tree"))?;
         let mut b = git2::build::TreeUpdateBuilder::new();
         for p in &self.paths {
             match snap_tree.get_path(Path::new(p)) {
@@ -425,27 +425,64 @@ impl GitDriver {
                 }
             }
         }
-        let new_tree = b.create_updated(repo, &head_tree).map_err(git_err("cannot build the restored tree"))?;
-        if new_tree != head_tree.id() {
-            let tree = repo.find_tree(new_tree).map_err(git_err("cannot read restored tree"))?;
-            let sig = signature(repo);
-            let msg = format!(
-                "Restore {} to {} (rollback snapshot {})\n",
-                self.paths.join(", "),
-                &commit.id().to_string()[..12],
-                ctx.snapshot_id
-            );
-            repo.commit(Some("HEAD"), &sig, &sig, &msg, &tree, &[&head])
-                .map_err(git_err("cannot commit the restore"))?;
+        b.create_updated(repo, &head_tree).map_err(git_err("cannot build the restored tree"))
+    }
+
+    /// Whether the index holds `want` and the working tree matches the index (in the
+    /// restored paths): a checkout of `want` has already run.
+    fn checked_out(&self, repo: &Repository, want: Oid) -> Result<bool> {
+        let mut index = repo.index().map_err(git_err("cannot read the index"))?;
+        if index.write_tree().map_err(git_err("cannot read the index"))? != want {
+            return Ok(false);
         }
-        // Only the restored paths: a forced checkout of everything would overwrite
-        // uncommitted work elsewhere in the tree.
-        let mut co = CheckoutBuilder::new();
-        co.force();
+        let mut opts = StatusOptions::new();
+        opts.include_untracked(false).include_ignored(false).exclude_submodules(true);
         for p in &self.paths {
-            co.path(p.as_str());
+            opts.pathspec(p);
         }
-        repo.checkout_head(Some(&mut co)).map_err(git_err("cannot check out the restored paths"))
+        let st = repo.statuses(Some(&mut opts)).map_err(git_err("cannot read the working tree status"))?;
+        let worktree_changed = git2::Status::WT_MODIFIED
+            | git2::Status::WT_DELETED
+            | git2::Status::WT_TYPECHANGE
+            | git2::Status::WT_RENAMED;
+        Ok(!st.iter().any(|e| e.status().intersects(worktree_changed)))
+    }
+
+    /// Keeps the untracked and ignored files that checking out `tree` would
+    /// overwrite (see [`overwritten_untracked`]).
+    fn keep_overwritten(&self, repo: &Repository, tree: &git2::Tree<'_>, ctx: &Context) -> Result<()> {
+        let files = overwritten_untracked(repo, tree, &self.paths)?;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let (name, contentless) =
+            keep_untracked(repo, &files, &format!("the rollback to snapshot {}", ctx.snapshot_id))?;
+        ctx.progress(format!(
+            "kept untracked and ignored files the restore overwrites ({}) in {name}",
+            list_paths(&files)
+        ));
+        if !contentless.is_empty() {
+            tracing::warn!(component = %ctx.component, files = %list_paths(&contentless), "special files replaced by the restore");
+        }
+        Ok(())
+    }
+
+    /// Commits the partially restored tree (already checked out) on top of HEAD.
+    fn commit_paths(&self, repo: &Repository, commit: &git2::Commit<'_>, want: Oid, ctx: &Context) -> Result<()> {
+        let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(git_err("cannot read HEAD"))?;
+        if want == head.tree_id() {
+            return Ok(());
+        }
+        let tree = repo.find_tree(want).map_err(git_err("cannot read restored tree"))?;
+        let sig = signature(repo);
+        let msg = format!(
+            "Restore {} to {} (rollback snapshot {})\n",
+            self.paths.join(", "),
+            &commit.id().to_string()[..12],
+            ctx.snapshot_id
+        );
+        repo.commit(Some("HEAD"), &sig, &sig, &msg, &tree, &[&head]).map_err(git_err("cannot commit the restore"))?;
+        Ok(())
     }
 
     /// Differences between the repository and the snapshot (empty: equal).
