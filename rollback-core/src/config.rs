@@ -305,7 +305,7 @@ fn notify_entry(
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| bad("a command needs `command`, a list of program and arguments".into()))?;
             let argv = argv.iter().map(|a| expand_env(a, redactor, env)).collect::<Result<Vec<_>>>()?;
-            NotifyTarget::Command { argv }
+            NotifyTarget::Command { argv, dir: base_dir.to_path_buf() }
         }
         other => return Err(bad(format!("`kind` must be \"webhook\" or \"command\", not \"{other}\""))),
     };

@@ -4,8 +4,9 @@
 //! - `webhook`: a JSON `POST` whose `text` field Slack and Mattermost incoming
 //!   webhooks show as the message, with the structured summary beside it. Retried
 //!   with backoff (0.5 s, 1 s, 2 s, …) on a network error, a 5xx or a 429.
-//! - `command`: an argv run without a shell, the same JSON on its stdin; exit 0 is
-//!   delivered. Ended with its process group at the timeout.
+//! - `command`: an argv run without a shell in the config file's directory (as health
+//!   checks and watch probes are), the same JSON on its stdin; exit 0 is delivered.
+//!   Ended with its process group at the timeout.
 //!
 //! Delivery never blocks or fails a rollback: each message goes out on a task of its
 //! own, a rollback waits for them only once its record is written (at most the
@@ -56,6 +57,9 @@ pub enum NotifyTarget {
     Command {
         /// Program and arguments, run without a shell.
         argv: Vec<String>,
+        /// The directory it runs in: the config file's (a relative program or file it
+        /// names is found there, whatever the directory of the process).
+        dir: PathBuf,
     },
 }
 
@@ -67,7 +71,9 @@ impl NotifyTarget {
                 Ok(u) => format!("webhook {}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
                 Err(_) => "webhook (unparsable url)".into(),
             },
-            NotifyTarget::Command { argv } => format!("command `{}`", argv.first().map(String::as_str).unwrap_or("")),
+            NotifyTarget::Command { argv, .. } => {
+                format!("command `{}`", argv.first().map(String::as_str).unwrap_or(""))
+            }
         }
     }
 }
@@ -290,7 +296,7 @@ async fn deliver(t: &NotifyConfig, body: &[u8]) -> Result<(), String> {
                 }
             }
         }
-        NotifyTarget::Command { argv } => run(argv, body, t.timeout).await,
+        NotifyTarget::Command { argv, dir } => run(argv, dir, body, t.timeout).await,
     }
 }
 
@@ -330,13 +336,14 @@ fn http_error(e: reqwest::Error) -> String {
     s
 }
 
-/// Runs a notify command with the JSON on its stdin, in a process group of its own
-/// that is ended at the timeout.
-async fn run(argv: &[String], body: &[u8], timeout: Duration) -> Result<(), String> {
+/// Runs a notify command in `dir` with the JSON on its stdin, in a process group of
+/// its own that is ended at the timeout.
+async fn run(argv: &[String], dir: &std::path::Path, body: &[u8], timeout: Duration) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let Some((prog, args)) = argv.split_first() else { return Err("an empty command".into()) };
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)
+        .current_dir(dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

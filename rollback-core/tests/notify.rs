@@ -239,3 +239,21 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A notify command runs in the config's directory, as health checks and probes do:
+/// a relative program and the files it writes are found there, whatever the
+/// directory of the process that runs the rollback.
+#[tokio::test]
+async fn a_command_runs_in_the_directory_of_the_config() {
+    let (_t, d) = tmp();
+    write(&d.join("hooks/page.sh"), "#!/bin/sh\ncat > /dev/null\npwd >> where.txt\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("hooks/page.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = files_stack(&d, "[[notify]]\nkind = \"command\"\ncommand = [\"./hooks/page.sh\"]\non = [\"finished\"]\n");
+    assert_ne!(std::env::current_dir().unwrap(), d, "the test runs elsewhere than the config");
+    let snap = snap(&s).await;
+    let r = s.rollback(&snap.id, opts(Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
+    assert!(r.notes.iter().all(|n| !n.contains("notification")), "{:?}", r.notes);
+    assert_eq!(std::fs::read_to_string(d.join("where.txt")).unwrap().trim(), d.display().to_string());
+}
