@@ -361,6 +361,8 @@ fn out_of_range_values_exit_2_naming_the_key_and_never_panic() {
         ("health = [{ tcp = \"127.0.0.1:1\", timeout = -1 }]\n", "timeout"),
         ("health = [{ tcp = \"127.0.0.1:1\", timeout = 1e19 }]\n", "timeout"),
         ("health = [{ tcp = \"127.0.0.1:1\", interval = 1e300 }]\n", "interval"),
+        ("health = [{ tcp = \"127.0.0.1:1\", interval = \"0s\" }]\n", "interval"),
+        ("health = [{ tcp = \"127.0.0.1:1\", timeout = \"0s\" }]\n", "timeout"),
         ("health = [{ http = \"http://127.0.0.1:1/\", status = 70000 }]\n", "status"),
     ] {
         write(

@@ -131,7 +131,24 @@ impl HealthCheck {
             }
         };
         let timeout = dur(&mut m, "timeout")?;
+        if let Some(t) = timeout.filter(|t| !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(t)) {
+            return Err(format!(
+                "`timeout` = {} is out of range: it must be from {} to {}",
+                humantime::format_duration(t),
+                humantime::format_duration(MIN_TIMEOUT),
+                humantime::format_duration(MAX_TIMEOUT)
+            ));
+        }
         let interval = dur(&mut m, "interval")?;
+        if let Some(i) = interval.filter(|i| !(MIN_INTERVAL..=MAX_INTERVAL).contains(i)) {
+            return Err(format!(
+                "`interval` = {} is out of range: it must be from {} to {} (a check tried again without a pause \
+                 keeps a core busy)",
+                humantime::format_duration(i),
+                humantime::format_duration(MIN_INTERVAL),
+                humantime::format_duration(MAX_INTERVAL)
+            ));
+        }
         let kind = if let Some(url) = string(&mut m, "http")? {
             if !url.starts_with("http://") && !url.starts_with("https://") {
                 return Err(format!(
@@ -353,6 +370,15 @@ impl HealthCheck {
         }
     }
 }
+
+/// Bounds of a check's `interval` and `timeout` in `rollback.toml`. An interval of 0
+/// tried a failing check again without a pause (a core at 100 % for the whole
+/// timeout); a gate of more than a day holds a rollback that long.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// One try gets at least 100 ms whatever the timeout says.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The most of a check's own output that goes into its detail.
 const DETAIL_LIMIT: usize = 2048;

@@ -206,6 +206,10 @@ impl std::fmt::Display for Bound {
 /// The least time a reading gets when its probe sets no `timeout`.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest `interval` and probe `timeout`: a longer one is a typo for a shorter
+/// unit, and would leave a deploy unwatched for that long.
+const MAX_WATCH_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// The symptoms the decision matrix rates by itself (`[decision]` thresholds).
 const MATRIX: &[&str] = &["error_rate", "perf_degradation", "latency_ms"];
 
@@ -276,6 +280,9 @@ impl WatchConfig {
         let interval = take_dur(&mut m, "interval").map_err(bad)?.unwrap_or(Duration::from_secs(10));
         if interval < Duration::from_millis(100) {
             return Err(bad("`interval` must be at least 100ms".into()));
+        }
+        if interval > MAX_WATCH_DURATION {
+            return Err(bad(format!("`interval` = {} is more than a day", humantime::format_duration(interval))));
         }
         let window = take_count(&mut m, "window", 1).map_err(bad)?.unwrap_or(4) as usize;
         let failure_limit = take_count(&mut m, "failure_limit", 1).map_err(bad)?.unwrap_or(3) as usize;
@@ -363,6 +370,9 @@ impl Probe {
         let timeout = take_dur(m, "timeout")?;
         if timeout.is_some_and(|t| t.is_zero()) {
             return Err("`timeout` must be more than 0".into());
+        }
+        if let Some(t) = timeout.filter(|t| *t > MAX_WATCH_DURATION) {
+            return Err(format!("`timeout` = {} is more than a day", humantime::format_duration(t)));
         }
         let symptom = take_str(m, "symptom")?;
         if let Some(sym) = &symptom {
@@ -1341,6 +1351,11 @@ mod tests {
             ),
             ("", "no probes"),
             ("interval = \"10ms\"\n[[probe]]\nlog = \"a\"\n", "at least 100ms"),
+            ("interval = \"2d\"\n[[probe]]\nlog = \"a\"\n", "`interval` = 2days is more than a day"),
+            (
+                "[[probe]]\nname = \"t\"\nlog = \"a\"\ntimeout = \"30h\"\n",
+                "`t`: `timeout` = 1day 6h is more than a day",
+            ),
             ("policy = { high = \"panic\" }\n[[probe]]\nlog = \"a\"\n", "policy.high"),
             (
                 "[[probe]]\nname = \"a\"\nlog = \"x\"\n[[probe]]\nname = \"a\"\nlog = \"y\"\n",

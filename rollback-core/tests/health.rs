@@ -285,3 +285,28 @@ fn all_files(d: &std::path::Path) -> String {
     }
     s
 }
+
+/// `interval = "0s"` made a check spin; zero and absurd intervals and timeouts are
+/// refused when the config is loaded, naming the key.
+#[test]
+fn zero_and_absurd_intervals_and_timeouts_are_refused_naming_the_key() {
+    let (_t, d) = common::tmp();
+    for (check, key) in [
+        ("{ tcp = \"127.0.0.1:1\", interval = \"0s\" }", "`interval`"),
+        ("{ tcp = \"127.0.0.1:1\", interval = 0 }", "`interval`"),
+        ("{ tcp = \"127.0.0.1:1\", interval = \"1ms\" }", "`interval`"),
+        ("{ tcp = \"127.0.0.1:1\", interval = \"2d\" }", "`interval`"),
+        ("{ tcp = \"127.0.0.1:1\", timeout = \"0s\" }", "`timeout`"),
+        ("{ tcp = \"127.0.0.1:1\", timeout = \"5ms\" }", "`timeout`"),
+        ("{ heartbeat = \"hb\", timeout = \"3650d\" }", "`timeout`"),
+    ] {
+        let text = format!("[[component]]\nname = \"c\"\ndriver = \"files\"\npaths = [\"c\"]\nhealth = [{check}]\n");
+        let e = rollback_core::StackConfig::from_toml_str(&text, Some(&d.join("rollback.toml")), &d, &|_| None)
+            .expect_err(check);
+        assert_eq!(e.kind(), rollback_core::ErrorKind::ConfigInvalid, "{check}: {e}");
+        assert!(e.to_string().contains("key `health`") && e.to_string().contains(key), "{check}: {e}");
+    }
+    let ok = "{ tcp = \"127.0.0.1:1\", interval = \"10ms\", timeout = \"100ms\" }";
+    let text = format!("[[component]]\nname = \"c\"\ndriver = \"files\"\npaths = [\"c\"]\nhealth = [{ok}]\n");
+    assert!(rollback_core::StackConfig::from_toml_str(&text, None, &d, &|_| None).is_ok());
+}
