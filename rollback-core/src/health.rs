@@ -22,8 +22,8 @@ pub struct HealthCheck {
     pub interval: Duration,
 }
 
-/// The kinds of check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The kinds of check. `Debug` shows an http URL without its user info.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum HealthKind {
     /// GET the URL; expect `status`, and optionally JSON fields equal to values and
@@ -73,6 +73,34 @@ pub enum HealthKind {
         /// How many trailing lines to read.
         lines: usize,
     },
+}
+
+impl std::fmt::Debug for HealthKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HealthKind::Http { url, status, json, headers, ca, expect } => f
+                .debug_struct("Http")
+                .field("url", &redact_userinfo(url))
+                .field("status", status)
+                .field("json", json)
+                .field("headers", headers)
+                .field("ca", ca)
+                .field("expect", expect)
+                .finish(),
+            HealthKind::Tcp { addr } => f.debug_struct("Tcp").field("addr", addr).finish(),
+            HealthKind::Heartbeat { file, max_age } => {
+                f.debug_struct("Heartbeat").field("file", file).field("max_age", max_age).finish()
+            }
+            HealthKind::Command { argv } => f.debug_struct("Command").field("argv", argv).finish(),
+            HealthKind::LogErrors { file, regex, max, lines } => f
+                .debug_struct("LogErrors")
+                .field("file", file)
+                .field("regex", regex)
+                .field("max", max)
+                .field("lines", lines)
+                .finish(),
+        }
+    }
 }
 
 /// The outcome of one check.
@@ -406,43 +434,32 @@ async fn read_tail_of(mut r: impl tokio::io::AsyncRead + Unpin, limit: usize) ->
     }
 }
 
-/// `http://user:***@host/` for `http://user:secret@host/`.
-fn redact_userinfo(url: &str) -> String {
-    match split_url(url) {
-        Ok(u) if u.password.is_some() => {
-            format!("{}{}:***@{}{}", u.scheme, u.user.unwrap_or_default(), u.authority, u.path)
+/// `http://***@host/` for `http://user:secret@host/` and `http://TOKEN@host/`: the
+/// user may be a secret as much as the password (a token given as the user).
+pub(crate) fn redact_userinfo(url: &str) -> String {
+    if let Ok(mut u) = reqwest::Url::parse(url) {
+        if u.username().is_empty() && u.password().is_none() {
+            return url.to_string();
         }
-        _ => url.to_string(),
+        if u.set_username("").is_ok() && u.set_password(None).is_ok() {
+            let shown = u.to_string();
+            if let Some((scheme, rest)) = shown.split_once("://") {
+                return format!("{scheme}://***@{rest}");
+            }
+        }
     }
-}
-
-struct Url<'a> {
-    scheme: &'a str,
-    user: Option<String>,
-    password: Option<String>,
-    /// `host:port` (no user info).
-    authority: &'a str,
-    path: &'a str,
-}
-
-fn split_url(url: &str) -> Result<Url<'_>, String> {
-    let scheme = if url.starts_with("https://") { "https://" } else { "http://" };
-    let rest = url.strip_prefix(scheme).ok_or_else(|| "only http:// and https:// are supported".to_string())?;
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (user, password, authority) = match authority.rsplit_once('@') {
-        Some((info, host)) => {
-            let (u, p) = match info.split_once(':') {
-                Some((u, p)) => (u, Some(percent_decode(p))),
-                None => (info, None),
-            };
-            (Some(percent_decode(u)), p, host)
-        }
-        None => (None, None, authority),
-    };
-    Ok(Url { scheme, user, password, authority, path })
+    // Not a URL the client takes (its error quotes it): hide everything from the
+    // scheme to the last `@`, wherever it is.
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(i) => format!("{scheme}://***@{}", &rest[i + 1..]),
+            None => url.to_string(),
+        },
+        None => match url.rfind('@') {
+            Some(i) => format!("***@{}", &url[i + 1..]),
+            None => url.to_string(),
+        },
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -718,13 +735,12 @@ mod tests {
     }
 
     #[test]
-    fn urls_split_with_user_info_and_ipv6() {
-        let u = split_url("http://ops:p%40ss@127.0.0.1:8080/health?x=1").unwrap();
-        assert_eq!((u.user.as_deref(), u.password.as_deref()), (Some("ops"), Some("p@ss")));
-        assert_eq!((u.authority, u.path), ("127.0.0.1:8080", "/health?x=1"));
-        assert_eq!(redact_userinfo("http://ops:hunter2@h/x"), "http://ops:***@h/x");
+    fn user_info_is_hidden_user_and_password_alike() {
+        assert_eq!(redact_userinfo("http://ops:hunter2@h/x"), "http://***@h/x");
+        assert_eq!(redact_userinfo("https://ghp_T0ken@h:8443/x?y=1"), "https://***@h:8443/x?y=1");
+        assert_eq!(redact_userinfo("http://[::1]:80/x"), "http://[::1]:80/x", "no user info: as written");
+        assert_eq!(redact_userinfo("http://u%40x:p@ss@127.0.0.1:1:2/h"), "http://***@127.0.0.1:1:2/h", "unparsable");
         assert_eq!(crate::secret::base64(b"ops:p@ss"), "b3BzOnBAc3M=");
-        assert_eq!(split_url("http://[::1]").unwrap().authority, "[::1]");
     }
 
     #[test]

@@ -111,8 +111,8 @@ pub struct Probe {
     pub bounds: BTreeMap<String, Bound>,
 }
 
-/// The kinds of probe.
-#[derive(Debug, Clone, PartialEq)]
+/// The kinds of probe. `Debug` shows an http URL without its user info.
+#[derive(Clone, PartialEq)]
 pub enum ProbeKind {
     /// GET a URL: status, latency, numbers from the JSON body.
     Http {
@@ -159,6 +159,34 @@ pub enum ProbeKind {
         /// Most restarts tolerated within the window.
         restarts: u64,
     },
+}
+
+impl std::fmt::Debug for ProbeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeKind::Http { url, status, headers, ca, metrics, perf } => f
+                .debug_struct("Http")
+                .field("url", &crate::health::redact_userinfo(url))
+                .field("status", status)
+                .field("headers", headers)
+                .field("ca", ca)
+                .field("metrics", metrics)
+                .field("perf", perf)
+                .finish(),
+            ProbeKind::Log { file, regex, threshold } => {
+                f.debug_struct("Log").field("file", file).field("regex", regex).field("threshold", threshold).finish()
+            }
+            ProbeKind::Heartbeat { file, max_age } => {
+                f.debug_struct("Heartbeat").field("file", file).field("max_age", max_age).finish()
+            }
+            ProbeKind::Command { argv, metric } => {
+                f.debug_struct("Command").field("argv", argv).field("metric", metric).finish()
+            }
+            ProbeKind::Process { component, restarts } => {
+                f.debug_struct("Process").field("component", component).field("restarts", restarts).finish()
+            }
+        }
+    }
 }
 
 /// A comparison that makes a metric bad: `< 0.5`, `> 2.0`.

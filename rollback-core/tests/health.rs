@@ -189,10 +189,20 @@ async fn user_info_in_an_http_url_is_basic_auth_and_never_shown() {
     let dir = std::env::temp_dir();
     let r = http(format!("http://ops:s3cr3t-pw@{addr}/health"), 200, None).wait(&dir).await;
     assert!(r.ok, "{r:?}");
-    assert!(!r.check.contains("s3cr3t-pw") && r.check.contains("ops:***@"), "{}", r.check);
+    assert!(!r.check.contains("s3cr3t-pw") && r.check.contains("http://***@"), "{}", r.check);
     let r = http(format!("http://ops:wrong-pw@{addr}/health"), 200, None).wait(&dir).await;
     assert!(!r.ok && r.detail.contains("401"), "{r:?}");
     assert!(!format!("{r:?}").contains("wrong-pw"));
+    // A token as the user, without a password, is a secret too; so is the user name.
+    let c = http(format!("http://tok-3f9a77@{addr}/health"), 200, None);
+    let r = c.wait(&dir).await;
+    assert!(!r.ok && r.detail.contains("401"), "{r:?}");
+    let shown = format!("{r:?}{c:?}{}", c.describe());
+    assert!(!shown.contains("tok-3f9a77") && !shown.contains("ops"), "{shown}");
+    // A URL the client cannot parse: its error shows no user info either.
+    let r = http(format!("http://tok-3f9a77:pw-8c1@{addr}:99999/health"), 200, None).wait(&dir).await;
+    assert!(!r.ok && r.detail.contains("is not a URL"), "{r:?}");
+    assert!(!format!("{r:?}").contains("tok-3f9a77") && !format!("{r:?}").contains("pw-8c1"), "{r:?}");
 }
 
 #[tokio::test]

@@ -504,3 +504,40 @@ async fn a_number_printed_by_a_command_crossing_its_bound_rolls_back() {
     assert_eq!(w.reason, "budget: cost_ratio 3.5 > 2 (high) in 2 of the last 2 probes");
     assert_eq!(w.values["cost_ratio"], 3.5);
 }
+
+/// A token given as the user of an http probe's URL (`http://TOKEN@host`) is in no
+/// reading, event, decision, record or notification.
+#[tokio::test]
+async fn a_token_as_url_user_info_is_never_shown() {
+    let (_t, d) = tmp();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let token = "ghp_T0kenAsUser77";
+    let s = app_stack(
+        &d,
+        &format!(
+            "[watch]\ninterval = \"200ms\"\nwindow = 2\nfailure_limit = 2\n\n[[watch.probe]]\nname = \"api\"\n\
+             http = \"http://{token}@127.0.0.1:{port}/health\"\n\n[[watch.probe]]\nname = \"bad-url\"\n\
+             http = \"http://{token}:pw-{token}@127.0.0.1:{port}:99999/health\"\nseverity = \"low\"\n"
+        ),
+    );
+    let good = snap(&s).await;
+    deploy_v2(&d);
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let s2 = seen.clone();
+    let on_event: rollback_core::EventCallback = Arc::new(move |e: &rollback_core::Event| {
+        s2.lock().unwrap().push_str(&format!("{}\n", serde_json::to_string(e).unwrap()));
+    });
+    let r =
+        s.watch(WatchOptions { on_event: Some(on_event), ..watch_opts(&good, Duration::from_secs(30)) }).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::RolledBack, "{r:?}");
+    let rec = r.record.as_ref().unwrap();
+    let w = rec.watch.as_ref().unwrap();
+    assert!(w.reason.contains("GET http://***@127.0.0.1:") && w.reason.contains("Connection refused"), "{w:?}");
+    let events = seen.lock().unwrap().clone();
+    assert!(events.contains("bad-url: "), "{events}");
+    let everything = format!("{}{}{:?}{events}", serde_json::to_string(&r).unwrap(), rec.to_markdown(), notes(&d));
+    assert!(!everything.contains(token), "the token leaked: {everything}");
+    for (f, bytes) in walk(&d.join(".rollback")) {
+        assert!(!String::from_utf8_lossy(&bytes).contains(token), "in {}", f.display());
+    }
+}
