@@ -3,7 +3,7 @@
 //! A check is retried until it passes or its timeout runs out, so it can gate a
 //! component that is still starting.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -514,26 +514,41 @@ fn trunc(d: Duration) -> Duration {
 /// streams forever must not take the memory of the process that runs the rollback).
 const BODY_LIMIT: usize = 1 << 20;
 
-/// rustls configurations by CA file: the system's roots are read once per process,
-/// not at every probe (a watch probes every second).
-pub(crate) fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+/// How long the system's roots are trusted as read: reading them takes milliseconds,
+/// and a watch probes every second.
+const SYSTEM_ROOTS_FOR: Duration = Duration::from_secs(300);
+
+/// The rustls configuration for an https check trusting `ca` (or the system's roots).
+///
+/// A CA file is read at every call (a few KiB) and the configuration rebuilt when its
+/// bytes change: a long-running watch that cached it for the life of the process
+/// failed every check after a CA rotation (and rolled back a healthy deploy), and
+/// went on trusting the CA that was removed. Comparing bytes, not the modification
+/// time or size, also sees a rotation within the same second to a file of the same
+/// size (two certificates of one key type often are).
+pub(crate) fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    use sha2::Digest;
     use std::collections::HashMap;
     use std::sync::Mutex;
-    type Cache = Mutex<Option<HashMap<Option<PathBuf>, rustls::ClientConfig>>>;
-    static CACHE: Cache = Mutex::new(None);
-    let key = ca.map(PathBuf::from);
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let map = cache.get_or_insert_with(HashMap::new);
-    if let Some(c) = map.get(&key) {
-        return Ok(c.clone());
-    }
-    let roots = match &key {
-        Some(p) => crate::tls::Roots::File(p.clone()),
-        None => crate::tls::Roots::System,
+    type Cache = Mutex<HashMap<Option<PathBuf>, (Vec<u8>, Instant, rustls::ClientConfig)>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let (key, roots, digest) = match ca {
+        Some(p) => {
+            let pem = std::fs::read(p).map_err(|e| format!("cannot read the CA file {}: {e}", p.display()))?;
+            let digest = sha2::Sha256::digest(&pem).to_vec();
+            (Some(p.to_path_buf()), crate::tls::Roots::Pem { file: p.to_path_buf(), pem }, digest)
+        }
+        None => (None, crate::tls::Roots::System, Vec::new()),
     };
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((d, at, cfg)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if *d == digest && (key.is_some() || at.elapsed() < SYSTEM_ROOTS_FOR) {
+            return Ok(cfg.clone());
+        }
+    }
     let t = crate::tls::ClientTls { verify: crate::tls::Verify::Full, roots, identity: None };
     let cfg = crate::tls::client_config(&t).map_err(|e| e.message().to_string())?;
-    map.insert(key, cfg.clone());
+    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (digest, Instant::now(), cfg.clone()));
     Ok(cfg)
 }
 

@@ -62,7 +62,18 @@ pub(crate) enum Roots {
     /// The operating system's store (`/etc/ssl/certs` here).
     System,
     /// Only the certificates of this PEM file (a private CA).
+    // Only the postgres driver reads the file through here (http checks read it first).
+    #[cfg_attr(not(feature = "driver-postgres"), allow(dead_code))]
     File(PathBuf),
+    /// Only these certificates, already read from `file` (named in errors). A caller
+    /// that keeps a configuration for long reads the file itself, to notice when it
+    /// changes (a CA rotation).
+    Pem {
+        /// Where they were read from.
+        file: PathBuf,
+        /// The PEM text.
+        pem: Vec<u8>,
+    },
 }
 
 /// What a client needs to open a TLS connection.
@@ -78,7 +89,11 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::new(ErrorKind::ConfigInvalid, format!("cannot read the {what} {}", path.display())).with_source(e)
     })?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes).filter_map(|c| c.ok()).collect();
+    parse_certs(&bytes, path, what)
+}
+
+fn parse_certs(bytes: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(bytes).filter_map(|c| c.ok()).collect();
     if certs.is_empty() {
         return Err(Error::new(
             ErrorKind::ConfigInvalid,
@@ -91,18 +106,21 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
 /// The trusted roots.
 pub(crate) fn root_store(roots: &Roots) -> Result<RootCertStore> {
     let mut store = RootCertStore::empty();
-    match roots {
-        Roots::File(p) => {
-            for c in read_certs(p, "CA file")? {
-                store.add(c).map_err(|e| {
-                    Error::new(
-                        ErrorKind::ConfigInvalid,
-                        format!("the CA file {} holds a certificate rustls refuses", p.display()),
-                    )
-                    .with_source(e)
-                })?;
-            }
+    let add = |p: &Path, certs: Vec<CertificateDer<'static>>, store: &mut RootCertStore| {
+        for c in certs {
+            store.add(c).map_err(|e| {
+                Error::new(
+                    ErrorKind::ConfigInvalid,
+                    format!("the CA file {} holds a certificate rustls refuses", p.display()),
+                )
+                .with_source(e)
+            })?;
         }
+        Ok::<(), Error>(())
+    };
+    match roots {
+        Roots::File(p) => add(p, read_certs(p, "CA file")?, &mut store)?,
+        Roots::Pem { file, pem } => add(file, parse_certs(pem, file, "CA file")?, &mut store)?,
         Roots::System => {
             let found = rustls_native_certs::load_native_certs();
             store.add_parsable_certificates(found.certs);

@@ -320,3 +320,113 @@ fn zero_and_absurd_intervals_and_timeouts_are_refused_naming_the_key() {
     let text = format!("[[component]]\nname = \"c\"\ndriver = \"files\"\npaths = [\"c\"]\nhealth = [{ok}]\n");
     assert!(rollback_core::StackConfig::from_toml_str(&text, None, &d, &|_| None).is_ok());
 }
+
+/// `openssl` makes a CA (`NAME-ca.crt`) and a certificate for localhost signed by it
+/// (`NAME.crt`, `NAME.key`) in `dir`.
+fn make_ca_and_leaf(dir: &std::path::Path, name: &str) {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let (ca, ca_key) = (format!("{name}-ca.crt"), format!("{name}-ca.key"));
+    let mut a = vec!["req", "-x509", "-new"];
+    a.extend(ec);
+    let subj = format!("/CN={name} test CA");
+    a.extend(["-keyout", &ca_key, "-out", &ca, "-days", "30", "-subj", &subj]);
+    a.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    run(&a);
+    let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
+    let mut a = vec!["req", "-new"];
+    a.extend(ec);
+    a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+    run(&a);
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n\
+         subjectAltName=DNS:localhost,IP:127.0.0.1\nauthorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
+    run(&["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-set_serial", "0x1f2e3d", "-days", "30"]
+        .into_iter()
+        .chain(["-sha256", "-extfile", &ext, "-out", &crt])
+        .collect::<Vec<_>>());
+}
+
+type ServerCfg = std::sync::Arc<std::sync::Mutex<std::sync::Arc<rustls::ServerConfig>>>;
+
+fn server_config(dir: &std::path::Path, name: &str) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(dir.join(format!("{name}.crt")))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    std::sync::Arc::new(cfg)
+}
+
+/// An https endpoint answering 200 with the certificate `cfg` holds at each handshake.
+fn https_endpoint(cfg: ServerCfg) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in l.incoming().flatten() {
+            let cfg = cfg.lock().unwrap().clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    port
+}
+
+/// A long-running process (a watch) checks an endpoint whose CA is rotated: the new
+/// CA in the same file is trusted from the next check on, and the removed one no
+/// longer (it was read once per process and trusted forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_ca_file_is_trusted_from_the_next_check_and_the_old_one_no_longer() {
+    let (_t, d) = common::tmp();
+    make_ca_and_leaf(&d, "old");
+    make_ca_and_leaf(&d, "new");
+    let served: ServerCfg = std::sync::Arc::new(std::sync::Mutex::new(server_config(&d, "old")));
+    let port = https_endpoint(served.clone());
+    let ca = d.join("ca.pem");
+    std::fs::copy(d.join("old-ca.crt"), &ca).unwrap();
+    let c = HealthCheck::parse_list(serde_json::json!([
+        {"http": format!("https://localhost:{port}/health"), "ca": "ca.pem", "timeout": "5s"}
+    ]))
+    .unwrap()
+    .remove(0);
+    let r = c.probe(&d).await;
+    assert!(r.ok, "before the rotation: {r:?}");
+    // The rotation: the endpoint's new certificate, and the file holds the new CA only.
+    *served.lock().unwrap() = server_config(&d, "new");
+    std::fs::write(&ca, std::fs::read(d.join("new-ca.crt")).unwrap()).unwrap();
+    let r = c.probe(&d).await;
+    assert!(r.ok, "after the rotation: {r:?}");
+    // A certificate of the removed CA is refused.
+    *served.lock().unwrap() = server_config(&d, "old");
+    let r = c.probe(&d).await;
+    assert!(!r.ok && r.detail.contains("not signed by a trusted CA"), "the removed CA is still trusted: {r:?}");
+}
