@@ -3,6 +3,7 @@
 //! A check is retried until it passes or its timeout runs out, so it can gate a
 //! component that is still starting.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -366,22 +367,13 @@ impl HealthCheck {
                 // stdout is not read at all, and of stderr only the end is kept: a check
                 // that prints a gigabyte must not take a gigabyte, nor put it into the
                 // snapshot manifest and the record.
-                let mut child = tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .current_dir(base_dir)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .kill_on_drop(true)
-                    .spawn()
+                let ran = run_program(argv, base_dir, None, 0, DETAIL_LIMIT)
+                    .await
                     .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))?;
-                let stderr = child.stderr.take().expect("piped");
-                let (status, tail) = tokio::join!(child.wait(), read_tail_of(stderr, DETAIL_LIMIT));
-                let status = status.map_err(|e| format!("`{}`: {e}", argv[0]))?;
-                if status.success() {
+                if ran.status.success() {
                     Ok("exit 0".into())
                 } else {
-                    Err(format!("{status} {}", tail.trim()).trim().to_string())
+                    Err(format!("{} {}", ran.status, ran.stderr.text().trim()).trim().to_string())
                 }
             }
             HealthKind::LogErrors { file, regex, max, lines } => {
@@ -411,26 +403,128 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The most of a check's own output that goes into its detail.
 const DETAIL_LIMIT: usize = 2048;
 
-/// Reads `r` to its end and keeps the last `limit` bytes, decoded leniently.
-async fn read_tail_of(mut r: impl tokio::io::AsyncRead + Unpin, limit: usize) -> String {
-    let mut keep: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(limit);
-    let mut buf = [0u8; 8192];
-    let mut cut = false;
+/// What a program run by a check, a watch probe or a notification left: its exit
+/// status and the ends of its output.
+pub(crate) struct Ran {
+    pub(crate) status: std::process::ExitStatus,
+    pub(crate) stdout: Kept,
+    pub(crate) stderr: Kept,
+}
+
+/// The end of one output stream: at most `limit` bytes, and how many were dropped
+/// before them.
+pub(crate) struct Kept {
+    bytes: VecDeque<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl Kept {
+    fn new(limit: usize) -> Kept {
+        Kept { bytes: VecDeque::new(), limit, dropped: 0 }
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        let b = if b.len() > self.limit {
+            self.dropped += (b.len() - self.limit) as u64;
+            &b[b.len() - self.limit..]
+        } else {
+            b
+        };
+        self.bytes.extend(b);
+        if self.bytes.len() > self.limit {
+            let over = self.bytes.len() - self.limit;
+            self.bytes.drain(..over);
+            self.dropped += over as u64;
+        }
+    }
+
+    /// Bytes dropped from the start: the output was longer than what is kept.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// What is kept, decoded leniently, with `…` in front when the start was dropped.
+    pub(crate) fn text(&self) -> String {
+        let (a, b) = self.bytes.as_slices();
+        let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+        if self.dropped > 0 {
+            format!("…{text}")
+        } else {
+            text
+        }
+    }
+}
+
+/// How long the output of a program that has exited is still read: something it
+/// started in the background may hold its pipes open for ever.
+const PIPE_GRACE: Duration = Duration::from_millis(200);
+
+/// Runs `argv` without a shell in `dir`, in a process group of its own, with `stdin`
+/// (if any) on its standard input; keeps the last `keep_stdout` and `keep_stderr`
+/// bytes of its output (0: not read). Dropping the future (a timeout, a stopped
+/// watch) ends the whole group; a program that exits by itself keeps what it started.
+///
+/// Why bounded: a probe that printed with `yes` for 3 s took 1 GB when all of its
+/// output was kept.
+pub(crate) async fn run_program(
+    argv: &[String],
+    dir: &Path,
+    stdin: Option<&[u8]>,
+    keep_stdout: usize,
+    keep_stderr: usize,
+) -> std::io::Result<Ran> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let Some((prog, args)) = argv.split_first() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "an empty command"));
+    };
+    let piped = |yes: bool| if yes { Stdio::piped() } else { Stdio::null() };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(piped(stdin.is_some()))
+        .stdout(piped(keep_stdout > 0))
+        .stderr(piped(keep_stderr > 0))
+        .kill_on_drop(true);
+    crate::process::own_group(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let mut group = crate::process::GroupGuard::unrecorded(child.id());
+    let (mut out, mut err) = (Kept::new(keep_stdout), Kept::new(keep_stderr));
+    let (feed, so, se) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let status = {
+        let feed = async {
+            if let (Some(mut w), Some(body)) = (feed, stdin) {
+                // A program that does not read its stdin is fine: its exit status decides.
+                let _ = w.write_all(body).await;
+            }
+        };
+        let drain = async { tokio::join!(feed, pump(so, &mut out), pump(se, &mut err)) };
+        tokio::pin!(drain);
+        let exited = tokio::select! {
+            _ = &mut drain => None,
+            s = child.wait() => Some(s),
+        };
+        match exited {
+            None => child.wait().await,
+            Some(s) => {
+                let _ = tokio::time::timeout(PIPE_GRACE, &mut drain).await;
+                s
+            }
+        }
+    }?;
+    group.finished();
+    Ok(Ran { status, stdout: out, stderr: err })
+}
+
+async fn pump(r: Option<impl tokio::io::AsyncRead + Unpin>, keep: &mut Kept) {
+    let Some(mut r) = r else { return };
+    let mut buf = vec![0u8; 64 * 1024];
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
             break;
         }
-        keep.extend(&buf[..n]);
-        if keep.len() > limit {
-            keep.drain(..keep.len() - limit);
-            cut = true;
-        }
-    }
-    let text = String::from_utf8_lossy(keep.make_contiguous()).into_owned();
-    if cut {
-        format!("…{text}")
-    } else {
-        text
+        keep.push(&buf[..n]);
     }
 }
 
@@ -747,6 +841,18 @@ mod tests {
         assert_eq!(l[0].timeout, Duration::from_secs(2));
         assert!(HealthCheck::parse_list(serde_json::json!([{"nope": 1}])).is_err());
         assert!(HealthCheck::parse_list(serde_json::json!([{"tcp": "x", "extra": 1}])).is_err());
+    }
+
+    #[test]
+    fn kept_output_is_its_end_and_says_it_was_cut() {
+        let mut k = Kept::new(4);
+        k.push(b"ab");
+        assert_eq!((k.text().as_str(), k.dropped()), ("ab", 0));
+        k.push(b"cdef");
+        assert_eq!((k.text().as_str(), k.dropped()), ("…cdef", 2));
+        let mut k = Kept::new(4);
+        k.push(b"abcdefgh");
+        assert_eq!((k.text().as_str(), k.dropped()), ("…efgh", 4));
     }
 
     #[test]

@@ -337,37 +337,17 @@ fn http_error(e: reqwest::Error) -> String {
 }
 
 /// Runs a notify command in `dir` with the JSON on its stdin, in a process group of
-/// its own that is ended at the timeout.
+/// its own that is ended at the timeout. Only the end of its stderr is kept.
 async fn run(argv: &[String], dir: &std::path::Path, body: &[u8], timeout: Duration) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    let Some((prog, args)) = argv.split_first() else { return Err("an empty command".into()) };
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    crate::process::own_group(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
-    let mut group = crate::process::GroupGuard::unrecorded(child.id());
-    let work = async {
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that does not read its stdin is fine: its exit status decides.
-            let _ = stdin.write_all(body).await;
-        }
-        child.wait_with_output().await
-    };
-    let out = tokio::time::timeout(timeout, work)
+    let ran = tokio::time::timeout(timeout, crate::health::run_program(argv, dir, Some(body), 0, 4096))
         .await
         .map_err(|_| format!("did not finish in {} s; its process group was ended", timeout.as_secs_f64()))?
-        .map_err(|e| format!("cannot wait for it: {e}"))?;
-    group.finished();
-    if out.status.success() {
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    if ran.status.success() {
         Ok(())
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = ran.stderr.text();
         let tail: String = err.trim().lines().last().unwrap_or("").chars().take(200).collect();
-        Err(format!("exited with {}{}", out.status, if tail.is_empty() { String::new() } else { format!(": {tail}") }))
+        Err(format!("exited with {}{}", ran.status, if tail.is_empty() { String::new() } else { format!(": {tail}") }))
     }
 }

@@ -6,6 +6,9 @@
 //! One bad reading never rolls back. A watch rolls back at most once: after a
 //! rollback (whatever its status) it stops, so a rollback that does not cure the
 //! symptom cannot loop.
+//!
+//! A watch ends on time: a round still running when `--for` runs out or the watch is
+//! stopped is abandoned, and its probes' processes are ended.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -237,6 +240,15 @@ const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `interval` and probe `timeout`: a longer one is a typo for a shorter
 /// unit, and would leave a deploy unwatched for that long.
 const MAX_WATCH_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a watch looks at its stop signal and its deadline, in a round of probes
+/// as between rounds: it ends within this (and the few milliseconds it takes to end
+/// the probes' processes) of being stopped or of the end of `--for`.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// The end of a command probe's stdout that is kept (its last line is the metric) and
+/// of its stderr (its last line is the reason of a failed reading).
+const PROBE_OUTPUT_LIMIT: usize = 4096;
 
 /// The symptoms the decision matrix rates by itself (`[decision]` thresholds).
 const MATRIX: &[&str] = &["error_rate", "perf_degradation", "latency_ms"];
@@ -597,7 +609,7 @@ pub struct WatchReport {
     pub outcome: WatchOutcome,
     /// The snapshot it watched over.
     pub snapshot_id: String,
-    /// Rounds of probes run.
+    /// Rounds of probes run to their end (not one abandoned by a stop or the end of `--for`).
     pub rounds: u64,
     /// When it started and ended.
     pub start_time: DateTime<Utc>,
@@ -710,7 +722,8 @@ impl Stack {
         let notifier = Notifier::new(self.config().notify.clone(), self.config().redactor.clone());
         let start_time = Utc::now();
         let started = Instant::now();
-        let deadline = opts.duration.map(|d| started + d);
+        // None when out of the clock's range: no deadline a watch could reach.
+        let deadline = opts.duration.and_then(|d| started.checked_add(d));
         let mut states: Vec<ProbeState> = cfg
             .probes
             .iter()
@@ -759,7 +772,7 @@ impl Stack {
 
         let mut next_round = Instant::now();
         'watch: loop {
-            // Sleep to the next round in short steps: a cancel is seen within 50 ms.
+            // Sleep to the next round in short steps: a cancel is seen within STOP_POLL.
             loop {
                 if opts.cancel.is_cancelled() {
                     report.outcome = WatchOutcome::Stopped;
@@ -774,7 +787,7 @@ impl Stack {
                     break;
                 }
                 let until = deadline.map_or(next_round, |d| d.min(next_round));
-                tokio::time::sleep(until.saturating_duration_since(now).min(Duration::from_millis(50))).await;
+                tokio::time::sleep(until.saturating_duration_since(now).min(STOP_POLL)).await;
             }
             next_round += cfg.interval;
             if next_round < Instant::now() {
@@ -795,8 +808,20 @@ impl Stack {
                         Err(_) => Raw::Failed(format!("no answer within {}", humantime::format_duration(timeout))),
                     }
                 }
-            }))
-            .await;
+            }));
+            // A stop or the end of the window does not wait for a round in progress (a
+            // hung probe held a stop for its whole timeout, 14 s, and `--for 5s` ran
+            // 6.2 s): the round is dropped, which ends its probes' process groups.
+            let round = tokio::select! {
+                r = round => r,
+                _ = stop_or_deadline(&opts.cancel, deadline) => {
+                    report.rounds -= 1;
+                    report.outcome =
+                        if opts.cancel.is_cancelled() { WatchOutcome::Stopped } else { WatchOutcome::Elapsed };
+                    tracing::info!(outcome = report.outcome.as_str(), "watch: a round of probes was abandoned");
+                    break 'watch;
+                }
+            };
             let thresholds = self.config().decision;
             for ((p, st), raw) in cfg.probes.iter().zip(states.iter_mut()).zip(round) {
                 let mut reading = rate(p, raw, &thresholds);
@@ -987,7 +1012,7 @@ impl Stack {
                     Raw::Failed(r.detail)
                 }
             }
-            ProbeKind::Command { argv, metric } => match run_command(argv, base).await {
+            ProbeKind::Command { argv, metric } => match run_command(argv, base, metric.is_some()).await {
                 Ok((true, out)) => match metric {
                     None => Raw::Values(BTreeMap::new()),
                     Some(m) => {
@@ -1138,6 +1163,18 @@ fn decide(
     None
 }
 
+/// Returns once `cancel` is set or `deadline` has passed.
+async fn stop_or_deadline(cancel: &CancelToken, deadline: Option<Instant>) {
+    loop {
+        let now = Instant::now();
+        if cancel.is_cancelled() || deadline.is_some_and(|d| now >= d) {
+            return;
+        }
+        let step = deadline.map_or(STOP_POLL, |d| d.saturating_duration_since(now).min(STOP_POLL));
+        tokio::time::sleep(step).await;
+    }
+}
+
 fn trunc(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -1146,36 +1183,34 @@ fn trunc(s: &str, n: usize) -> String {
     }
 }
 
-/// Runs a probe command without a shell, in its own process group (ended when the
-/// probe's timeout drops this future): exit status and the end of stdout (or, when
-/// it failed, of stderr).
-async fn run_command(argv: &[String], dir: &std::path::Path) -> std::result::Result<(bool, String), String> {
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    crate::process::own_group(&mut cmd);
-    let child = cmd.spawn().map_err(|e| format!("cannot run `{}`: {e}", argv[0]))?;
-    let mut group = crate::process::GroupGuard::unrecorded(child.id());
-    let out = child.wait_with_output().await.map_err(|e| format!("`{}`: {e}", argv[0]))?;
-    group.finished();
-    let tail = |b: &[u8]| {
-        let s = String::from_utf8_lossy(&b[b.len().saturating_sub(4096)..]).into_owned();
-        s.trim().to_string()
-    };
-    if out.status.success() {
-        Ok((true, tail(&out.stdout)))
+/// Runs a probe command without a shell in `dir`, in its own process group (ended when
+/// the probe's timeout, the end of the window or a stop drops this future): exit
+/// status and the end of stdout (or, when it failed, the last line of stderr). Only
+/// the last 4 KiB of each are kept, and stdout is not read at all without `metric`.
+async fn run_command(
+    argv: &[String],
+    dir: &std::path::Path,
+    metric: bool,
+) -> std::result::Result<(bool, String), String> {
+    let keep_stdout = if metric { PROBE_OUTPUT_LIMIT } else { 0 };
+    let ran = crate::health::run_program(argv, dir, None, keep_stdout, PROBE_OUTPUT_LIMIT)
+        .await
+        .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))?;
+    if ran.status.success() {
+        Ok((true, ran.stdout.text().trim().to_string()))
     } else {
-        let err = tail(&out.stderr);
-        let last = err.lines().last().unwrap_or("");
+        let err = ran.stderr.text();
+        let last = err.trim().lines().last().unwrap_or("").trim_start_matches('…');
+        let cut = if ran.stderr.dropped() > 0 {
+            format!(" (stderr cut: {} bytes before its last 4 KiB not kept)", ran.stderr.dropped())
+        } else {
+            String::new()
+        };
         Ok((
             false,
             format!(
-                "{}{}",
-                out.status,
+                "{}{}{cut}",
+                ran.status,
                 if last.is_empty() { String::new() } else { format!(": {}", trunc(last, 200)) }
             ),
         ))

@@ -505,6 +505,135 @@ async fn a_number_printed_by_a_command_crossing_its_bound_rolls_back() {
     assert_eq!(w.values["cost_ratio"], 3.5);
 }
 
+/// The resident memory of this test process, in bytes (`VmRSS`).
+fn rss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 =
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap();
+    kb * 1024
+}
+
+/// Whether `pid` has ended (gone, or a zombie waiting to be reaped).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Waits (up to 10 s: the machine may be busy) until every pid written to `file` ended.
+async fn all_ended(file: &Path) -> Vec<u32> {
+    let pids: Vec<u32> =
+        std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until && !pids.iter().all(|p| ended(*p)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pids.into_iter().filter(|p| !ended(*p)).collect()
+}
+
+/// A probe that prints 400 MB before its number: the number is read, and the watch
+/// keeps only the end of the output (it held all of it: 1 GB for `yes` over 3 s).
+#[tokio::test]
+async fn a_command_probe_that_floods_its_output_keeps_only_its_end() {
+    let (_t, d) = tmp();
+    let s = app_stack(
+        &d,
+        "[watch]\ninterval = \"200ms\"\nwindow = 1\nfailure_limit = 1\n\n\
+         [[watch.probe]]\nname = \"flood\"\ncommand = [\"sh\", \"-c\", \"head -c 400000000 /dev/zero; echo; echo 0.5\"]\n\
+         metric = \"ratio\"\nbounds = { ratio = \"> 2\" }\ntimeout = \"60s\"\n",
+    );
+    let good = snap(&s).await;
+    let before = rss();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p2, s2) = (peak.clone(), stop.clone());
+    let sampler = tokio::spawn(async move {
+        while !s2.load(Ordering::SeqCst) {
+            p2.fetch_max(rss(), Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // Stopped after its first reading (a busy machine may take seconds to pipe 400 MB).
+    let cancel = CancelToken::new();
+    let readings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c2, r2) = (cancel.clone(), readings.clone());
+    let on_event: rollback_core::EventCallback = Arc::new(move |e: &rollback_core::Event| {
+        if e.kind == "watch_probe" {
+            r2.lock().unwrap().push(e.message.clone());
+            c2.cancel();
+        }
+    });
+    let r = s
+        .watch(WatchOptions { on_event: Some(on_event), cancel, ..watch_opts(&good, Duration::from_secs(120)) })
+        .await
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::Stopped, "{r:?}");
+    assert_eq!(*readings.lock().unwrap(), ["flood: ratio 0.5"], "the number after 400 MB was read");
+    let grew = peak.load(Ordering::SeqCst).saturating_sub(before);
+    assert!(grew < 100 << 20, "the watch took {} MB for a probe's output", grew >> 20);
+}
+
+/// A probe that hangs past the end of `--for`: the watch ends on time and ends the
+/// probe's process (it waited for the probe's timeout).
+#[tokio::test]
+async fn a_watch_ends_on_time_and_ends_a_probe_still_running() {
+    let (_t, d) = tmp();
+    let pids = d.join("pids");
+    let s = app_stack(
+        &d,
+        &format!(
+            "[watch]\ninterval = \"200ms\"\n\n[[watch.probe]]\nname = \"hung\"\n\
+             command = [\"sh\", \"-c\", \"echo $$ >> '{}'; exec sleep 60\"]\ntimeout = \"40s\"\n",
+            pids.display()
+        ),
+    );
+    let good = snap(&s).await;
+    let t0 = std::time::Instant::now();
+    let r = s.watch(watch_opts(&good, Duration::from_millis(1500))).await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(r.outcome, WatchOutcome::Elapsed, "{r:?}");
+    // The window plus a small margin; generous for a busy machine, far from 40 s.
+    assert!(took < Duration::from_secs(5), "a 1.5 s watch took {took:?}");
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(std::fs::metadata(&pids).is_ok(), "the probe ran");
+    assert_eq!(all_ended(&pids).await, Vec::<u32>::new(), "probe processes outlived the watch");
+}
+
+/// Stopping a watch (Ctrl-C, SIGTERM, cancel) interrupts a round whose probe hangs,
+/// and ends the probe's process.
+#[tokio::test]
+async fn stopping_a_watch_interrupts_a_hung_probe() {
+    let (_t, d) = tmp();
+    let pids = d.join("pids");
+    let s = app_stack(
+        &d,
+        &format!(
+            "[watch]\ninterval = \"200ms\"\n\n[[watch.probe]]\nname = \"hung\"\n\
+             command = [\"sh\", \"-c\", \"echo $$ >> '{}'; exec sleep 60\"]\ntimeout = \"40s\"\n",
+            pids.display()
+        ),
+    );
+    let good = snap(&s).await;
+    let cancel = CancelToken::new();
+    let (c2, p2) = (cancel.clone(), pids.clone());
+    let stopped_at = tokio::spawn(async move {
+        while std::fs::read_to_string(&p2).unwrap_or_default().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c2.cancel();
+        std::time::Instant::now()
+    });
+    let r = s.watch(WatchOptions { cancel, ..watch_opts(&good, Duration::from_secs(120)) }).await.unwrap();
+    let took = stopped_at.await.unwrap().elapsed();
+    assert_eq!(r.outcome, WatchOutcome::Stopped, "{r:?}");
+    assert!(took < Duration::from_secs(2), "the watch stopped {took:?} after it was asked to");
+    assert_eq!(all_ended(&pids).await, Vec::<u32>::new(), "the hung probe outlived the watch");
+}
+
 /// A token given as the user of an http probe's URL (`http://TOKEN@host`) is in no
 /// reading, event, decision, record or notification.
 #[tokio::test]
