@@ -839,33 +839,39 @@ impl Stack {
                     st.readings.pop_front();
                 }
             }
-            // The worst decision of any probe this round.
-            let mut best: Option<WatchDecision> = None;
+            // Each probe's window is decided on its own: a probe bad at the same severity
+            // as another (or a lower one) is notified too, not hidden behind it while it
+            // stays bad. The worst decision to roll back, if any, rolls back.
+            let mut rollback: Option<WatchDecision> = None;
             for (p, st) in cfg.probes.iter().zip(states.iter_mut()) {
                 let limit = p.failure_limit.unwrap_or(cfg.failure_limit);
-                let Some(d) = decide(p, &st.readings, limit, cfg.window, &cfg.policy) else {
+                let Some(mut d) = decide(p, &st.readings, limit, cfg.window, &cfg.policy) else {
                     st.notified = None;
                     continue;
                 };
-                if best.as_ref().is_none_or(|b| d.severity > b.severity) {
-                    best = Some(d);
+                d.dry_run = opts.dry_run;
+                match d.action {
+                    PolicyAction::Ignore => {
+                        tracing::info!(probe = %d.probe, reason = %d.reason, "watch: ignored by policy");
+                    }
+                    PolicyAction::Notify => {
+                        if st.notified.is_some_and(|s| s >= d.severity) {
+                            continue;
+                        }
+                        st.notified = Some(d.severity);
+                        self.announce_decision(&notifier, &events, &d, &snap.id);
+                        report.decisions.push(d);
+                    }
+                    PolicyAction::Rollback => {
+                        if rollback.as_ref().is_none_or(|b| d.severity > b.severity) {
+                            rollback = Some(d);
+                        }
+                    }
                 }
             }
-            let Some(mut d) = best else { continue };
-            let st_i = cfg.probes.iter().position(|p| p.name == d.probe).unwrap_or(0);
-            d.dry_run = opts.dry_run;
+            let Some(mut d) = rollback else { continue };
             match d.action {
-                PolicyAction::Ignore => {
-                    tracing::info!(probe = %d.probe, reason = %d.reason, "watch: ignored by policy");
-                }
-                PolicyAction::Notify => {
-                    if states[st_i].notified.is_some_and(|s| s >= d.severity) {
-                        continue;
-                    }
-                    states[st_i].notified = Some(d.severity);
-                    self.announce_decision(&notifier, &events, &d, &snap.id);
-                    report.decisions.push(d);
-                }
+                PolicyAction::Ignore | PolicyAction::Notify => {}
                 PolicyAction::Rollback if opts.dry_run => {
                     self.announce_decision(&notifier, &events, &d, &snap.id);
                     report.decisions.push(d);

@@ -66,13 +66,15 @@ impl Service {
 }
 
 /// A stack whose `app` component (files) holds the version the service serves (with a
-/// health check, so its snapshots are `last-good`), with `watch` as its `[watch]` table and a notify command that appends every message to
-/// `notes.jsonl`.
+/// health check, so its snapshots are `last-good`), with `watch` as its `[watch]` table
+/// and a notify command that appends every message to `notes.jsonl` (each with one
+/// write: two notifications may run at once).
 fn app_toml(d: &Path, watch: &str) -> String {
     write(&d.join("app/version"), "v1\n");
     write(
         &d.join("notify.sh"),
-        "#!/bin/sh\ncat >> \"$(dirname \"$0\")/notes.jsonl\"\necho >> \"$(dirname \"$0\")/notes.jsonl\"\n",
+        "#!/bin/sh\nd=$(dirname \"$0\")\nt=$(mktemp \"$d/note.XXXXXX\")\n{ cat; echo; } > \"$t\"\n\
+         cat \"$t\" >> \"$d/notes.jsonl\"\nrm -f \"$t\"\n",
     );
     let sh = d.join("notify.sh");
     let script = sh.display();
@@ -632,6 +634,30 @@ async fn stopping_a_watch_interrupts_a_hung_probe() {
     assert_eq!(r.outcome, WatchOutcome::Stopped, "{r:?}");
     assert!(took < Duration::from_secs(2), "the watch stopped {took:?} after it was asked to");
     assert_eq!(all_ended(&pids).await, Vec::<u32>::new(), "the hung probe outlived the watch");
+}
+
+/// Two probes bad at the same severity while neither recovers: each is decided and
+/// notified on its own (the second one never was).
+#[tokio::test]
+async fn two_probes_bad_at_the_same_severity_are_each_decided_and_notified() {
+    let (_t, d) = tmp();
+    let s = app_stack(
+        &d,
+        "[watch]\ninterval = \"200ms\"\nwindow = 2\nfailure_limit = 2\n\n\
+         [[watch.probe]]\nname = \"recon\"\ncommand = [\"false\"]\nseverity = \"medium\"\n\n\
+         [[watch.probe]]\nname = \"ledger\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\nseverity = \"medium\"\n",
+    );
+    let good = snap(&s).await;
+    let r = s.watch(watch_opts(&good, Duration::from_secs(3))).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::Elapsed, "{r:?}");
+    let mut decided: Vec<&str> = r.decisions.iter().map(|d| d.probe.as_str()).collect();
+    decided.sort();
+    assert_eq!(decided, ["ledger", "recon"], "once each: {:?}", r.decisions);
+    assert!(r.decisions.iter().all(|d| d.action == PolicyAction::Notify && d.severity == Severity::Medium));
+    let mut notified: Vec<String> =
+        notes(&d).iter().map(|n| n["watch"]["probe"].as_str().unwrap().to_string()).collect();
+    notified.sort();
+    assert_eq!(notified, ["ledger", "recon"]);
 }
 
 /// A token given as the user of an http probe's URL (`http://TOKEN@host`) is in no
