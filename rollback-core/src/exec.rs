@@ -824,8 +824,21 @@ impl<'a> Executor<'a> {
             Action::Restore => driver.restore(&ctx, snap.part_of(component)).await,
             Action::HealthGate => {
                 let c = self.stack.config().component(component)?;
+                // The gate judges the version the restore put back, not the one it
+                // replaced (whose error lines and beats are why it is rolled back): only
+                // what was written since the restore began counts. The journal's step
+                // durations since then, summed, put that moment a little late, never
+                // early (the time between steps is not in them).
+                let since_ms: u64 = j
+                    .done
+                    .iter()
+                    .rposition(|s| s.component == component && s.action == StepAction::Restore)
+                    .map(|i| j.done[i..].iter().map(|s| s.duration_ms).sum())
+                    .unwrap_or(0);
+                let now = std::time::SystemTime::now();
+                let restored_at = now.checked_sub(Duration::from_millis(since_ms)).unwrap_or(now);
                 for h in &c.health {
-                    let r = h.wait(&self.stack.config().base_dir).await;
+                    let r = h.wait_after(&self.stack.config().base_dir, restored_at).await;
                     if !r.ok {
                         return Err(Error::new(
                             ErrorKind::VerificationFailed,

@@ -1,11 +1,14 @@
 //! Health checks: http, tcp, heartbeat file age, command, log error count.
 //!
 //! A check is retried until it passes or its timeout runs out, so it can gate a
-//! component that is still starting.
+//! component that is still starting. As the gate after a restore, a check judges the
+//! version the restore put back, not the one it replaced: a heartbeat must have been
+//! written after the restore began, and a log counts only the lines written from the
+//! gate's start (the replaced version's error lines are why it was rolled back).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -116,9 +119,19 @@ pub struct HealthResult {
 }
 
 impl HealthCheck {
-    /// A check of the given kind with the default timeout (10 s) and interval (250 ms).
+    /// A check of the given kind with the default timeout (10 s; for a heartbeat, its
+    /// `max_age` from 10 s to 5 minutes) and interval (250 ms).
     pub fn new(kind: HealthKind) -> Self {
-        HealthCheck { kind, timeout: Duration::from_secs(10), interval: Duration::from_millis(250) }
+        let timeout = match &kind {
+            // As a gate, a heartbeat check waits for the restored version's first beat,
+            // which a healthy writer writes within `max_age`: the 10 s default would
+            // fail a good restore of a writer that beats every 30 s (and compensation
+            // would put the bad release back). Not more than 5 minutes, though: that
+            // long the restored version runs unconfirmed.
+            HealthKind::Heartbeat { max_age, .. } => (*max_age).clamp(Duration::from_secs(10), HEARTBEAT_GATE_MAX),
+            _ => Duration::from_secs(10),
+        };
+        HealthCheck { kind, timeout, interval: Duration::from_millis(250) }
     }
 
     /// Parses the `health = [...]` list of a component.
@@ -287,40 +300,68 @@ impl HealthCheck {
     /// One try may take the whole timeout: a check that answers in 12 s with
     /// `timeout = "30s"` passes (a fixed cap per try would fail it every time, and the
     /// health gate would then undo a good restore).
-    pub async fn probe(&self, base_dir: &std::path::Path) -> HealthResult {
-        self.probe_within(base_dir, self.timeout).await
+    pub async fn probe(&self, base_dir: &Path) -> HealthResult {
+        self.probe_within(base_dir, self.timeout, None).await.0
     }
 
-    async fn probe_within(&self, base_dir: &std::path::Path, limit: Duration) -> HealthResult {
+    /// One try within `limit`, and whether its failure is for good (trying again
+    /// cannot make it pass).
+    async fn probe_within(&self, base_dir: &Path, limit: Duration, after: Option<&After>) -> (HealthResult, bool) {
         let per_try = limit.max(Duration::from_millis(100));
-        let r = tokio::time::timeout(per_try, self.probe_inner(base_dir)).await;
-        let (ok, detail) = match r {
-            Ok(Ok(d)) => (true, d),
-            Ok(Err(d)) => (false, d),
-            Err(_) => (false, format!("no answer within {}", humantime::format_duration(per_try))),
+        let r = tokio::time::timeout(per_try, self.probe_inner(base_dir, after)).await;
+        let (ok, detail, lasting) = match r {
+            Ok(Ok(d)) => (true, d, false),
+            Ok(Err(f)) => (false, f.detail, f.lasting),
+            Err(_) => (false, format!("no answer within {}", humantime::format_duration(per_try)), false),
         };
-        HealthResult { check: self.describe(), ok, detail }
+        (HealthResult { check: self.describe(), ok, detail }, lasting)
     }
 
     /// Tries until it passes or the timeout runs out; each try gets what is left.
-    pub async fn wait(&self, base_dir: &std::path::Path) -> HealthResult {
-        let deadline = Instant::now() + self.timeout;
+    pub async fn wait(&self, base_dir: &Path) -> HealthResult {
+        self.wait_inner(base_dir, None).await
+    }
+
+    /// Waits as [`HealthCheck::wait`] does, as the gate after a restore that began at
+    /// `restored_at`: a heartbeat counts only when written after it, and a log only
+    /// for the lines written from now on, watched for at least one `interval`.
+    pub(crate) async fn wait_after(&self, base_dir: &Path, restored_at: SystemTime) -> HealthResult {
+        let log = match &self.kind {
+            HealthKind::LogErrors { file, .. } => LogMark::of(&base_dir.join(file)),
+            _ => None,
+        };
+        self.wait_inner(base_dir, Some(&After { restored_at, log })).await
+    }
+
+    async fn wait_inner(&self, base_dir: &Path, after: Option<&After>) -> HealthResult {
+        let started = Instant::now();
+        // Bounded: a check built in code may carry any duration, and `Instant + d` panics
+        // on overflow.
+        let deadline = started + self.timeout.min(crate::config::MAX_DURATION);
+        let interval = self.interval.min(MAX_INTERVAL);
+        // A log read from the gate's start has nothing to say at once: it is watched
+        // for an interval before it may pass.
+        let watched = after.is_some() && matches!(self.kind, HealthKind::LogErrors { .. });
         loop {
-            let r = self.probe_within(base_dir, deadline.saturating_duration_since(Instant::now())).await;
-            if r.ok || Instant::now() + self.interval > deadline {
+            let (r, lasting) =
+                self.probe_within(base_dir, deadline.saturating_duration_since(Instant::now()), after).await;
+            let now = Instant::now();
+            let watching = watched && r.ok && started.elapsed() < interval && now < deadline;
+            if (r.ok && !watching) || lasting || (!watching && now + interval > deadline) {
                 return r;
             }
-            tokio::time::sleep(self.interval).await;
+            let pause = if watching { interval.saturating_sub(started.elapsed()) } else { interval };
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(now))).await;
         }
     }
 
-    async fn probe_inner(&self, base_dir: &std::path::Path) -> Result<String, String> {
+    async fn probe_inner(&self, base_dir: &Path, after: Option<&After>) -> Result<String, Failure> {
         match &self.kind {
             HealthKind::Http { url, status, json, headers, ca, expect } => {
                 let ca = ca.as_ref().map(|c| base_dir.join(c));
                 let (code, body) = http_get(url, headers, ca.as_deref()).await?;
                 if code != *status {
-                    return Err(format!("status {code}, expected {status}"));
+                    return Err(format!("status {code}, expected {status}").into());
                 }
                 if json.is_some() || !expect.is_empty() {
                     let v: serde_json::Value =
@@ -328,7 +369,7 @@ impl HealthCheck {
                     for (k, want) in json.iter().flatten() {
                         let got = v.get(k).cloned().unwrap_or(serde_json::Value::Null);
                         if &got != want {
-                            return Err(format!("`{k}` is {got}, expected {want}"));
+                            return Err(format!("`{k}` is {got}, expected {want}").into());
                         }
                     }
                     for e in expect {
@@ -337,31 +378,16 @@ impl HealthCheck {
                 }
                 Ok(format!("status {code}"))
             }
-            HealthKind::Tcp { addr } => tokio::net::TcpStream::connect(addr.as_str())
+            HealthKind::Tcp { addr } => Ok(tokio::net::TcpStream::connect(addr.as_str())
                 .await
                 .map(|_| "connected".to_string())
-                .map_err(|e| format!("connect {addr}: {e}")),
+                .map_err(|e| format!("connect {addr}: {e}"))?),
             HealthKind::Heartbeat { file, max_age } => {
-                let p = base_dir.join(file);
-                let meta = tokio::fs::metadata(&p).await.map_err(|e| format!("{}: {e}", p.display()))?;
-                let modified = meta.modified().map_err(|e| format!("{}: {e}", p.display()))?;
-                // A beat from the future proves nothing (a clock step, a touch -d): a
-                // writer that has stopped would look alive until that time comes.
-                let age = match modified.elapsed() {
-                    Ok(age) => age,
-                    Err(e) if e.duration() <= Duration::from_secs(1) => Duration::ZERO,
-                    Err(e) => {
-                        return Err(format!(
-                            "last beat is {} in the future: the clock or the file is wrong",
-                            humantime::format_duration(trunc(e.duration()))
-                        ))
-                    }
+                let from = match after {
+                    Some(a) => BeatsFrom::Restore(a.restored_at),
+                    None => BeatsFrom::Any,
                 };
-                if age > *max_age {
-                    Err(format!("last beat {} ago", humantime::format_duration(trunc(age))))
-                } else {
-                    Ok(format!("last beat {} ago", humantime::format_duration(trunc(age))))
-                }
+                Ok(heartbeat(&base_dir.join(file), *max_age, from).await?)
             }
             HealthKind::Command { argv } => {
                 // stdout is not read at all, and of stderr only the end is kept: a check
@@ -373,18 +399,21 @@ impl HealthCheck {
                 if ran.status.success() {
                     Ok("exit 0".into())
                 } else {
-                    Err(format!("{} {}", ran.status, ran.stderr.text().trim()).trim().to_string())
+                    Err(format!("{} {}", ran.status, ran.stderr.text().trim()).trim().to_string().into())
                 }
             }
             HealthKind::LogErrors { file, regex, max, lines } => {
                 let p = base_dir.join(file);
                 let re = regex::Regex::new(regex).map_err(|e| e.to_string())?;
-                let text = read_tail(&p, *lines).await.map_err(|e| format!("{}: {e}", p.display()))?;
+                let mark = after.and_then(|a| a.log.as_ref());
+                let text = read_tail(&p, *lines, mark).await.map_err(|e| format!("{}: {e}", p.display()))?;
                 let n = text.lines().rev().take(*lines).filter(|l| re.is_match(l)).count();
+                let since = if after.is_some() { " written since the gate began" } else { "" };
                 if n > *max {
-                    Err(format!("{n} error lines (max {max})"))
+                    // Lines written stay written: trying again cannot bring the count down.
+                    Err(Failure { detail: format!("{n} error lines{since} (max {max})"), lasting: after.is_some() })
                 } else {
-                    Ok(format!("{n} error lines"))
+                    Ok(format!("{n} error lines{since}"))
                 }
             }
         }
@@ -396,9 +425,115 @@ impl HealthCheck {
 /// timeout); a gate of more than a day holds a rollback that long.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest default timeout of a heartbeat check (its `max_age`, at least 10 s).
+const HEARTBEAT_GATE_MAX: Duration = Duration::from_secs(300);
 /// One try gets at least 100 ms whatever the timeout says.
 const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a try failed, and whether for good.
+struct Failure {
+    detail: String,
+    /// Trying again cannot make it pass.
+    lasting: bool,
+}
+
+impl From<String> for Failure {
+    fn from(detail: String) -> Failure {
+        Failure { detail, lasting: false }
+    }
+}
+
+/// What a gate judges from: what was written after the restore.
+struct After {
+    /// When the component's restore began.
+    restored_at: SystemTime,
+    /// Where a `log_errors` file ended when the gate began (none: it did not exist).
+    log: Option<LogMark>,
+}
+
+/// The end of a log file at one moment: the file (device, inode) and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogMark {
+    id: (u64, u64),
+    len: u64,
+}
+
+impl LogMark {
+    fn of(p: &Path) -> Option<LogMark> {
+        std::fs::metadata(p).ok().map(|m| LogMark { id: file_id(&m), len: m.len() })
+    }
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// Which beats of a heartbeat file count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BeatsFrom {
+    /// Any: the newest beat must be at most `max_age` old.
+    Any,
+    /// Only beats written after this time, the start of a restore: the gate waits for
+    /// the restored version's first beat (one before is the replaced version's).
+    Restore(SystemTime),
+    /// Only beats written since a watch started: until the first one, the deployed
+    /// version is bad once `max_age` has passed since the start (it had that long to
+    /// beat), and good before. A beat from before the start neither vouches for it
+    /// nor condemns it.
+    Watch(SystemTime),
+}
+
+/// Reads a heartbeat file's age against `max_age`, counting the beats `from` says.
+pub(crate) async fn heartbeat(p: &Path, max_age: Duration, from: BeatsFrom) -> Result<String, String> {
+    let ms = |d: Duration| humantime::format_duration(trunc(d));
+    let modified = match tokio::fs::metadata(p).await.and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(e) => {
+            return match from {
+                // No file is no beat yet: judged as a beat from before the start.
+                BeatsFrom::Watch(start) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let waited = start.elapsed().unwrap_or_default();
+                    if waited > max_age {
+                        Err(format!("no beat since the watch started {} ago: {}: {e}", ms(waited), p.display()))
+                    } else {
+                        Ok(format!("no beat yet since the watch started {} ago", ms(waited)))
+                    }
+                }
+                _ => Err(format!("{}: {e}", p.display())),
+            };
+        }
+    };
+    // A beat from the future proves nothing (a clock step, a touch -d): a writer that
+    // has stopped would look alive until that time comes.
+    let age = match modified.elapsed() {
+        Ok(age) => age,
+        Err(e) if e.duration() <= Duration::from_secs(1) => Duration::ZERO,
+        Err(e) => {
+            return Err(format!(
+                "last beat is {} in the future: the clock or the file is wrong",
+                humantime::format_duration(trunc(e.duration()))
+            ))
+        }
+    };
+    match from {
+        BeatsFrom::Restore(t) if modified < t => {
+            let before = t.duration_since(modified).unwrap_or_default();
+            Err(format!("no beat since the restore began (the last one is {} older)", ms(before)))
+        }
+        BeatsFrom::Watch(start) if modified < start => {
+            let waited = start.elapsed().unwrap_or_default();
+            if waited > max_age {
+                Err(format!("no beat since the watch started {} ago", ms(waited)))
+            } else {
+                Ok(format!("no beat yet since the watch started {} ago", ms(waited)))
+            }
+        }
+        _ if age > max_age => Err(format!("last beat {} ago", ms(age))),
+        _ => Ok(format!("last beat {} ago", ms(age))),
+    }
+}
 
 /// The most of a check's own output that goes into its detail.
 const DETAIL_LIMIT: usize = 2048;
@@ -579,22 +714,29 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// The end of a log holding at least `lines` lines (or the whole file), decoded
-/// leniently: logs may hold binary garbage and may be gigabytes long.
-async fn read_tail(p: &std::path::Path, lines: usize) -> std::io::Result<String> {
+/// leniently: logs may hold binary garbage and may be gigabytes long. With `mark`,
+/// only what was written after it: from the mark's length if the file is the same
+/// and no shorter, else all of the file (it was rotated or truncated since).
+async fn read_tail(p: &Path, lines: usize, mark: Option<&LogMark>) -> std::io::Result<String> {
     use tokio::io::AsyncSeekExt;
     let mut f = tokio::fs::File::open(p).await?;
-    let len = f.metadata().await?.len();
+    let meta = f.metadata().await?;
+    let len = meta.len();
+    let from = match mark {
+        Some(m) if m.id == file_id(&meta) && len >= m.len => m.len,
+        _ => 0,
+    };
     let mut want: u64 = 64 * 1024;
     loop {
-        let start = len.saturating_sub(want);
+        let start = len.saturating_sub(want).max(from);
         f.seek(std::io::SeekFrom::Start(start)).await?;
         let mut buf = Vec::with_capacity((len - start) as usize);
         (&mut f).take(len - start).read_to_end(&mut buf).await?;
         let newlines = buf.iter().filter(|b| **b == b'\n').count();
-        if start == 0 || newlines > lines || want >= 64 << 20 {
-            // Drop a partial first line unless the file starts here.
-            let from = if start == 0 { 0 } else { buf.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1) };
-            return Ok(String::from_utf8_lossy(&buf[from..]).into_owned());
+        if start == from || newlines > lines || want >= 64 << 20 {
+            // Drop a partial first line unless what is judged starts here.
+            let whole = if start == from { 0 } else { buf.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1) };
+            return Ok(String::from_utf8_lossy(&buf[whole..]).into_owned());
         }
         want *= 4;
     }

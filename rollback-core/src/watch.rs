@@ -7,12 +7,14 @@
 //! rollback (whatever its status) it stops, so a rollback that does not cure the
 //! symptom cannot loop.
 //!
-//! A watch ends on time: a round still running when `--for` runs out or the watch is
-//! stopped is abandoned, and its probes' processes are ended.
+//! A watch judges the deployed version: a log is read from where it ended when the
+//! watch started, and only heartbeats written since then count. It ends on time: a
+//! round still running when `--for` runs out or the watch is stopped is abandoned, and
+//! its probes' processes are ended.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -724,6 +726,8 @@ impl Stack {
         let started = Instant::now();
         // None when out of the clock's range: no deadline a watch could reach.
         let deadline = opts.duration.and_then(|d| started.checked_add(d));
+        // Heartbeats are judged from here: the deploy being watched wrote them.
+        let watch_start = SystemTime::from(start_time);
         let mut states: Vec<ProbeState> = cfg
             .probes
             .iter()
@@ -803,7 +807,7 @@ impl Stack {
                 let timeout = p.timeout.unwrap_or(cfg.interval.max(DEFAULT_PROBE_TIMEOUT));
                 let (window, baseline) = (cfg.window, cfg.baseline);
                 async move {
-                    match tokio::time::timeout(timeout, self.read(p, st, window, baseline)).await {
+                    match tokio::time::timeout(timeout, self.read(p, st, window, baseline, watch_start)).await {
                         Ok(r) => r,
                         Err(_) => Raw::Failed(format!("no answer within {}", humantime::format_duration(timeout))),
                     }
@@ -942,8 +946,15 @@ impl Stack {
         notifier.send(Notification::watch(d, &what, snapshot_id, &stack));
     }
 
-    /// Takes one raw reading of `p`.
-    async fn read(&self, p: &Probe, st: &mut ProbeState, window: usize, baseline_rounds: usize) -> Raw {
+    /// Takes one raw reading of `p`; `watch_start` is when the watch started.
+    async fn read(
+        &self,
+        p: &Probe,
+        st: &mut ProbeState,
+        window: usize,
+        baseline_rounds: usize,
+        watch_start: SystemTime,
+    ) -> Raw {
         let base = &self.config().base_dir;
         match &p.kind {
             ProbeKind::Http { url, status, headers, ca, metrics, perf } => {
@@ -1010,12 +1021,10 @@ impl Stack {
                 }
             }
             ProbeKind::Heartbeat { file, max_age } => {
-                let r =
-                    HealthCheck::new(HealthKind::Heartbeat { file: file.clone(), max_age: *max_age }).probe(base).await;
-                if r.ok {
-                    Raw::Values(BTreeMap::new())
-                } else {
-                    Raw::Failed(r.detail)
+                let from = crate::health::BeatsFrom::Watch(watch_start);
+                match crate::health::heartbeat(&base.join(file), *max_age, from).await {
+                    Ok(_) => Raw::Values(BTreeMap::new()),
+                    Err(why) => Raw::Failed(why),
                 }
             }
             ProbeKind::Command { argv, metric } => match run_command(argv, base, metric.is_some()).await {

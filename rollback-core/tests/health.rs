@@ -296,6 +296,119 @@ fn all_files(d: &std::path::Path) -> String {
     s
 }
 
+/// A `files` component `app` (its deployed version in `app/version`) gated by `check`.
+fn gated_stack(d: &std::path::Path, check: &str) -> rollback_core::Stack {
+    common::write(&d.join("app/version"), "v1\n");
+    common::stack(
+        d,
+        &format!("[[component]]\nname = \"app\"\ndriver = \"files\"\npaths = [\"app\"]\nhealth = [{check}]\n"),
+    )
+}
+
+fn append(p: &std::path::Path, s: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).create(true).open(p).unwrap().write_all(s.as_bytes()).unwrap();
+}
+
+/// Sets `flag` once the restore step of the rollback has finished.
+fn on_restored(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> rollback_core::EventCallback {
+    std::sync::Arc::new(move |e: &rollback_core::Event| {
+        if e.kind == "step_finished" && e.action == Some(rollback_core::StepAction::Restore) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+}
+
+/// The error lines of the bad release are why it is rolled back: a `log_errors` gate
+/// counts only what the restored version writes, so a good restore is kept (it was
+/// compensated, putting the bad release back), and a restored version that logs
+/// errors still fails it.
+#[tokio::test]
+async fn a_log_errors_gate_judges_only_what_the_restored_version_wrote() {
+    let (_t, d) = common::tmp();
+    let log = d.join("logs/app.log");
+    common::write(&log, "INFO v1 started\n");
+    let s = gated_stack(
+        &d,
+        "{ log_errors = \"logs/app.log\", regex = \"ERROR\", max = 0, lines = 100, interval = \"1s\", timeout = \"5s\" }",
+    );
+    let good = common::snap(&s).await;
+    assert_eq!(good.healthy, Some(true));
+    // The bad release, and the errors it logged.
+    common::write(&d.join("app/version"), "v2\n");
+    append(&log, &"ERROR v2: order rejected\n".repeat(5));
+    let r = s.rollback(&good.id, common::opts(rollback_core::Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, rollback_core::Status::Succeeded, "{}", r.to_json());
+    assert_eq!(std::fs::read_to_string(d.join("app/version")).unwrap(), "v1\n");
+
+    // The restored version logs errors of its own: the gate fails, and says so.
+    common::write(&d.join("app/version"), "v2\n");
+    let restored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, log2) = (restored.clone(), log.clone());
+    let writer = tokio::spawn(async move {
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        loop {
+            append(&log2, "ERROR v1 cannot reach the exchange\n");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let o = rollback_core::RollbackOptions {
+        on_event: Some(on_restored(restored)),
+        ..common::opts(rollback_core::Scope::Complete)
+    };
+    let r = s.rollback(&good.id, o).await.unwrap();
+    writer.abort();
+    assert_eq!(r.status, rollback_core::Status::Compensated, "{}", r.to_json());
+    let gate = r.steps.iter().find(|s| s.action == rollback_core::StepAction::HealthGate).unwrap();
+    assert!(gate.error.as_deref().unwrap_or("").contains("error lines"), "{gate:?}");
+}
+
+/// A beat the bad release wrote just before the rollback proves nothing about the
+/// restored version: the gate waits for a beat written after the restore.
+#[tokio::test]
+async fn a_heartbeat_gate_does_not_pass_on_a_beat_from_before_the_restore() {
+    let (_t, d) = common::tmp();
+    let hb = d.join("run/heartbeat");
+    common::write(&hb, "");
+    let s = gated_stack(
+        &d,
+        "{ heartbeat = \"run/heartbeat\", max_age = \"30s\", timeout = \"1500ms\", interval = \"50ms\" }",
+    );
+    let good = common::snap(&s).await;
+    assert_eq!(good.healthy, Some(true));
+    // The bad release beats, then it is rolled back; nothing beats after the restore.
+    common::write(&d.join("app/version"), "v2\n");
+    common::write(&hb, "");
+    let r = s.rollback(&good.id, common::opts(rollback_core::Scope::Complete)).await.unwrap();
+    assert_eq!(r.status, rollback_core::Status::Compensated, "{}", r.to_json());
+    let gate = r.steps.iter().find(|s| s.action == rollback_core::StepAction::HealthGate).unwrap();
+    assert!(gate.error.as_deref().unwrap_or("").contains("no beat since the restore"), "{gate:?}");
+
+    // The restored version beats: the gate passes.
+    common::write(&hb, "");
+    let restored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, hb2) = (restored.clone(), hb.clone());
+    let beater = tokio::spawn(async move {
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            common::write(&hb2, "");
+        }
+    });
+    let o = rollback_core::RollbackOptions {
+        on_event: Some(on_restored(restored)),
+        ..common::opts(rollback_core::Scope::Complete)
+    };
+    let r = s.rollback(&good.id, o).await.unwrap();
+    beater.abort();
+    assert_eq!(r.status, rollback_core::Status::Succeeded, "{}", r.to_json());
+    assert_eq!(std::fs::read_to_string(d.join("app/version")).unwrap(), "v1\n");
+}
+
 /// `interval = "0s"` made a check spin; zero and absurd intervals and timeouts are
 /// refused when the config is loaded, naming the key.
 #[test]

@@ -225,8 +225,10 @@ async fn a_heartbeat_that_stops_rolls_back_and_one_that_beats_does_not() {
     let r = s.watch(watch_opts(&good, Duration::from_millis(1500))).await.unwrap();
     assert_eq!(r.outcome, WatchOutcome::Elapsed, "{r:?}");
     b.await.unwrap();
-    // Then the bot stops beating.
+    // Then the bot beats for a second more, and stops.
+    let b = beat(Duration::from_secs(1));
     let r = s.watch(watch_opts(&good, Duration::from_secs(30))).await.unwrap();
+    b.await.unwrap();
     assert_eq!(r.outcome, WatchOutcome::RolledBack, "{r:?}");
     let w = r.record.as_ref().unwrap().watch.clone().unwrap();
     assert!(w.reason.starts_with("bot: last beat") && w.reason.contains("ago"), "{}", w.reason);
@@ -658,6 +660,33 @@ async fn two_probes_bad_at_the_same_severity_are_each_decided_and_notified() {
         notes(&d).iter().map(|n| n["watch"]["probe"].as_str().unwrap().to_string()).collect();
     notified.sort();
     assert_eq!(notified, ["ledger", "recon"]);
+}
+
+/// A beat written before the watch started is not the deployed version's: the watch
+/// judges only beats written since its start, and gives a writer `max_age` from then.
+#[tokio::test]
+async fn a_heartbeat_from_before_the_watch_neither_vouches_for_nor_condemns_the_deploy() {
+    let (_t, d) = tmp();
+    let s = app_stack(
+        &d,
+        "[watch]\ninterval = \"200ms\"\nwindow = 3\nfailure_limit = 2\n\n\
+         [[watch.probe]]\nname = \"bot\"\nheartbeat = \"run/heartbeat\"\nmax_age = \"3s\"\n",
+    );
+    write(&d.join("run/heartbeat"), "");
+    let good = snap(&s).await;
+    deploy_v2(&d);
+    // The old version's last beat, 2.9 s old when the watch starts: v2 has not beaten yet.
+    let f = std::fs::File::options().write(true).open(d.join("run/heartbeat")).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_millis(2900)).unwrap();
+    let r = s.watch(watch_opts(&good, Duration::from_millis(1500))).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::Elapsed, "v2 still has time to beat: {r:?}");
+    // v2 never beats: once `max_age` has passed since the watch started, it is bad.
+    let t0 = std::time::Instant::now();
+    let r = s.watch(watch_opts(&good, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(r.outcome, WatchOutcome::RolledBack, "{r:?}");
+    assert!(t0.elapsed() >= Duration::from_secs(3), "decided before v2 had `max_age` to beat: {:?}", t0.elapsed());
+    let w = r.record.as_ref().unwrap().watch.clone().unwrap();
+    assert!(w.reason.starts_with("bot: no beat since the watch started"), "{}", w.reason);
 }
 
 /// A token given as the user of an http probe's URL (`http://TOKEN@host`) is in no
