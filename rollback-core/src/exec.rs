@@ -128,6 +128,19 @@ pub(crate) struct Journal {
     /// The watch decision that started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     watch: Option<crate::watch::WatchDecision>,
+    /// When each component's restore ended, and where its `log_errors` checks' logs
+    /// ended then: its health gate judges only what the restored version wrote.
+    #[serde(default)]
+    gates: BTreeMap<String, GateStart>,
+}
+
+/// What a component's health gate reads from: the end of its restore.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GateStart {
+    at: DateTime<Utc>,
+    /// Per health check, in order: where its log ended (`None`: not a log check, or
+    /// the file did not exist yet).
+    logs: Vec<Option<crate::health::LogMark>>,
 }
 
 /// A write fence of one component, as the journal keeps it.
@@ -184,6 +197,7 @@ impl Journal {
             safety_wanted: false,
             fences: BTreeMap::new(),
             fence_windows: Vec::new(),
+            gates: BTreeMap::new(),
         }
     }
 
@@ -722,6 +736,11 @@ impl<'a> Executor<'a> {
                         crate::failpoint::hit("step-done");
                         j.next += 1;
                         if step.action == Action::Restore {
+                            if let Ok(c) = self.stack.config().component(&step.component) {
+                                let base = &self.stack.config().base_dir;
+                                let logs = c.health.iter().map(|h| h.log_mark(base)).collect();
+                                j.gates.insert(step.component.clone(), GateStart { at: Utc::now(), logs });
+                            }
                             self.verify_before_writers(&mut j, &snap, &step.component).await;
                             if j.fences.contains_key(&step.component) {
                                 // The step is journaled as done first: a kill before the
@@ -826,19 +845,23 @@ impl<'a> Executor<'a> {
                 let c = self.stack.config().component(component)?;
                 // The gate judges the version the restore put back, not the one it
                 // replaced (whose error lines and beats are why it is rolled back): only
-                // what was written since the restore began counts. The journal's step
-                // durations since then, summed, put that moment a little late, never
-                // early (the time between steps is not in them).
-                let since_ms: u64 = j
-                    .done
-                    .iter()
-                    .rposition(|s| s.component == component && s.action == StepAction::Restore)
-                    .map(|i| j.done[i..].iter().map(|s| s.duration_ms).sum())
-                    .unwrap_or(0);
-                let now = std::time::SystemTime::now();
-                let restored_at = now.checked_sub(Duration::from_millis(since_ms)).unwrap_or(now);
-                for h in &c.health {
-                    let r = h.wait_after(&self.stack.config().base_dir, restored_at).await;
+                // what was written since the restore ended counts. A journal of an
+                // earlier build has no such mark: the journal's step durations since the
+                // restore, summed, put that moment a little late, never early.
+                let base = &self.stack.config().base_dir;
+                let start = j.gates.get(component).cloned().unwrap_or_else(|| {
+                    let since_ms: u64 = j
+                        .done
+                        .iter()
+                        .rposition(|s| s.component == component && s.action == StepAction::Restore)
+                        .map(|i| j.done[i..].iter().map(|s| s.duration_ms).sum())
+                        .unwrap_or(0);
+                    let at = Utc::now() - chrono::Duration::milliseconds(since_ms as i64);
+                    GateStart { at, logs: c.health.iter().map(|h| h.log_mark(base)).collect() }
+                });
+                let restored_at = std::time::SystemTime::from(start.at);
+                for (i, h) in c.health.iter().enumerate() {
+                    let r = h.wait_after(base, restored_at, start.logs.get(i).copied().flatten()).await;
                     if !r.ok {
                         return Err(Error::new(
                             ErrorKind::VerificationFailed,

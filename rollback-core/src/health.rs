@@ -322,14 +322,25 @@ impl HealthCheck {
         self.wait_inner(base_dir, None).await
     }
 
-    /// Waits as [`HealthCheck::wait`] does, as the gate after a restore that began at
-    /// `restored_at`: a heartbeat counts only when written after it, and a log only
-    /// for the lines written from now on, watched for at least one `interval`.
-    pub(crate) async fn wait_after(&self, base_dir: &Path, restored_at: SystemTime) -> HealthResult {
-        let log = match &self.kind {
+    /// Where this check's log ends now (a `log_errors` check whose file exists), so a
+    /// later gate reads only what is written after this moment.
+    pub(crate) fn log_mark(&self, base_dir: &Path) -> Option<LogMark> {
+        match &self.kind {
             HealthKind::LogErrors { file, .. } => LogMark::of(&base_dir.join(file)),
             _ => None,
-        };
+        }
+    }
+
+    /// Waits as [`HealthCheck::wait`] does, as the gate after a restore that ended at
+    /// `restored_at`: a heartbeat counts only when written after it, and a log only
+    /// for the lines written after `log` (where it ended then; `None`: it did not
+    /// exist, so all of it), watched for at least one `interval`.
+    pub(crate) async fn wait_after(
+        &self,
+        base_dir: &Path,
+        restored_at: SystemTime,
+        log: Option<LogMark>,
+    ) -> HealthResult {
         self.wait_inner(base_dir, Some(&After { restored_at, log })).await
     }
 
@@ -408,7 +419,7 @@ impl HealthCheck {
                 let mark = after.and_then(|a| a.log.as_ref());
                 let text = read_tail(&p, *lines, mark).await.map_err(|e| format!("{}: {e}", p.display()))?;
                 let n = text.lines().rev().take(*lines).filter(|l| re.is_match(l)).count();
-                let since = if after.is_some() { " written since the gate began" } else { "" };
+                let since = if after.is_some() { " written since the restore" } else { "" };
                 if n > *max {
                     // Lines written stay written: trying again cannot bring the count down.
                     Err(Failure { detail: format!("{n} error lines{since} (max {max})"), lasting: after.is_some() })
@@ -446,15 +457,16 @@ impl From<String> for Failure {
 
 /// What a gate judges from: what was written after the restore.
 struct After {
-    /// When the component's restore began.
+    /// When the component's restore ended.
     restored_at: SystemTime,
-    /// Where a `log_errors` file ended when the gate began (none: it did not exist).
+    /// Where a `log_errors` file ended then (none: it did not exist).
     log: Option<LogMark>,
 }
 
 /// The end of a log file at one moment: the file (device, inode) and its length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LogMark {
+/// Journaled, so a resumed rollback's gate still reads from the restore on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LogMark {
     id: (u64, u64),
     len: u64,
 }

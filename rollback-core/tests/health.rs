@@ -365,6 +365,46 @@ async fn a_log_errors_gate_judges_only_what_the_restored_version_wrote() {
     assert!(gate.error.as_deref().unwrap_or("").contains("error lines"), "{gate:?}");
 }
 
+/// Restores run before gates: what the restored version logs between the end of its
+/// restore and the start of its gate (here, while another component's restore takes
+/// a second and a half) is its own, and counts.
+#[tokio::test]
+async fn a_log_errors_gate_counts_what_the_restored_version_wrote_before_the_gate_began() {
+    let (_t, d) = common::tmp();
+    let log = d.join("logs/app.log");
+    common::write(&log, "INFO v1 started\n");
+    common::write(&d.join("app/version"), "v1\n");
+    common::write(&d.join("slow.state"), "s1\n");
+    let s = common::stack(
+        &d,
+        r#"
+[[component]]
+name = "app"
+driver = "command"
+phase = 2
+capture = ["cat", "app/version"]
+restore = ["sh", "-c", "cp \"$ROLLBACK_STATE_FILE\" app/version; (sleep 0.3; echo 'ERROR restored version cannot start' >> logs/app.log) >/dev/null 2>&1 &"]
+health = [{ log_errors = "logs/app.log", regex = "ERROR", max = 0, lines = 100, interval = "200ms", timeout = "2s" }]
+
+[[component]]
+name = "slow"
+driver = "command"
+phase = 1
+capture = ["cat", "slow.state"]
+restore = ["sh", "-c", "sleep 1.5; cp \"$ROLLBACK_STATE_FILE\" slow.state"]
+"#,
+    );
+    let snap = common::snap(&s).await;
+    common::write(&d.join("app/version"), "v2\n");
+    common::write(&d.join("slow.state"), "s2\n");
+    let r = s.rollback(&snap.id, common::opts(rollback_core::Scope::Complete)).await.unwrap();
+    let order: Vec<String> = r.steps.iter().map(|s| format!("{} {}", s.action, s.component)).collect();
+    assert_eq!(order[..3], ["restore app", "restore slow", "health_gate app"], "{order:?}");
+    assert_ne!(r.status, rollback_core::Status::Succeeded, "{}", r.to_json());
+    let gate = r.steps.iter().find(|s| s.action == rollback_core::StepAction::HealthGate).unwrap();
+    assert!(gate.error.as_deref().unwrap_or("").contains("1 error line"), "{gate:?}");
+}
+
 /// A beat the bad release wrote just before the rollback proves nothing about the
 /// restored version: the gate waits for a beat written after the restore.
 #[tokio::test]
