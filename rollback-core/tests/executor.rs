@@ -682,6 +682,14 @@ start = ["sh", "-c", "python3 writer.py >/dev/null 2>&1 & echo $! > writer.pid"]
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let r = s.rollback(&snap.id, opts(Scope::Component { components: vec!["db".into()] })).await.unwrap();
+    // The rollback started the writer again: as above, stop it only once it writes
+    // (before its SIGTERM handler is installed, a stop kills it outright).
+    let after = acks(&d);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while acks(&d) <= after {
+        assert!(std::time::Instant::now() < deadline, "the restarted writer never wrote");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     writer.stop(&ctx).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{}", r.to_json());
     let steps: Vec<_> = r.steps.iter().map(|s| format!("{} {}", s.action, s.component)).collect();
