@@ -635,3 +635,188 @@ async fn merge_fences_writers_it_does_not_know() {
 async fn flush_fences_writers_it_does_not_know() {
     an_unknown_writer_loses_no_acknowledged_write("flush", 13).await;
 }
+
+/// `CLIENT LIST` as (id, flags, db) per client.
+async fn clients(c: &mut MultiplexedConnection) -> Vec<(u64, String, u32)> {
+    let text: String = redis::cmd("CLIENT").arg("LIST").query_async(c).await.unwrap();
+    text.lines()
+        .map(|l| {
+            let f = |k: &str| {
+                l.split(' ')
+                    .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (f("id").parse().unwrap_or(0), f("flags"), f("db").parse().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// The last string in a reply, depth first.
+fn last_string(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::Array(items) => items.iter().rev().find_map(last_string),
+        _ => None,
+    }
+}
+
+/// What a blocked consumer runs, in a loop.
+#[derive(Clone, Debug)]
+enum Pop {
+    Blpop(String),
+    Blmove(String, String),
+    Bzpopmin(String),
+    XReadGroup(String),
+}
+
+/// One consumer of `what`, on a connection of its own: every element it was handed
+/// goes to `acked` with the moment it arrived; every refusal counts in `refused`.
+/// Sends its client id once connected. Runs until aborted.
+async fn consumer(
+    db: u32,
+    what: Pop,
+    id: tokio::sync::oneshot::Sender<u64>,
+    acked: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut c = con(db).await;
+    let me: u64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await.unwrap();
+    id.send(me).unwrap();
+    loop {
+        let got: redis::RedisResult<Option<String>> = match &what {
+            Pop::Blpop(k) => redis::cmd("BLPOP")
+                .arg(k)
+                .arg(0)
+                .query_async::<Option<(String, String)>>(&mut c)
+                .await
+                .map(|o| o.map(|(_, v)| v)),
+            Pop::Blmove(src, dst) => {
+                redis::cmd("BLMOVE").arg(src).arg(dst).arg("LEFT").arg("RIGHT").arg(0).query_async(&mut c).await
+            }
+            Pop::Bzpopmin(k) => redis::cmd("BZPOPMIN")
+                .arg(k)
+                .arg(0)
+                .query_async::<Option<(String, String, f64)>>(&mut c)
+                .await
+                .map(|o| o.map(|(_, m, _)| m)),
+            Pop::XReadGroup(k) => redis::cmd("XREADGROUP")
+                .arg(&["GROUP", "g", "c1", "COUNT", "1", "BLOCK", "0", "STREAMS", k, ">"][..])
+                .query_async::<redis::Value>(&mut c)
+                .await
+                // [[key, [[id, [field, value]]]]]: the value is the last string.
+                .map(|v| last_string(&v)),
+        };
+        match got {
+            Ok(Some(v)) => acked.lock().unwrap().push((v, std::time::Instant::now())),
+            Ok(None) => {}
+            Err(_) => {
+                refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Clients blocked in BLPOP, BLMOVE, BZPOPMIN and XREADGROUP on keys the deploy
+/// emptied, before the rollback: the restore re-creates those keys, and no client's
+/// pop may be served inside the fence window (where it would take an element of the
+/// restored state before the restore is compared, and be in neither the safety
+/// snapshot nor the state the rollback leaves). Every element is handed out exactly
+/// once, after the fence is lifted, from the restored state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_blocked_before_the_fence_pop_nothing_inside_it() {
+    let _server = server().await;
+    let db = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("blocked");
+    let pattern = format!("{p}*");
+    let moved = format!("{}moved", prefix("other"));
+    let (q1, q2, z, s) = (format!("{p}q1"), format!("{p}q2"), format!("{p}z"), format!("{p}s"));
+    let _: () = c.rpush(&q1, &["a1", "a2", "a3", "a4"]).await.unwrap();
+    let _: () = c.rpush(&q2, &["m1", "m2", "m3"]).await.unwrap();
+    let _: () = c.zadd_multiple(&z, &[(1, "z1"), (2, "z2"), (3, "z3")]).await.unwrap();
+    let _: () = redis::cmd("XGROUP").arg(&["CREATE", &s, "g", "$", "MKSTREAM"][..]).query_async(&mut c).await.unwrap();
+    for e in ["s1", "s2"] {
+        let _: String = redis::cmd("XADD").arg(&s).arg("*").arg("v").arg(e).query_async(&mut c).await.unwrap();
+    }
+    let mut expected: Vec<String> = ["a1", "a2", "a3", "a4", "m1", "m2", "m3", "z1", "z2", "z3", "s1", "s2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort();
+    let stack = stack_toml(dir.path(), &component("cache", db, &pattern, "replace"));
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+
+    // The deploy's consumers took everything: the keys are gone, the group is read up.
+    let _: () = c.del(&[&q1, &q2, &z]).await.unwrap();
+    let _: redis::Value =
+        redis::cmd("XREADGROUP").arg(&["GROUP", "g", "c0", "STREAMS", &s, ">"][..]).query_async(&mut c).await.unwrap();
+
+    let acked = Arc::new(Mutex::new(Vec::<(String, std::time::Instant)>::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let kinds = [
+        Pop::Blpop(q1.clone()),
+        Pop::Blpop(q1.clone()),
+        Pop::Blmove(q2.clone(), moved.clone()),
+        Pop::Bzpopmin(z.clone()),
+        Pop::XReadGroup(s.clone()),
+    ];
+    let mut tasks = Vec::new();
+    let mut ids = Vec::new();
+    for k in kinds {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tasks.push(tokio::spawn(consumer(db, k, tx, acked.clone(), refused.clone())));
+        ids.push(rx.await.unwrap());
+    }
+    // Every consumer is blocked before the rollback starts.
+    let t0 = std::time::Instant::now();
+    loop {
+        let list = clients(&mut c).await;
+        let blocked = ids.iter().filter(|id| list.iter().any(|(i, f, _)| i == *id && f.contains('b'))).count();
+        if blocked == ids.len() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the consumers never blocked: {list:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(acked.lock().unwrap().is_empty());
+
+    let restored_at = Arc::new(Mutex::new(None::<std::time::Instant>));
+    let r2 = restored_at.clone();
+    let opts = RollbackOptions {
+        on_event: Some(Arc::new(move |e: &rollback_core::Event| {
+            // The restore is done and the fence not yet lifted: nothing of the
+            // restored state may have been handed out by then.
+            if e.kind == "step_finished" && e.action == Some(rollback_core::StepAction::Restore) {
+                r2.lock().unwrap().get_or_insert_with(std::time::Instant::now);
+            }
+        })),
+        ..Default::default()
+    };
+    let rec = stack.rollback(&snap.id, opts).await.unwrap();
+    // After the lift the consumers drain the restored keys.
+    let t0 = std::time::Instant::now();
+    while acked.lock().unwrap().len() < expected.len() && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for t in &tasks {
+        t.abort();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    assert!(rec.verification["cache"].ok, "{:?}", rec.verification["cache"]);
+    let restored_at = restored_at.lock().unwrap().expect("the restore step finished");
+    let early: Vec<_> = acked.iter().filter(|(_, t)| *t < restored_at).map(|(v, _)| v.clone()).collect();
+    assert!(early.is_empty(), "popped inside the fence window: {early:?}");
+    let mut got: Vec<String> = acked.iter().map(|(v, _)| v.clone()).collect();
+    got.sort();
+    assert_eq!(got, expected, "every restored element is handed out once, after the fence");
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst) > 0, "the blocked consumers were refused in the window");
+    let m: Vec<String> = c.lrange(&moved, 0, -1).await.unwrap();
+    assert_eq!(m, ["m1", "m2", "m3"]);
+    let _: () = c.del(&moved).await.unwrap();
+    cleanup(&mut c, &pattern).await;
+}

@@ -9,6 +9,12 @@
 //! `CLIENT PAUSE WRITE` would look like the natural fence, but it pauses the client
 //! that issued it too: the rollback could not restore under it.
 //!
+//! ACL changes do not reach a client already blocked in `BLPOP`, `BLMOVE`,
+//! `BZPOPMIN`, `XREADGROUP`…: Redis would serve it the moment the restore re-creates
+//! its key, handing it an element inside the window. Once the users are fenced,
+//! such clients of the component's db are unblocked with an error (`CLIENT UNBLOCK
+//! … ERROR`); their retry is refused like any write until the fence is lifted.
+//!
 //! ACL rules are server-wide: the fence covers every db of the server for its
 //! window, which the record gives. Another rollback's fence shows as the user
 //! `rollback-fence`; a rollback waits for it to go, so two never read each other's
@@ -167,6 +173,24 @@ impl RedisDriver {
             }
             Err(e) => return Err(self.err("cannot list the ACL users", e)),
         };
+        // Whether the user may list and unblock clients, changing nothing: client 0
+        // never exists (ids start at 1).
+        for probe in [&["LIST", "TYPE", "pubsub"][..], &["UNBLOCK", "0"][..]] {
+            match redis::cmd("CLIENT").arg(probe).query_async::<Value>(&mut con).await {
+                Ok(_) => {}
+                Err(e) if e.code().is_some() => {
+                    return Ok(FencePlan::Unavailable {
+                        reason: format!(
+                            "the url's user cannot run CLIENT {} ({}; it needs +client), so clients blocked in BLPOP \
+                             and the like could still pop inside the fence",
+                            probe[0],
+                            e.code().unwrap_or("refused")
+                        ),
+                    })
+                }
+                Err(e) => return Err(self.err("cannot list the clients", e)),
+            }
+        }
         // Read the rules only once this rollback has the turn: another's fence would
         // read as the users' own rules.
         let t0 = Instant::now();
@@ -252,6 +276,8 @@ impl RedisDriver {
                 Err(e) => return Err(e),
             }
         }
+        // Only now, with every user fenced, can no client block anew in a write.
+        let unblocked = self.unblock_writers(&mut con).await?;
         let fenced = {
             let mut all = held();
             let h = all.iter_mut().find(|h| h.server == self.server() && h.password == password);
@@ -267,12 +293,95 @@ impl RedisDriver {
             h.users.iter().map(|x| x.name.clone()).collect::<Vec<_>>()
         };
         *self.fence_auth.lock().await = Some(password);
-        Ok(format!(
+        let mut how = format!(
             "write commands taken from {} ACL user(s) ({}): their writes are refused (NOPERM), in every db of the \
              server; the rollback writes as `{FENCE_USER}`",
             fenced.len(),
             fenced.join(", ")
-        ))
+        );
+        if unblocked > 0 {
+            how.push_str(&format!(
+                "; {unblocked} client(s) blocked in a write in db {} unblocked with an error",
+                self.db
+            ));
+        }
+        Ok(how)
+    }
+
+    /// Unblocks (with an error) the clients of this db blocked in a command that
+    /// writes: ACL changes do not wake them, and the restore re-creating their key
+    /// would serve them inside the window. Clients blocked in a read (`XREAD`,
+    /// `WAIT`) are left alone: a read goes on under the fence, and unblocked it would
+    /// only block again. Returns how many were unblocked.
+    async fn unblock_writers(&self, con: &mut MultiplexedConnection) -> Result<u64> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(con)
+            .await
+            .map_err(|e| self.err("cannot list the clients", e))?;
+        let blocked: Vec<(u64, String)> = list
+            .lines()
+            .filter_map(|line| {
+                let field = |k: &str| line.split(' ').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='));
+                let (id, flags, db, cmd) = (field("id")?, field("flags")?, field("db")?, field("cmd")?);
+                let ours = field("user") == Some(FENCE_USER);
+                (flags.contains('b') && db == self.db.to_string() && !ours)
+                    .then(|| Some((id.parse().ok()?, cmd.to_string())))
+                    .flatten()
+            })
+            .collect();
+        if blocked.is_empty() {
+            return Ok(0);
+        }
+        let mut names: Vec<&str> = blocked.iter().map(|(_, c)| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let reads = self.read_only_commands(con, &names).await;
+        let mut n = 0;
+        for (id, cmd) in &blocked {
+            if reads.contains(cmd) {
+                continue;
+            }
+            let done: u64 = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(*id)
+                .arg("ERROR")
+                .query_async(con)
+                .await
+                .map_err(|e| self.err("cannot unblock a client blocked in a write", e))?;
+            n += done;
+        }
+        if n > 0 {
+            tracing::info!(target = %self.target, unblocked = n, "clients blocked in a write unblocked by the fence");
+        }
+        Ok(n)
+    }
+
+    /// Which of `names` (as `CLIENT LIST` gives them) the server says do not write.
+    /// A command it does not describe counts as a write, and is unblocked.
+    async fn read_only_commands(&self, con: &mut MultiplexedConnection, names: &[&str]) -> Vec<String> {
+        let mut c = redis::cmd("COMMAND");
+        c.arg("INFO");
+        for name in names {
+            // A subcommand shows as `container|sub`; its container describes it well
+            // enough here (no blocking subcommand exists).
+            c.arg(name.split('|').next().unwrap_or(name));
+        }
+        let Ok(Value::Array(infos)) = c.query_async::<Value>(con).await else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .zip(infos)
+            .filter_map(|(name, info)| {
+                let Value::Array(info) = info else { return None };
+                let flags = match info.get(2) {
+                    Some(Value::Array(f)) | Some(Value::Set(f)) => f.iter().filter_map(text).collect::<Vec<_>>(),
+                    _ => return None,
+                };
+                (!flags.iter().any(|f| f == "write")).then(|| name.to_string())
+            })
+            .collect()
     }
 
     async fn user_exists(&self, con: &mut MultiplexedConnection, name: &str) -> Result<bool> {
