@@ -1,6 +1,7 @@
 //! Reading the key space: `SCAN` pages, and per page one pipeline of `MGET`,
 //! `PTTL` and `DUMP`, several pages in flight.
 
+use super::rdb::{self, Hashing};
 use super::*;
 
 impl RedisDriver {
@@ -16,15 +17,15 @@ impl RedisDriver {
             .map_err(|e| self.err("SCAN failed", e))
     }
 
-    /// DUMP and PTTL of a page of keys in one pipeline; keys gone meanwhile are dropped.
     /// Reads a page of keys: strings with one MGET (far cheaper for the server than a
     /// DUMP each), every other type with DUMP; PTTL for all. Keys gone meanwhile are
-    /// dropped.
+    /// dropped. Each value's hash is made from the very bytes that are kept.
     pub(super) async fn dump_page(
         &self,
         mut con: MultiplexedConnection,
         keys: Vec<Vec<u8>>,
         clock: (i64, Instant),
+        hashing: Hashing,
     ) -> Result<Vec<Entry>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -59,11 +60,7 @@ impl RedisDriver {
             let expire_at = if pttl >= 0 { now + pttl.max(1) } else { 0 };
             match as_bytes(v) {
                 Some(value) => {
-                    let mut vhash = [0u8; 16];
-                    let mut h = Sha256::new();
-                    h.update(b"s");
-                    h.update(&value);
-                    vhash.copy_from_slice(&h.finalize()[..16]);
+                    let vhash = rdb::string_hash(&value);
                     out.push(Entry { key, expire_at, kind: KIND_STRING, payload: value, vhash });
                 }
                 None => others.push((key, expire_at)),
@@ -77,33 +74,10 @@ impl RedisDriver {
             p.cmd("DUMP").arg(k);
         }
         let dumps: Vec<Value> = p.query_async(&mut con).await.map_err(|e| self.err("DUMP failed", e))?;
-        let mut canon = Vec::new();
         for ((key, expire_at), d) in others.into_iter().zip(dumps) {
             let Some(payload) = as_bytes(d) else { continue };
-            let mut vhash = [0u8; 16];
-            let ty = payload.first().copied().unwrap_or(0);
-            if ty == RDB_TYPE_SET || ty == RDB_TYPE_HASH {
-                canon.push(out.len());
-            } else {
-                // The payload ends with its own CRC64: with the length, a free fingerprint.
-                let tail = &payload[payload.len().saturating_sub(8)..];
-                vhash[..tail.len()].copy_from_slice(tail);
-                vhash[8..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-            }
+            let vhash = rdb::dump_hash(&payload, hashing);
             out.push(Entry { key, expire_at, kind: KIND_DUMP, payload, vhash });
-        }
-        if !canon.is_empty() {
-            let mut p = redis::pipe();
-            for &i in &canon {
-                let e = &out[i];
-                let cmd = if e.payload[0] == RDB_TYPE_SET { "SMEMBERS" } else { "HGETALL" };
-                p.cmd(cmd).arg(&e.key);
-            }
-            let vals: Vec<Value> =
-                p.query_async(&mut con).await.map_err(|e| self.err("reading a set/hash failed", e))?;
-            for (&i, v) in canon.iter().zip(vals) {
-                out[i].vhash = canonical_hash(out[i].payload[0], v);
-            }
         }
         Ok(out)
     }
@@ -114,6 +88,7 @@ impl RedisDriver {
         &self,
         con: &MultiplexedConnection,
         tx: tokio::sync::mpsc::Sender<Vec<Entry>>,
+        hashing: Hashing,
     ) -> Result<u64> {
         // The cursor walks on its own connection: on the shared one each SCAN waited
         // behind the queued pages, and the server idled between walks.
@@ -149,7 +124,7 @@ impl RedisDriver {
         let dump = async {
             let mut n = 0u64;
             let mut s = std::pin::pin!(pages
-                .map(|keys| self.dump_page(con.clone(), keys, clock))
+                .map(|keys| self.dump_page(con.clone(), keys, clock, hashing))
                 .buffer_unordered(DUMP_IN_FLIGHT));
             while let Some(page) = s.next().await {
                 let page = page?;

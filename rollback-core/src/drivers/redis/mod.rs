@@ -7,6 +7,7 @@ mod format;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use format::fuzz_readers;
 mod pipe;
+mod rdb;
 mod restore;
 
 pub use config::{Mode, RedisConfig};
@@ -32,6 +33,7 @@ use crate::snapshot::Part;
 use crate::store::ArtifactRef;
 
 use format::KeyRecord;
+use rdb::Hashing;
 
 /// Keys per SCAN call and per pipeline: bounds memory to a few thousand values in flight.
 const BATCH: usize = 2000;
@@ -43,10 +45,9 @@ const RESTORE_IN_FLIGHT: usize = 4;
 const DUMP_IN_FLIGHT: usize = 8;
 const KEYS_ARTIFACT: &str = "redis/keys.bin";
 const INDEX_ARTIFACT: &str = "redis/index.bin";
-/// RDB object types whose DUMP order depends on the dict's history (hash table
-/// encodings of sets and hashes); their values are compared member by member.
-const RDB_TYPE_SET: u8 = 2;
-const RDB_TYPE_HASH: u8 = 4;
+/// [`State::value_hash`] of snapshots whose values are hashed by what a client reads
+/// from them ([`Hashing::Logical`]); absent (0) in the first snapshots.
+const VALUE_HASH_LOGICAL: u32 = 2;
 use format::{KIND_DUMP, KIND_STRING};
 
 /// The `redis` driver.
@@ -151,6 +152,19 @@ struct State {
     /// again instead of undoing the clear).
     #[serde(default)]
     safety: bool,
+    /// How the index's value hashes were made (see [`VALUE_HASH_LOGICAL`]).
+    #[serde(default)]
+    value_hash: u32,
+}
+
+impl State {
+    fn hashing(&self) -> Hashing {
+        if self.value_hash == VALUE_HASH_LOGICAL {
+            Hashing::Logical
+        } else {
+            Hashing::Legacy
+        }
+    }
 }
 
 /// One key as read from the server.
@@ -314,7 +328,8 @@ impl RedisDriver {
             }
             first
         };
-        let (n, first) = tokio::join!(self.scan_all(con, tx), consume);
+        // Only the names are used: the hashing does not matter.
+        let (n, first) = tokio::join!(self.scan_all(con, tx, Hashing::Logical), consume);
         Ok((n?, first))
     }
 
@@ -343,6 +358,7 @@ impl RedisDriver {
             Ok(m)
         })
         .await?;
+        let hashing = part.state_as::<State>()?.hashing();
         let mut c = con.clone();
         let now = self.server_ms(&mut c).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(2);
@@ -362,7 +378,7 @@ impl RedisDriver {
             }
             cmp
         };
-        let (scanned, mut cmp) = tokio::join!(self.scan_all(con, tx), consume);
+        let (scanned, mut cmp) = tokio::join!(self.scan_all(con, tx, hashing), consume);
         scanned?;
         // Left in `snap`: missing now, unless their TTL ran out (a restore skips those too).
         snap.retain(|_, (_, exp)| *exp == 0 || *exp > now);
@@ -409,47 +425,6 @@ impl Comparison {
         self.changed += 1;
         self.example(format!("key {}: {what}", show_key(k)));
     }
-}
-
-/// Hash of a set's or hash's members in sorted order (their DUMP order is not stable).
-fn canonical_hash(ty: u8, v: Value) -> [u8; 16] {
-    let items: Vec<Vec<u8>> = match v {
-        Value::Array(a) | Value::Set(a) => a.into_iter().filter_map(as_bytes).collect(),
-        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [as_bytes(k), as_bytes(v)]).flatten().collect(),
-        _ => Vec::new(),
-    };
-    let mut units: Vec<Vec<u8>> = if ty == RDB_TYPE_HASH {
-        items
-            .chunks(2)
-            .map(|c| {
-                let mut u = (c[0].len() as u64).to_le_bytes().to_vec();
-                u.extend_from_slice(&c[0]);
-                if let Some(v) = c.get(1) {
-                    u.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                    u.extend_from_slice(v);
-                }
-                u
-            })
-            .collect()
-    } else {
-        items
-            .into_iter()
-            .map(|m| {
-                let mut u = (m.len() as u64).to_le_bytes().to_vec();
-                u.extend_from_slice(&m);
-                u
-            })
-            .collect()
-    };
-    units.sort_unstable();
-    let mut h = Sha256::new();
-    h.update([b'c', ty]);
-    for u in units {
-        h.update(&u);
-    }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize()[..16]);
-    out
 }
 
 /// The mode a restore, verify or plan of a part uses: a safety snapshot of a `flush`
@@ -527,7 +502,7 @@ impl Driver for RedisDriver {
             }
             Ok((kw.finish(digest.count)?, iw.finish(digest.count)?, digest, with_ttl, bytes))
         });
-        let scanned = self.scan_all(&con, tx).await;
+        let scanned = self.scan_all(&con, tx, Hashing::Logical).await;
         let written = writer.await.map_err(|e| Error::unexpected("the snapshot writer failed").with_source(e))?;
         scanned?;
         let (keys_ref, index_ref, digest, with_ttl, payload_bytes) = written?;
@@ -550,6 +525,7 @@ impl Driver for RedisDriver {
             digest: digest.hex(),
             server_version,
             safety: ctx.safety,
+            value_hash: VALUE_HASH_LOGICAL,
         };
         Ok(Captured {
             state: serde_json::to_value(&state).map_err(|e| Error::unexpected("cannot encode state").with_source(e))?,
