@@ -21,8 +21,11 @@ pub(super) const KIND_DUMP: u8 = 0;
 pub(super) const KIND_STRING: u8 = 1;
 const INDEX_MAGIC: &[u8; 8] = b"RBRIDX01";
 const END: u32 = u32::MAX;
-/// Flush a batch to the server once its payloads reach this size, whatever the key count.
-const BATCH_BYTES: usize = 8 << 20;
+/// Flush a batch to the server once its payloads reach this size, whatever the key
+/// count. A restore holds a dozen batches at most (queued, being read, being written
+/// and their encoded copies): 2 MB each keeps it to some 20-30 MB of values (8 MB
+/// held near 100 MB), and small values still go 2,000 keys to a batch.
+const BATCH_BYTES: usize = 2 << 20;
 
 fn io_err(e: io::Error) -> Error {
     Error::new(ErrorKind::Unexpected, "cannot write the redis snapshot").with_source(e)

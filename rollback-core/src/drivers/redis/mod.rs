@@ -32,16 +32,17 @@ use crate::secret::{redact_url_passwords, Redactor};
 use crate::snapshot::Part;
 use crate::store::ArtifactRef;
 
+use capture::Page;
 use format::KeyRecord;
 use rdb::Hashing;
 
-/// Keys per SCAN call and per pipeline: bounds memory to a few thousand values in flight.
+/// Keys per SCAN call, and at most per read (reads are bounded by bytes too).
 const BATCH: usize = 2000;
 /// RESTORE pipelines in flight at once.
 const RESTORE_IN_FLIGHT: usize = 4;
 /// Pages being read at once during a scan. The server is the bottleneck; it idles
 /// unless enough is queued: 1M keys took 3.5 s with 3, 2.8 s with 6, the same with 12
-/// (medians of 5 here). Memory: one page (~300 KB at 1M keys' sizes) each.
+/// (medians of 5 here). Memory: bounded in bytes by `capture::BYTES_IN_FLIGHT`.
 const DUMP_IN_FLIGHT: usize = 8;
 const KEYS_ARTIFACT: &str = "redis/keys.bin";
 const INDEX_ARTIFACT: &str = "redis/index.bin";
@@ -314,23 +315,19 @@ impl RedisDriver {
         Ok(info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("unknown").trim().to_string())
     }
 
-    /// How many keys match the pattern now, with the first few names.
-    async fn count_live(&self, con: &MultiplexedConnection) -> Result<(u64, Vec<Vec<u8>>)> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(2);
-        let consume = async move {
-            let mut first = Vec::new();
-            while let Some(page) = rx.recv().await {
-                for e in page {
-                    if first.len() < 10 {
-                        first.push(e.key);
-                    }
-                }
+    /// How many keys match the pattern now, with the first few names (keys only:
+    /// no value is read).
+    async fn count_live(&self) -> Result<(u64, Vec<Vec<u8>>)> {
+        let mut n = 0u64;
+        let mut first = Vec::new();
+        self.scan_keys(|k| {
+            n += 1;
+            if first.len() < 10 {
+                first.push(k);
             }
-            first
-        };
-        // Only the names are used: the hashing does not matter.
-        let (n, first) = tokio::join!(self.scan_all(con, tx, Hashing::Logical), consume);
-        Ok((n?, first))
+        })
+        .await?;
+        Ok((n, first))
     }
 
     fn describe_target(&self) -> String {
@@ -361,11 +358,11 @@ impl RedisDriver {
         let hashing = part.state_as::<State>()?.hashing();
         let mut c = con.clone();
         let now = self.server_ms(&mut c).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Page>(2);
         let consume = async {
             let mut cmp = Comparison::default();
             while let Some(page) = rx.recv().await {
-                for e in page {
+                for e in page.entries {
                     match snap.remove(&key_hash(&e.key)) {
                         None => cmp.note_added(&e.key),
                         Some((v, _)) if v != e.vhash => cmp.note_changed(&e.key, "value differs"),
@@ -475,10 +472,11 @@ impl Driver for RedisDriver {
         let t = Instant::now();
         let mut con = self.connect().await?;
         let server_version = self.server_version(&mut con).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Page>(4);
         let keys_w = ctx.store.artifact_writer(KEYS_ARTIFACT)?;
         let index_w = ctx.store.artifact_writer(INDEX_ARTIFACT)?;
-        // Pages go to a blocking writer; the bounded channel keeps memory to a few pages.
+        // Pages go to a blocking writer; each page holds its share of the scan's byte
+        // budget until it is written.
         let pctx = ctx.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<(ArtifactRef, ArtifactRef, Digest128, u64, u64)> {
             let mut last = Instant::now();
@@ -487,7 +485,7 @@ impl Driver for RedisDriver {
             let mut digest = Digest128::default();
             let (mut with_ttl, mut bytes) = (0u64, 0u64);
             while let Some(page) = rx.blocking_recv() {
-                for e in page {
+                for e in page.entries {
                     let ttl = e.expire_at != 0;
                     with_ttl += ttl as u64;
                     bytes += e.payload.len() as u64;
@@ -602,7 +600,7 @@ impl Driver for RedisDriver {
         let mode = mode_for(self.mode, part.state_as::<State>()?.safety);
         let con = self.connect().await?;
         if mode == Mode::Flush {
-            let (n, first) = self.count_live(&con).await?;
+            let (n, first) = self.count_live().await?;
             if n == 0 {
                 return Ok(Drift::equal());
             }
@@ -638,7 +636,7 @@ impl Driver for RedisDriver {
         let con = self.connect().await?;
         let (changes, unit) = match mode {
             Mode::Flush => {
-                let (n, _) = self.count_live(&con).await?;
+                let (n, _) = self.count_live().await?;
                 (n, "keys (deleted by the cache clear)".to_string())
             }
             Mode::Merge => {
