@@ -352,7 +352,7 @@ impl RedisDriver {
             n += done;
         }
         if n > 0 {
-            tracing::info!(target = %self.target, unblocked = n, "clients blocked in a write unblocked by the fence");
+            tracing::info!(server = %self.target, unblocked = n, "clients blocked in a write unblocked by the fence");
         }
         Ok(n)
     }
