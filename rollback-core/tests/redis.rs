@@ -1112,3 +1112,40 @@ async fn a_user_without_memory_usage_still_captures() {
     assert_eq!(s, "hello");
     cleanup(&mut c, &pattern).await;
 }
+
+/// A url's user that may run ACL but not CLIENT cannot unblock the clients a restore
+/// would serve inside the window: no fence is raised, the rollback goes on, and the
+/// record says the writers were neither stopped nor fenced, and why. Nobody's rules
+/// change.
+#[tokio::test]
+async fn a_user_without_client_gets_no_fence_and_the_record_says_why() {
+    let _server = server().await;
+    let db = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = con(db).await;
+    let p = prefix("noclient");
+    let pattern = format!("{p}*");
+    fill(&mut c, &p).await;
+    let user = AclUser(format!("rbtest-noclient-{:08x}", rand::random::<u32>()));
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", &user.0, "on", ">noclient-pw", "~*", "&*", "+@all", "-client"][..])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let rules_default = acl_rules(&mut c, "default").await;
+    let u = format!("redis://{}:noclient-pw@{}/{db}", user.0, base_url().trim_start_matches("redis://"));
+    let toml = format!("[[component]]\nname = \"cache\"\ndriver = \"redis\"\nurl = \"{u}\"\npattern = \"{pattern}\"\n");
+    let stack = stack_toml(dir.path(), &toml);
+    let snap = stack.snapshot(SnapshotOptions::default()).await.unwrap();
+    let _: () = c.set(format!("{p}str"), "changed").await.unwrap();
+    let rec = stack.rollback(&snap.id, RollbackOptions::default()).await.unwrap();
+    assert_eq!(rec.status, Status::Succeeded, "{}", rec.to_json());
+    assert!(rec.fences.is_empty(), "{:?}", rec.fences);
+    let notes = rec.notes.join("\n");
+    assert!(notes.contains("nor fenced") && notes.contains("CLIENT LIST") && notes.contains("+client"), "{notes}");
+    assert_eq!(acl_rules(&mut c, "default").await, rules_default);
+    assert_eq!(acl_rules(&mut c, "rollback-fence").await, None);
+    let s: String = c.get(format!("{p}str")).await.unwrap();
+    assert_eq!(s, "hello");
+    cleanup(&mut c, &pattern).await;
+}
