@@ -16,8 +16,12 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any, Dict, List, Optional, Tuple
 
 import rollback
+from rollback.types import Level
+
+Scope = Tuple[Level, Optional[List[int]]]
 
 PHASES = {"data_ingestion": 1, "analysis_engine": 2, "integration": 3, "production": 4}
 
@@ -25,35 +29,41 @@ PHASES = {"data_ingestion": 1, "analysis_engine": 2, "integration": 3, "producti
 class EmergencyRollback:
     """Assess, pick the level, roll back, verify, report metrics."""
 
-    def __init__(self, config="rollback.toml"):
+    def __init__(self, config: str = "rollback.toml") -> None:
         self.stack = rollback.Stack.load(config)
 
-    def pre_deployment_backup(self, label):
+    def pre_deployment_backup(self, label: str) -> rollback.Snapshot:
         """The snapshot before a deploy (the runbook's backup step)."""
         return self.stack.snapshot(label=label)
 
-    def level_for(self, assessment, failing_phase):
+    def level_for(self, assessment: rollback.Assessment, failing_phase: str) -> Scope:
         """Critical: everything back. High: the failing phase and the ones after it
         (they consume its output). Otherwise no rollback."""
         if assessment.severity == "critical":
-            return {"level": "complete"}
+            return "complete", None
         first = PHASES[failing_phase]
-        return {"level": "phase", "phases": [p for p in PHASES.values() if p >= first]}
+        return "phase", [p for p in PHASES.values() if p >= first]
 
-    def execute(self, snapshot, failing_phase, trigger, **symptoms):
-        assessment = rollback.assess(**symptoms)
+    def execute(
+        self, snapshot: str, failing_phase: str, trigger: str, error_rate: float, perf_degradation: float
+    ) -> Tuple[rollback.Assessment, Optional[rollback.Record], Optional[rollback.Verification]]:
+        assessment = rollback.assess(error_rate=error_rate, perf_degradation=perf_degradation)
         logging.info("assessment: %s -> %s (%s)", assessment.severity, assessment.decision,
                      "; ".join(assessment.reasons))
         if not assessment.should_roll_back:
             return assessment, None, None
-        scope = self.level_for(assessment, failing_phase)
-        print(self.stack.plan(snapshot, **scope), file=sys.stderr)
-        record = self.stack.rollback(snapshot, trigger=trigger, severity=assessment.severity, **scope)
+        level, phases = self.level_for(assessment, failing_phase)
+        print(self.stack.plan(snapshot, level=level, phases=phases), file=sys.stderr)
+        record = self.stack.rollback(
+            snapshot, trigger=trigger, severity=assessment.severity, level=level, phases=phases
+        )
         verification = self.stack.verify(snapshot, components=record.components)
         return assessment, record, verification
 
     @staticmethod
-    def metrics(assessment, record, verification):
+    def metrics(
+        assessment: rollback.Assessment, record: rollback.Record, verification: Optional[rollback.Verification]
+    ) -> Dict[str, Any]:
         """The metrics JSON the runbook appended to its incident log."""
         return {
             "severity": assessment.severity,
@@ -72,8 +82,8 @@ class EmergencyRollback:
         }
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("snapshot")
     p.add_argument("--config", default="rollback.toml")
     p.add_argument("--failing-phase", choices=sorted(PHASES), required=True)

@@ -3,7 +3,7 @@
 
 The runbooks' health script, with rollback called from Python instead of a pile of
 shell: check the service's /health, turn what it says into symptoms, ask the
-decision matrix (SPEC §7) what to do, and when the answer is to roll back, find the
+decision matrix (docs/decision-matrix.md) what to do, and when the answer is to roll back, find the
 phase whose health checks fail, show the plan, roll that phase back to the newest
 snapshot taken while healthy, verify it, and print the record.
 
@@ -25,13 +25,24 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import List, Optional, TypedDict
 
 import rollback
+from rollback.types import DataImpact, Event, Level
 
 log = logging.getLogger("health_check")
 
 
-def probe(url, timeout):
+class Symptoms(TypedDict):
+    """What /health says, as the arguments of `Stack.assess()`."""
+
+    error_rate: float
+    perf_degradation: float
+    latency_ms: Optional[float]
+    data_impact: DataImpact
+
+
+def probe(url: str, timeout: float) -> Symptoms:
     """One GET of /health as symptoms; an unreachable service is a 100% error rate."""
     started = time.monotonic()
     try:
@@ -56,7 +67,7 @@ def probe(url, timeout):
     }
 
 
-def trigger_of(assessment):
+def trigger_of(assessment: rollback.Assessment) -> str:
     """The record's trigger: the signal that drove the decision."""
     first = assessment.reasons[0] if assessment.reasons else ""
     for prefix, name in (
@@ -71,7 +82,7 @@ def trigger_of(assessment):
     return "health_check"
 
 
-def failing_phases(stack, snap):
+def failing_phases(stack: rollback.Stack, snap: rollback.Snapshot) -> List[int]:
     """Phases of the components whose own health checks fail now."""
     phase_of = {p["component"]: p["phase"] for p in snap.parts}
     failing = sorted(
@@ -80,13 +91,14 @@ def failing_phases(stack, snap):
     return failing
 
 
-def progress(event):
+def progress(event: Event) -> None:
     if event["kind"] == "step_finished":
-        print(f"  {event['index'] + 1}/{event['total']} {event['component']:<10} {event['action']:<11} "
+        index = event["index"] or 0
+        print(f"  {index + 1}/{event['total']} {event['component']:<10} {event['action']:<11} "
               f"{event['status']} ({event['duration_ms']} ms)", flush=True)
 
 
-def main():
+def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = os.environ.get("ROLLBACK_CONFIG", "rollback.toml")
     url = os.environ.get("HEALTH_URL")
@@ -106,19 +118,20 @@ def main():
         return 0
 
     snap = stack.show(target)
-    phases = failing_phases(stack, snap)
-    if phases and assessment.severity != "critical":
-        scope = {"level": "phase", "phases": phases}
-    else:
+    failing = failing_phases(stack, snap)
+    level: Level = "phase"
+    phases: Optional[List[int]] = failing
+    if not failing or assessment.severity == "critical":
         # Critical, or no component's checks point at a phase: everything goes back.
-        scope = {"level": "complete"}
-    plan = stack.plan(snap, **scope)
+        level, phases = "complete", None
+    plan = stack.plan(snap, level=level, phases=phases)
     print(plan)
     if os.environ.get("DRY_RUN") == "1":
         return 0
 
     record = stack.rollback(
-        snap, **scope, trigger=trigger_of(assessment), severity=assessment.severity, on_event=progress
+        snap, level=level, phases=phases, trigger=trigger_of(assessment), severity=assessment.severity,
+        on_event=progress,
     )
     verification = stack.verify(snap, components=record.components)
     print(record.to_json())
@@ -133,7 +146,7 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (rollback.ConfigError, rollback.SnapshotNotFound) as e:
+    except (rollback.ConfigError, rollback.SnapshotNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except rollback.RollbackError as e:

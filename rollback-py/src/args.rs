@@ -105,9 +105,19 @@ pub fn number(py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<f64>
     real(v).ok_or_else(|| config(py, format!("`{name}` must be a number, not {}", kind(v))))
 }
 
-/// An optional number; None leaves it unset.
-pub fn opt_number(py: Python<'_>, name: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
-    present(v).map(|v| number(py, name, v)).transpose()
+/// An optional length of time in milliseconds: a number, or a `timedelta` (its
+/// milliseconds, fractions kept); None leaves it unset. Its range is the core's to check.
+pub fn opt_millis(py: Python<'_>, name: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
+    let Some(v) = present(v) else { return Ok(None) };
+    if let Ok(td) = v.extract::<chrono::Duration>() {
+        // Microseconds are the finest a `timedelta` holds; as a float they are exact
+        // for any latency a monitor reports.
+        let us = td.num_microseconds().ok_or_else(|| config(py, format!("`{name}` is out of range")))?;
+        return Ok(Some(us as f64 / 1000.0));
+    }
+    real(v)
+        .map(Some)
+        .ok_or_else(|| config(py, format!("`{name}` must be a number of milliseconds or a timedelta, not {}", kind(v))))
 }
 
 /// The items of a list, tuple or other iterable that is not a string, bytes or a dict

@@ -1,5 +1,5 @@
 //! The Python shapes of the core's types. Attributes for what scripts read, and
-//! `to_dict()` / `to_json()` giving the core's own JSON (SPEC §6 for records).
+//! `to_dict()` / `to_json()` giving the core's own JSON (the record format of `docs/records.md`).
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -212,7 +212,7 @@ impl Plan {
     }
 }
 
-/// The result of one rollback or drill (SPEC §6), also written to the store.
+/// The result of one rollback or drill, also written to the store (`docs/records.md`).
 #[pyclass(frozen, module = "rollback", name = "Record")]
 pub struct Record {
     pub(crate) inner: rb::Record,
@@ -339,7 +339,7 @@ impl Record {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         to_py(py, &self.inner)
     }
-    /// The record as JSON text (SPEC §6).
+    /// The record as JSON text, as the store holds it (`docs/records.md`).
     fn to_json(&self) -> String {
         self.inner.to_json()
     }
@@ -427,7 +427,7 @@ impl Verification {
     }
 }
 
-/// The decision matrix's answer (SPEC §7).
+/// The decision matrix's answer (`docs/decision-matrix.md`).
 #[pyclass(frozen, module = "rollback", name = "Assessment")]
 pub struct Assessment {
     inner: rb::Assessment,

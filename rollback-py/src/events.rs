@@ -84,8 +84,8 @@ fn pump(cb: Py<PyAny>, rx: mpsc::Receiver<Msg>, state: &State) {
         if state.abandon.load(Ordering::SeqCst) {
             break;
         }
-        // None: the interpreter is shutting down; nobody is left to tell.
-        let delivered = Python::try_attach(|py| {
+        // None: the interpreter is exiting; nobody is left to tell.
+        let delivered = crate::runtime::with_python(|py| {
             let r = crate::convert::to_py(py, &e).and_then(|d| cb.call1(py, (d,)));
             if let Err(err) = r {
                 // A callback that raises must not stop a rollback.
@@ -98,8 +98,23 @@ fn pump(cb: Py<PyAny>, rx: mpsc::Receiver<Msg>, state: &State) {
     }
     // Drop the callback with the GIL (when it can still be had) rather than leave its
     // release to whichever thread next takes it.
-    let _ = Python::try_attach(|_| drop(cb));
+    let _ = crate::runtime::with_python(|_| drop(cb));
     state.finish();
+}
+
+/// What gives a delivery up from elsewhere than the call that owns it (the
+/// coroutine of an `*_async` call that was cancelled while its task runs on).
+pub struct Abandon {
+    tx: mpsc::Sender<Msg>,
+    state: Arc<State>,
+}
+
+impl Abandon {
+    /// Drops the events not delivered yet; the thread stops after the callback running.
+    pub fn abandon(&self) {
+        self.state.abandon.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Msg::End);
+    }
 }
 
 impl Delivery {
@@ -109,8 +124,12 @@ impl Delivery {
 
     /// Drops the events not delivered yet; the thread stops after the callback running.
     pub fn abandon(&self) {
-        self.state.abandon.store(true, Ordering::SeqCst);
-        self.end();
+        self.abandoner().abandon();
+    }
+
+    /// A handle that abandons this delivery.
+    pub fn abandoner(&self) -> Abandon {
+        Abandon { tx: self.tx.clone(), state: self.state.clone() }
     }
 
     /// Waits, the GIL released, until every event of the call was delivered, taking

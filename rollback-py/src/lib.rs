@@ -4,7 +4,7 @@
 //! Sync methods release the GIL while the work runs on this module's tokio runtime
 //! and take it back every 100 ms so Ctrl-C is seen: a rollback then stops at its
 //! next step boundary with an `interrupted` record that `Stack.resume()` finishes.
-//! `*_async` methods return asyncio awaitables on the same runtime.
+//! `*_async` methods return coroutines that run on the same runtime once awaited.
 
 mod args;
 mod convert;
@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyType};
 use rollback_core as rb;
 
 use args::Zero;
@@ -79,16 +80,16 @@ fn symptoms(
     Ok(rb::Symptoms {
         error_rate: args::number(py, "error_rate", error_rate)?,
         perf_degradation: args::number(py, "perf_degradation", perf_degradation)?,
-        latency_ms: args::opt_number(py, "latency_ms", latency_ms)?,
+        latency_ms: args::opt_millis(py, "latency_ms", latency_ms)?,
         data_impact,
         security: args::flag(py, "security", security, false)?,
     })
 }
 
-/// Applies the decision matrix with the default thresholds (SPEC §7).
+/// Applies the decision matrix with the default thresholds.
 ///
 /// `error_rate` and `perf_degradation` are fractions (0.31 for 31 %), `latency_ms`
-/// the observed latency, `data_impact` one of `none`, `corruption`, `loss`, and
+/// the observed latency (milliseconds, or a `timedelta`), `data_impact` one of `none`, `corruption`, `loss`, and
 /// `security` whether a security issue is present (always critical). The worst
 /// signal wins. Returns an `Assessment` with `.severity`, `.decision`, `.reasons`.
 #[pyfunction]
@@ -189,10 +190,42 @@ fn to_record(inner: rb::Record) -> PyResult<Record> {
 /// their drivers and the store of snapshots, journals and records.
 ///
 /// Every long method has a blocking form that releases the GIL and an `*_async`
-/// form returning an asyncio awaitable.
+/// form returning a coroutine. `with stack.guard(label=...)` snapshots on entry and
+/// rolls back when the block raises.
 #[pyclass(frozen, module = "rollback", name = "Stack")]
 struct Stack {
     inner: rb::Stack,
+}
+
+/// The checked arguments of a rollback or a drill, but its `on_event`.
+struct RollbackArgs {
+    scope: rb::Scope,
+    trigger: Option<String>,
+    severity: Option<rb::Severity>,
+    no_safety_snapshot: bool,
+    step_timeout: Option<std::time::Duration>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rollback_args(
+    py: Python<'_>,
+    level: Option<&Bound<'_, PyAny>>,
+    phases: Option<&Bound<'_, PyAny>>,
+    components: Option<&Bound<'_, PyAny>>,
+    trigger: Option<&Bound<'_, PyAny>>,
+    severity: Option<&Bound<'_, PyAny>>,
+    safety_snapshot: Option<&Bound<'_, PyAny>>,
+    step_timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<RollbackArgs> {
+    let severity = match args::opt_string(py, "severity", severity)? {
+        Some(s) => Some(s.parse::<rb::Severity>().map_err(|e| to_py(py, e))?),
+        None => None,
+    };
+    let scope = scope(py, level, phases, components)?;
+    let trigger = args::opt_string(py, "trigger", trigger)?;
+    let no_safety_snapshot = !args::flag(py, "safety_snapshot", safety_snapshot, true)?;
+    let step_timeout = args::duration(py, "step_timeout", step_timeout, Zero::Refused)?;
+    Ok(RollbackArgs { scope, trigger, severity, no_safety_snapshot, step_timeout })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -207,24 +240,17 @@ fn rollback_options(
     on_event: Option<&Bound<'_, PyAny>>,
     step_timeout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(rb::RollbackOptions, Option<Delivery>)> {
-    let severity = match args::opt_string(py, "severity", severity)? {
-        Some(s) => Some(s.parse::<rb::Severity>().map_err(|e| to_py(py, e))?),
-        None => None,
-    };
-    let scope = scope(py, level, phases, components)?;
-    let trigger = args::opt_string(py, "trigger", trigger)?;
-    let no_safety_snapshot = !args::flag(py, "safety_snapshot", safety_snapshot, true)?;
-    let step_timeout = args::duration(py, "step_timeout", step_timeout, Zero::Refused)?;
+    let a = rollback_args(py, level, phases, components, trigger, severity, safety_snapshot, step_timeout)?;
     // Last: it starts the delivery thread, which nothing after it may leave behind.
     let (on_event, delivery) = event_callback(py, on_event)?;
     let opts = rb::RollbackOptions {
-        scope,
-        trigger,
-        severity,
-        no_safety_snapshot,
+        scope: a.scope,
+        trigger: a.trigger,
+        severity: a.severity,
+        no_safety_snapshot: a.no_safety_snapshot,
         on_event,
         cancel: rb::CancelToken::new(),
-        step_timeout,
+        step_timeout: a.step_timeout,
         watch: None,
     };
     Ok((opts, delivery))
@@ -290,8 +316,8 @@ fn json_result(v: serde_json::Value) -> PyResult<Py<PyAny>> {
 #[pymethods]
 impl Stack {
     /// Loads `rollback.toml` (relative paths in it resolve beside the file).
-    #[staticmethod]
-    fn load(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Stack> {
+    #[classmethod]
+    fn load(_cls: &Bound<'_, PyType>, py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Stack> {
         let path = args::path(py, "path", path)?;
         let inner = ok_or_raise(py, py.detach(|| rb::Stack::load(path)))?;
         Ok(Stack { inner })
@@ -299,9 +325,14 @@ impl Stack {
 
     /// Builds a stack from TOML text, as if it were a `rollback.toml` in `base_dir`
     /// (default: the current directory). `${ENV}` references are expanded.
-    #[staticmethod]
+    #[classmethod]
     #[pyo3(signature = (text, base_dir=None))]
-    fn from_toml(py: Python<'_>, text: &Bound<'_, PyAny>, base_dir: Option<&Bound<'_, PyAny>>) -> PyResult<Stack> {
+    fn from_toml(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        base_dir: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Stack> {
         let text = args::string(py, "text", text)?;
         let base = self::base_dir(py, base_dir)?;
         let inner = py.detach(|| {
@@ -314,9 +345,14 @@ impl Stack {
     /// Builds a stack from a dict shaped like `rollback.toml`
     /// (`{"store": {...}, "rto": {...}, "component": [{"name": ..., "driver": ...}]}`).
     /// Paths may be `pathlib.Path`s and durations `timedelta`s.
-    #[staticmethod]
+    #[classmethod]
     #[pyo3(signature = (config, base_dir=None))]
-    fn from_dict(py: Python<'_>, config: &Bound<'_, PyAny>, base_dir: Option<&Bound<'_, PyAny>>) -> PyResult<Stack> {
+    fn from_dict(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        config: &Bound<'_, PyAny>,
+        base_dir: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Stack> {
         let value = args::config_json(py, "config", config)?;
         let base = self::base_dir(py, base_dir)?;
         let inner = py.detach(|| {
@@ -407,6 +443,63 @@ impl Stack {
         Ok(Record { inner: ok_or_raise(py, py.detach(move || s.record(&r)))? })
     }
 
+    /// A context manager that takes a snapshot on entry (given to `as`) and, when
+    /// the block raises, rolls back to it before the exception propagates, with
+    /// the rollback's `Record` as its `rollback_record` attribute (or the error that
+    /// stopped the rollback as `rollback_error`). A block that ends normally changes
+    /// nothing.
+    ///
+    /// `label`, `components` and `on_event` go to the snapshot; `components`,
+    /// `level`, `phases`, `trigger` (default: the exception's class name),
+    /// `severity`, `safety_snapshot`, `on_event` and `step_timeout` to the rollback.
+    /// Every argument is checked here, before the snapshot.
+    #[pyo3(
+        signature = (*, label=None, components=None, level=None, phases=None, trigger=None, severity=None, safety_snapshot=None, on_event=None, step_timeout=None),
+        text_signature = "($self, *, label=None, components=None, level=None, phases=None, trigger=None, severity=None, safety_snapshot=True, on_event=None, step_timeout=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn guard<'py>(
+        slf: &Bound<'py, Self>,
+        label: Option<&Bound<'py, PyAny>>,
+        components: Option<&Bound<'py, PyAny>>,
+        level: Option<&Bound<'py, PyAny>>,
+        phases: Option<&Bound<'py, PyAny>>,
+        trigger: Option<&Bound<'py, PyAny>>,
+        severity: Option<&Bound<'py, PyAny>>,
+        safety_snapshot: Option<&Bound<'py, PyAny>>,
+        on_event: Option<&Bound<'py, PyAny>>,
+        step_timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a =
+            GuardArgs { label, components, level, phases, trigger, severity, safety_snapshot, on_event, step_timeout };
+        a.guard(slf, "Guard")
+    }
+
+    /// `guard()` for `async with`: the snapshot and the rollback are the `*_async`
+    /// calls, so the event loop runs on while they do. A task cancelled inside the
+    /// block rolls back too.
+    #[pyo3(
+        signature = (*, label=None, components=None, level=None, phases=None, trigger=None, severity=None, safety_snapshot=None, on_event=None, step_timeout=None),
+        text_signature = "($self, *, label=None, components=None, level=None, phases=None, trigger=None, severity=None, safety_snapshot=True, on_event=None, step_timeout=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn guard_async<'py>(
+        slf: &Bound<'py, Self>,
+        label: Option<&Bound<'py, PyAny>>,
+        components: Option<&Bound<'py, PyAny>>,
+        level: Option<&Bound<'py, PyAny>>,
+        phases: Option<&Bound<'py, PyAny>>,
+        trigger: Option<&Bound<'py, PyAny>>,
+        severity: Option<&Bound<'py, PyAny>>,
+        safety_snapshot: Option<&Bound<'py, PyAny>>,
+        on_event: Option<&Bound<'py, PyAny>>,
+        step_timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a =
+            GuardArgs { label, components, level, phases, trigger, severity, safety_snapshot, on_event, step_timeout };
+        a.guard(slf, "AsyncGuard")
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Stack(config_file={}, components={:?})",
@@ -421,9 +514,64 @@ impl Stack {
     }
 }
 
+/// The arguments of `Stack.guard()` / `guard_async()`, as given.
+struct GuardArgs<'a, 'py> {
+    label: Option<&'a Bound<'py, PyAny>>,
+    components: Option<&'a Bound<'py, PyAny>>,
+    level: Option<&'a Bound<'py, PyAny>>,
+    phases: Option<&'a Bound<'py, PyAny>>,
+    trigger: Option<&'a Bound<'py, PyAny>>,
+    severity: Option<&'a Bound<'py, PyAny>>,
+    safety_snapshot: Option<&'a Bound<'py, PyAny>>,
+    on_event: Option<&'a Bound<'py, PyAny>>,
+    step_timeout: Option<&'a Bound<'py, PyAny>>,
+}
+
+impl<'py> GuardArgs<'_, 'py> {
+    /// Checks every argument as `snapshot()` and `rollback()` would (a bad one must
+    /// fail here, not when the block has raised and the rollback is needed), then
+    /// builds the `rollback._guard` class `class` with the arguments of each call.
+    fn guard(&self, stack: &Bound<'py, Stack>, class: &str) -> PyResult<Bound<'py, PyAny>> {
+        let py = stack.py();
+        args::opt_string(py, "label", self.label)?;
+        args::strings(py, "components", self.components)?;
+        rollback_args(
+            py,
+            self.level,
+            self.phases,
+            self.components,
+            self.trigger,
+            self.severity,
+            self.safety_snapshot,
+            self.step_timeout,
+        )?;
+        args::callback(py, "on_event", self.on_event)?;
+        let given = |d: &Bound<'py, PyDict>, k: &str, v: Option<&Bound<'py, PyAny>>| -> PyResult<()> {
+            match v.filter(|v| !v.is_none()) {
+                Some(v) => d.set_item(k, v),
+                None => Ok(()),
+            }
+        };
+        let snapshot = PyDict::new(py);
+        given(&snapshot, "label", self.label)?;
+        given(&snapshot, "components", self.components)?;
+        given(&snapshot, "on_event", self.on_event)?;
+        let rollback = PyDict::new(py);
+        given(&rollback, "components", self.components)?;
+        given(&rollback, "level", self.level)?;
+        given(&rollback, "phases", self.phases)?;
+        given(&rollback, "trigger", self.trigger)?;
+        given(&rollback, "severity", self.severity)?;
+        given(&rollback, "safety_snapshot", self.safety_snapshot)?;
+        given(&rollback, "on_event", self.on_event)?;
+        given(&rollback, "step_timeout", self.step_timeout)?;
+        py.import("rollback._guard")?.getattr(class)?.call1((stack, snapshot, rollback))
+    }
+}
+
 /// Declares a blocking `Stack` method and its `*_async` twin from one body. The body
 /// checks the arguments and returns the [`Call`]; the blocking method waits for it
-/// (GIL released, Ctrl-C handled), the twin returns its asyncio awaitable. So the
+/// (GIL released, Ctrl-C handled), the twin returns its coroutine. So the
 /// two forms cannot drift apart in what they accept, check or return.
 ///
 /// A flag's default is `None` in the signature (an argument taken as any object, so
@@ -447,12 +595,12 @@ macro_rules! sync_and_async {
                     call.wait($py)
                 }
 
-                #[doc = concat!("`", stringify!($name), "()` as an asyncio awaitable." $(, " ", $adoc)?)]
+                #[doc = concat!("`", stringify!($name), "()` as a coroutine: nothing runs until it is awaited or made a task. Bad arguments raise at once." $(, " ", $adoc)?)]
                 #[pyo3(signature = $sig $(, text_signature = $ts)?)]
                 #[allow(clippy::too_many_arguments)]
                 fn $aname<'py>(&$self, $py: Python<'py>, $($arg: $ty),*) -> PyResult<Bound<'py, PyAny>> {
                     let call: Call<_, $out> = $body;
-                    call.awaitable($py)
+                    call.coroutine($py)
                 }
             )*
         }
@@ -677,6 +825,19 @@ sync_and_async! {
     }
 }
 
+/// Closes the way back into Python for the module's threads: registered with
+/// `atexit`, which runs before the interpreter finalizes.
+#[pyfunction]
+fn _close(py: Python<'_>) {
+    py.detach(runtime::close_gate);
+}
+
+fn py_atexit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let close = wrap_pyfunction!(_close, m)?;
+    m.py().import("atexit")?.call_method1("register", (close,))?;
+    Ok(())
+}
+
 /// The native part of the `rollback` package.
 #[pymodule]
 fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -691,6 +852,8 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CheckReport>()?;
     m.add_class::<GcReport>()?;
     m.add_function(wrap_pyfunction!(assess, m)?)?;
+    // Before the interpreter finalizes, the module's threads must stop reaching it.
+    py_atexit(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -108,8 +108,8 @@ where
             }
         }
         let level = py_level(event.metadata().level());
-        // `try_attach`: nothing to log to while the interpreter shuts down.
-        let _ = Python::try_attach(|py| {
+        // None: nothing to log to while the interpreter exits.
+        let _ = crate::runtime::with_python(|py| {
             let r = (|| -> PyResult<()> {
                 let logger = LOGGER.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
                     Ok(py.import("logging")?.call_method1("getLogger", ("rollback",))?.unbind())

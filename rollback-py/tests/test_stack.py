@@ -27,7 +27,7 @@ def test_public_names_have_docstrings():
 
 def test_every_blocking_method_has_an_async_twin_with_its_signature():
     twins = [n for n in dir(rollback.Stack) if n.endswith("_async")]
-    assert len(twins) == 10, twins
+    assert len(twins) == 11, twins  # the ten long calls, and guard()
     for name in twins:
         sync = getattr(rollback.Stack, name[: -len("_async")])
         assert getattr(rollback.Stack, name).__text_signature__ == sync.__text_signature__, name
@@ -37,14 +37,56 @@ def test_error_hierarchy():
     for cls in (
         rollback.ConfigError,
         rollback.DriverError,
-        rollback.SnapshotNotFound,
+        rollback.SnapshotNotFoundError,
         rollback.VerificationError,
         rollback.LockedError,
+        rollback.RollbackTimeoutError,
+        rollback.PermissionDeniedError,
+        rollback.UnreachableError,
+        rollback.CorruptError,
+        rollback.UnsupportedError,
     ):
         assert issubclass(cls, rollback.RollbackError)
         assert cls.__module__ == "rollback"
+        assert cls.__name__.endswith("Error")
+        assert cls.__doc__
     assert issubclass(rollback.RollbackError, Exception)
     assert rollback.RollbackError("x").component is None
+    # The built-in each kind of failure is already caught as.
+    assert issubclass(rollback.ConfigError, ValueError)
+    assert issubclass(rollback.SnapshotNotFoundError, LookupError)
+    assert issubclass(rollback.RollbackTimeoutError, TimeoutError)
+    assert issubclass(rollback.PermissionDeniedError, PermissionError)
+    assert issubclass(rollback.UnreachableError, ConnectionError)
+    assert issubclass(rollback.UnsupportedError, NotImplementedError)
+    for cls in (rollback.RollbackTimeoutError, rollback.PermissionDeniedError, rollback.UnreachableError,
+                rollback.CorruptError, rollback.UnsupportedError):
+        assert issubclass(cls, rollback.DriverError)  # what earlier versions raised for them
+    # The old name is the same class.
+    assert rollback.SnapshotNotFound is rollback.SnapshotNotFoundError
+    e = rollback.RollbackTimeoutError("slow")
+    assert str(e) == "slow" and e.code is None
+
+
+def test_raised_errors_are_caught_as_builtins(basic, tmp_path):
+    stack = rollback.Stack.load(basic.config)
+    with pytest.raises(LookupError) as ei:
+        stack.show("no-such-snapshot")
+    assert type(ei.value) is rollback.SnapshotNotFoundError and ei.value.code == "NOT_FOUND"
+    with pytest.raises(ValueError) as ei:
+        stack.gc(keep="all")
+    assert type(ei.value) is rollback.ConfigError and "keep" in str(ei.value)
+    # A step that runs out of time: a TimeoutError naming the component.
+    (tmp_path / "s.txt").write_text("x")
+    slow = rollback.Stack.from_toml(
+        '[[component]]\nname = "slow"\ndriver = "command"\ntimeout = "1s"\n'
+        'capture = ["sh", "-c", "sleep 30; cat s.txt"]\nrestore = ["sh", "-c", "cat > s.txt"]\n',
+        tmp_path,
+    )
+    with pytest.raises(TimeoutError) as ei:
+        slow.snapshot()
+    assert isinstance(ei.value, rollback.DriverError) and ei.value.code == "TIMEOUT"
+    assert ei.value.component == "slow"
 
 
 def test_snapshot_attributes(basic):

@@ -1,35 +1,69 @@
 """Type stubs of the `rollback` package (the native module `rollback._rollback`)."""
 
 import datetime
+import pathlib
 from datetime import timedelta
-import os
-from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Coroutine, Dict, List, Optional, Sequence, Tuple, Union, final
+
+from . import types as types
+from ._guard import AsyncGuard as AsyncGuard, Guard as Guard
+from .types import (
+    Action,
+    AssessmentDict,
+    CheckReportDict,
+    ComponentCheckDict,
+    DataImpact,
+    Decision,
+    DiscardDict,
+    DriftDict,
+    Duration,
+    GcReportDict,
+    HealthResultDict,
+    Level,
+    OnEvent,
+    PartDict,
+    PathLike,
+    PlanDict,
+    PlanStepDict,
+    RecordDict,
+    RecordKind,
+    Severity,
+    SnapshotDict,
+    SnapshotRef,
+    Status,
+    StepRecordDict,
+    VerificationDict,
+    WatchReport,
+)
 
 __version__: str
-
-Level = Literal["complete", "phase", "component"]
-SeverityName = Literal["low", "medium", "high", "critical"]
-DecisionName = Literal["fix_forward", "fix_forward_or_rollback", "rollback", "immediate_rollback"]
-Status = Literal["succeeded", "failed", "compensated", "interrupted"]
-Event = Dict[str, Any]
-"""A progress event: kind (`snapshot_started`, `part_captured`, `safety_snapshot`,
-`step_started`, `step_finished`, `progress`, `compensating`, `finished`...),
-component, action (a step's), probe, index, total, status (`ok`/`failed` for a step;
-the record's status on `finished`), message, duration_ms. A watch adds
-`watch_started`, `watch_probe` (probe: its name; status `ok`/`bad`),
-`watch_decision` (status: the policy's action) and `watch_finished` (status: the
-outcome)."""
-OnEvent = Callable[[Event], Any]
-"""Called with each event, in order, on a thread of the call's own (with the GIL), off
-the rollback's path; the call returns once every event has been delivered."""
-SnapshotRef = Union["Snapshot", str]
-WatchReport = Dict[str, Any]
-"""What `Stack.watch()` did: outcome (`elapsed`, `stopped`, `rolled_back`,
-`would_roll_back`, `failed`), snapshot_id, rounds, start_time, end_time, decisions
-(each: probe, severity, action, reason, bad, window, values, first_bad_at,
-decided_at, detect_ms, dry_run), record (a `Record` when it rolled back, else None),
-error, undelivered."""
-PathLike = Union[str, "os.PathLike[str]"]
+__all__ = [
+    "AsyncGuard",
+    "Assessment",
+    "CheckReport",
+    "ConfigError",
+    "CorruptError",
+    "DriverError",
+    "GcReport",
+    "Guard",
+    "LockedError",
+    "PermissionDeniedError",
+    "Plan",
+    "Record",
+    "RollbackError",
+    "RollbackTimeoutError",
+    "Snapshot",
+    "SnapshotNotFound",
+    "SnapshotNotFoundError",
+    "Stack",
+    "UnreachableError",
+    "UnsupportedError",
+    "Verification",
+    "VerificationError",
+    "__version__",
+    "assess",
+    "types",
+]
 
 class RollbackError(Exception):
     """Base of every error raised by rollback."""
@@ -44,15 +78,13 @@ class RollbackError(Exception):
     temporary: bool
     """Retrying the same call may succeed."""
 
-class ConfigError(RollbackError):
+class ConfigError(RollbackError, ValueError):
     """The configuration or an argument is invalid. Nothing was changed."""
 
-class DriverError(RollbackError):
-    """A driver or the store could not do its work (unreachable, permission denied,
-    timeout, corrupt artifact, unsupported)."""
-
-class SnapshotNotFound(RollbackError):
+class SnapshotNotFoundError(RollbackError, LookupError):
     """No snapshot (or record, or component) by that name."""
+
+SnapshotNotFound = SnapshotNotFoundError
 
 class VerificationError(RollbackError):
     """The current state does not equal the snapshot, or a health gate failed."""
@@ -60,6 +92,26 @@ class VerificationError(RollbackError):
 class LockedError(RollbackError):
     """Another rollback holds the lock of this stack."""
 
+class DriverError(RollbackError):
+    """A driver or the store could not do its work (unreachable, permission denied,
+    timeout, corrupt artifact, unsupported)."""
+
+class RollbackTimeoutError(DriverError, TimeoutError):
+    """A step, a connection or a command ran out of time."""
+
+class PermissionDeniedError(DriverError, PermissionError):
+    """A server, a file or a tool refused access."""
+
+class UnreachableError(DriverError, ConnectionError):
+    """A server or a tool could not be reached."""
+
+class CorruptError(DriverError):
+    """A stored artifact, manifest or journal does not read back as written."""
+
+class UnsupportedError(DriverError, NotImplementedError):
+    """The driver cannot do what was asked."""
+
+@final
 class Snapshot:
     """One capture of some or all components. `str(snapshot)` is its id."""
 
@@ -85,13 +137,14 @@ class Snapshot:
     def size(self) -> int:
         """Total size of its stored artifacts, in bytes."""
     @property
-    def parts(self) -> List[Dict[str, Any]]:
+    def parts(self) -> List[PartDict]:
         """One dict per component: component, driver, phase, state, artifacts, capture_ms."""
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> SnapshotDict:
         """The manifest as plain Python objects."""
     def to_json(self) -> str:
         """The manifest as JSON text."""
 
+@final
 class Plan:
     """The ordered steps a rollback would run; `str(plan)` is the preview."""
 
@@ -108,22 +161,23 @@ class Plan:
     def phases(self) -> List[int]:
         """Their phases."""
     @property
-    def steps(self) -> List[Dict[str, Any]]:
+    def steps(self) -> List[PlanStepDict]:
         """One dict per step: component, action, description, predicted_ms."""
     @property
-    def discards(self) -> List[Dict[str, Any]]:
+    def discards(self) -> List[DiscardDict]:
         """What the restore would discard: component, target, changes, unit, kept_in_safety_snapshot."""
     @property
     def predicted_ms(self) -> int:
         """Predicted duration of the whole plan, in milliseconds."""
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> PlanDict:
         """The plan as plain Python objects."""
     def to_json(self) -> str:
         """The plan as JSON text."""
     def __len__(self) -> int: ...
 
+@final
 class Record:
-    """The result of one rollback or drill (SPEC §6), also written to the store."""
+    """The result of one rollback or drill, also written to the store (`docs/records.md`)."""
 
     @property
     def rollback_id(self) -> str:
@@ -132,7 +186,7 @@ class Record:
     def snapshot_id(self) -> str:
         """Snapshot rolled back to."""
     @property
-    def kind(self) -> Literal["rollback", "drill"]:
+    def kind(self) -> RecordKind:
         """`rollback` or `drill`."""
     @property
     def level(self) -> Level:
@@ -147,7 +201,7 @@ class Record:
     def trigger(self) -> Optional[str]:
         """Why it was started, or None."""
     @property
-    def severity(self) -> Optional[str]:
+    def severity(self) -> Optional[Severity]:
         """Severity from `assess`, or None."""
     @property
     def start_time(self) -> datetime.datetime:
@@ -177,13 +231,13 @@ class Record:
     def safety_snapshot_id(self) -> Optional[str]:
         """Snapshot taken just before the first change, or None."""
     @property
-    def steps(self) -> List[Dict[str, Any]]:
+    def steps(self) -> List[StepRecordDict]:
         """One dict per step run: component, action, status, duration_ms (and error)."""
     @property
-    def verification(self) -> Dict[str, Dict[str, Any]]:
+    def verification(self) -> Dict[str, DriftDict]:
         """Per component: `{"ok": bool, "differences": [...]}`."""
     @property
-    def discarded(self) -> List[Dict[str, Any]]:
+    def discarded(self) -> List[DiscardDict]:
         """What the restore discarded."""
     @property
     def error(self) -> Optional[str]:
@@ -194,13 +248,14 @@ class Record:
     @property
     def notes(self) -> List[str]:
         """Free-form notes (drill perturbations...)."""
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> RecordDict:
         """The record as plain Python objects (the same keys as `to_json()`)."""
     def to_json(self) -> str:
-        """The record as JSON text (SPEC §6)."""
+        """The record as JSON text, as the store holds it (`docs/records.md`)."""
     def to_markdown(self) -> str:
         """The incident report, in Markdown."""
 
+@final
 class Verification:
     """The result of `Stack.verify()`: truthy when every component equals the snapshot."""
 
@@ -214,24 +269,25 @@ class Verification:
     def drift(self) -> Dict[str, List[str]]:
         """The components that differ: `{component: [difference, ...]}`."""
     @property
-    def components(self) -> Dict[str, Dict[str, Any]]:
+    def components(self) -> Dict[str, DriftDict]:
         """Every component compared: `{component: {"ok": bool, "differences": [...]}}`."""
     def raise_for_drift(self) -> None:
         """Raises `VerificationError` naming the first differing component."""
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> VerificationDict:
         """The verification as plain Python objects."""
     def to_json(self) -> str:
         """The verification as JSON text."""
     def __bool__(self) -> bool: ...
 
+@final
 class Assessment:
-    """The decision matrix's answer (SPEC §7)."""
+    """The decision matrix's answer (`docs/decision-matrix.md`)."""
 
     @property
-    def severity(self) -> SeverityName:
+    def severity(self) -> Severity:
         """`low`, `medium`, `high` or `critical`."""
     @property
-    def decision(self) -> DecisionName:
+    def decision(self) -> Decision:
         """`fix_forward`, `fix_forward_or_rollback`, `rollback` or `immediate_rollback`."""
     @property
     def should_roll_back(self) -> bool:
@@ -239,9 +295,10 @@ class Assessment:
     @property
     def reasons(self) -> List[str]:
         """One line per signal that reached the severity."""
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> AssessmentDict:
         """`{"severity", "decision", "should_roll_back", "reasons"}`."""
 
+@final
 class CheckReport:
     """The result of `Stack.check()`: truthy when every component is reachable."""
 
@@ -249,7 +306,7 @@ class CheckReport:
     def ok(self) -> bool:
         """Every component reachable."""
     @property
-    def components(self) -> Dict[str, Dict[str, Any]]:
+    def components(self) -> Dict[str, ComponentCheckDict]:
         """Per component: `{"ok": bool, "detail": str}`."""
     @property
     def newest_snapshot(self) -> Optional[Tuple[str, int]]:
@@ -260,12 +317,13 @@ class CheckReport:
     @property
     def unfinished_rollbacks(self) -> List[str]:
         """Rollbacks left unfinished: `Stack.resume(id)` finishes them."""
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> CheckReportDict:
         """The report as plain Python objects."""
     def to_json(self) -> str:
         """The report as JSON text."""
     def __bool__(self) -> bool: ...
 
+@final
 class GcReport:
     """The result of `Stack.gc()`."""
 
@@ -281,60 +339,90 @@ class GcReport:
     @property
     def freed_bytes(self) -> int:
         """Bytes freed."""
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> GcReportDict:
         """The report as plain Python objects."""
 
 def assess(
     *,
     error_rate: float = 0.0,
     perf_degradation: float = 0.0,
-    latency_ms: Optional[float] = None,
-    data_impact: Literal["none", "corruption", "loss"] = "none",
+    latency_ms: Union[float, timedelta, None] = None,
+    data_impact: DataImpact = "none",
     security: bool = False,
 ) -> Assessment:
-    """Applies the decision matrix with the default thresholds (SPEC §7)."""
+    """Applies the decision matrix with the default thresholds (`docs/decision-matrix.md`)."""
 
+@final
 class Stack:
     """A stack: components, their drivers and the store. Blocking methods release the
-    GIL; `*_async` methods return asyncio awaitables."""
+    GIL; `*_async` methods return coroutines; `guard()` rolls back a block that raises."""
 
-    @staticmethod
-    def load(path: PathLike) -> "Stack":
+    @classmethod
+    def load(cls, path: PathLike) -> "Stack":
         """Loads `rollback.toml` (relative paths in it resolve beside the file)."""
-    @staticmethod
-    def from_toml(text: str, base_dir: Optional[PathLike] = None) -> "Stack":
+    @classmethod
+    def from_toml(cls, text: str, base_dir: Optional[PathLike] = None) -> "Stack":
         """Builds a stack from TOML text, as if it were a `rollback.toml` in `base_dir`."""
-    @staticmethod
-    def from_dict(config: Dict[str, Any], base_dir: Optional[PathLike] = None) -> "Stack":
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any], base_dir: Optional[PathLike] = None) -> "Stack":
         """Builds a stack from a dict shaped like `rollback.toml`; paths may be
         `pathlib.Path`s and durations `timedelta`s."""
     @property
     def components(self) -> List[str]:
         """Component names, in config order."""
     @property
-    def store_path(self) -> "os.PathLike[str]":
+    def store_path(self) -> pathlib.Path:
         """Where snapshots, journals and records live."""
     @property
-    def config_file(self) -> Optional["os.PathLike[str]"]:
+    def config_file(self) -> Optional[pathlib.Path]:
         """The config file, or None for a stack built in code."""
     def assess(
         self,
         *,
         error_rate: float = 0.0,
         perf_degradation: float = 0.0,
-        latency_ms: Optional[float] = None,
-        data_impact: Literal["none", "corruption", "loss"] = "none",
+        latency_ms: Union[float, timedelta, None] = None,
+        data_impact: DataImpact = "none",
         security: bool = False,
     ) -> Assessment:
         """Applies the decision matrix with this stack's `[decision]` thresholds."""
+    def guard(
+        self,
+        *,
+        label: Optional[str] = None,
+        components: Optional[Sequence[str]] = None,
+        level: Optional[Level] = None,
+        phases: Optional[Sequence[int]] = None,
+        trigger: Optional[str] = None,
+        severity: Optional[Severity] = None,
+        safety_snapshot: bool = True,
+        on_event: Optional[OnEvent] = None,
+        step_timeout: Optional[Duration] = None,
+    ) -> Guard:
+        """`with stack.guard(label=...) as snap:` snapshots on entry and rolls back when
+        the block raises; the exception then carries `rollback_record`."""
+    def guard_async(
+        self,
+        *,
+        label: Optional[str] = None,
+        components: Optional[Sequence[str]] = None,
+        level: Optional[Level] = None,
+        phases: Optional[Sequence[int]] = None,
+        trigger: Optional[str] = None,
+        severity: Optional[Severity] = None,
+        safety_snapshot: bool = True,
+        on_event: Optional[OnEvent] = None,
+        step_timeout: Optional[Duration] = None,
+    ) -> AsyncGuard:
+        """`guard()` for `async with`."""
     def snapshot(
         self, *, label: Optional[str] = None, components: Optional[Sequence[str]] = None, on_event: Optional[OnEvent] = None
     ) -> Snapshot:
         """Captures the components (all unless `components` is given)."""
     def snapshot_async(
         self, *, label: Optional[str] = None, components: Optional[Sequence[str]] = None, on_event: Optional[OnEvent] = None
-    ) -> Awaitable[Snapshot]:
-        """`snapshot()` as an asyncio awaitable."""
+    ) -> Coroutine[Any, Any, Snapshot]:
+        """`snapshot()` as a coroutine."""
     def list(self) -> List[Snapshot]:
         """Every snapshot, oldest first."""
     def show(self, snapshot: SnapshotRef) -> Snapshot:
@@ -355,8 +443,8 @@ class Stack:
         level: Optional[Level] = None,
         phases: Optional[Sequence[int]] = None,
         components: Optional[Sequence[str]] = None,
-    ) -> Awaitable[Plan]:
-        """`plan()` as an asyncio awaitable."""
+    ) -> Coroutine[Any, Any, Plan]:
+        """`plan()` as a coroutine."""
     def dry_run(
         self,
         snapshot: SnapshotRef,
@@ -374,10 +462,10 @@ class Stack:
         phases: Optional[Sequence[int]] = None,
         components: Optional[Sequence[str]] = None,
         trigger: Optional[str] = None,
-        severity: Optional[SeverityName] = None,
+        severity: Optional[Severity] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Union[str, float, timedelta, None] = None,
+        step_timeout: Optional[Duration] = None,
     ) -> Record:
         """Rolls back to `snapshot`; returns the record whatever its status. Ctrl-C
         stops it at the next step boundary (`KeyboardInterrupt.record` is the
@@ -390,18 +478,18 @@ class Stack:
         phases: Optional[Sequence[int]] = None,
         components: Optional[Sequence[str]] = None,
         trigger: Optional[str] = None,
-        severity: Optional[SeverityName] = None,
+        severity: Optional[Severity] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Union[str, float, timedelta, None] = None,
-    ) -> Awaitable[Record]:
-        """`rollback()` as an asyncio awaitable; cancelling it stops at a step boundary."""
+        step_timeout: Optional[Duration] = None,
+    ) -> Coroutine[Any, Any, Record]:
+        """`rollback()` as a coroutine; cancelling its task stops at a step boundary."""
     def verify(self, snapshot: SnapshotRef, *, components: Optional[Sequence[str]] = None) -> Verification:
         """Compares the current state with `snapshot`."""
     def verify_async(
         self, snapshot: SnapshotRef, *, components: Optional[Sequence[str]] = None
-    ) -> Awaitable[Verification]:
-        """`verify()` as an asyncio awaitable."""
+    ) -> Coroutine[Any, Any, Verification]:
+        """`verify()` as a coroutine."""
     def drill(
         self,
         *,
@@ -411,7 +499,7 @@ class Stack:
         trigger: Optional[str] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Union[str, float, timedelta, None] = None,
+        step_timeout: Optional[Duration] = None,
     ) -> Record:
         """Rehearsal: snapshot, perturb, roll back, verify, timed against the objective."""
     def drill_async(
@@ -423,9 +511,9 @@ class Stack:
         trigger: Optional[str] = None,
         safety_snapshot: bool = True,
         on_event: Optional[OnEvent] = None,
-        step_timeout: Union[str, float, timedelta, None] = None,
-    ) -> Awaitable[Record]:
-        """`drill()` as an asyncio awaitable."""
+        step_timeout: Optional[Duration] = None,
+    ) -> Coroutine[Any, Any, Record]:
+        """`drill()` as a coroutine."""
     def watch(
         self,
         snapshot: Optional[SnapshotRef] = None,
@@ -433,7 +521,7 @@ class Stack:
         level: Optional[Level] = None,
         phases: Optional[Sequence[int]] = None,
         components: Optional[Sequence[str]] = None,
-        duration: Union[str, float, timedelta, None] = None,
+        duration: Optional[Duration] = None,
         dry_run: bool = False,
         on_event: Optional[OnEvent] = None,
     ) -> WatchReport:
@@ -447,36 +535,34 @@ class Stack:
         level: Optional[Level] = None,
         phases: Optional[Sequence[int]] = None,
         components: Optional[Sequence[str]] = None,
-        duration: Union[str, float, timedelta, None] = None,
+        duration: Optional[Duration] = None,
         dry_run: bool = False,
         on_event: Optional[OnEvent] = None,
-    ) -> Awaitable[WatchReport]:
-        """`watch()` as an asyncio awaitable; cancelling it stops the watch."""
+    ) -> Coroutine[Any, Any, WatchReport]:
+        """`watch()` as a coroutine; cancelling its task stops the watch."""
     def resume(self, rollback_id: Union[Record, str, None] = None, *, on_event: Optional[OnEvent] = None) -> Record:
         """Finishes an interrupted rollback from its journal (default: the latest)."""
     def resume_async(
         self, rollback_id: Union[Record, str, None] = None, *, on_event: Optional[OnEvent] = None
-    ) -> Awaitable[Record]:
-        """`resume()` as an asyncio awaitable."""
+    ) -> Coroutine[Any, Any, Record]:
+        """`resume()` as a coroutine."""
     def history(self) -> List[Record]:
         """Past records, oldest first."""
     def record(self, id: Union[Record, str]) -> Record:
         """One record by id, unique prefix, `latest`, or path."""
     def check(self) -> CheckReport:
         """Preflight of the stack: drivers reachable, newest snapshot and drill, unfinished rollbacks."""
-    def check_async(self) -> Awaitable[CheckReport]:
-        """`check()` as an asyncio awaitable."""
-    def health(self, *, components: Optional[Sequence[str]] = None) -> Dict[str, List[Dict[str, Any]]]:
+    def check_async(self) -> Coroutine[Any, Any, CheckReport]:
+        """`check()` as a coroutine."""
+    def health(self, *, components: Optional[Sequence[str]] = None) -> Dict[str, List[HealthResultDict]]:
         """Probes each component's health checks once."""
     def health_async(
         self, *, components: Optional[Sequence[str]] = None
-    ) -> Awaitable[Dict[str, List[Dict[str, Any]]]]:
-        """`health()` as an asyncio awaitable."""
-    def gc(
-        self, *, keep: Optional[int] = None, max_age: Union[str, float, datetime.timedelta, None] = None
-    ) -> GcReport:
+    ) -> Coroutine[Any, Any, Dict[str, List[HealthResultDict]]]:
+        """`health()` as a coroutine."""
+    def gc(self, *, keep: Optional[int] = None, max_age: Optional[Duration] = None) -> GcReport:
         """Retention: keeps the newest `keep` snapshots and those younger than `max_age`."""
     def gc_async(
-        self, *, keep: Optional[int] = None, max_age: Union[str, float, datetime.timedelta, None] = None
-    ) -> Awaitable[GcReport]:
-        """`gc()` as an asyncio awaitable."""
+        self, *, keep: Optional[int] = None, max_age: Optional[Duration] = None
+    ) -> Coroutine[Any, Any, GcReport]:
+        """`gc()` as a coroutine."""
