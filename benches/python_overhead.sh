@@ -9,10 +9,10 @@ VENV="$CARGO_TARGET_DIR/bench-py-venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.7,<2"
 # A wheel installed into the venv (`maturin develop` would drop the .so into the source tree).
-rm -f "$CARGO_TARGET_DIR"/bench-wheels/rollback-*.whl
+rm -f "$CARGO_TARGET_DIR"/bench-wheels/rollback_stack-*.whl
 (cd rollback-py && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" build --quiet --release --interpreter "$VENV/bin/python" \
   --out "$CARGO_TARGET_DIR/bench-wheels")
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
-  "$CARGO_TARGET_DIR"/bench-wheels/rollback-*.whl
+  "$CARGO_TARGET_DIR"/bench-wheels/rollback_stack-*.whl
 cargo build --quiet --release -p rollback-core --example bench_overhead
 "$VENV/bin/python" benches/python_overhead.py --rust-bin "$CARGO_TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/examples/bench_overhead" "$@"

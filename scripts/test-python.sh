@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The Python suite (rollback-py, `import rollback`): builds the wheel with maturin into
-# a venv, installs it, and runs pytest against the real services (scripts/services.sh).
-# Needs python3 >= 3.9 with venv, and PyPI reachable on a fresh machine (maturin, pytest).
+# The Python suite (rollback-py: distribution `rollback-stack`, `import rollback`):
+# builds the manylinux wheel and the sdist with maturin, installs each into a fresh
+# venv for a smoke run, then runs pytest (stubtest and mypy --strict included) against
+# the installed wheel and the real services (scripts/services.sh).
+# Needs python3 >= 3.9 with venv, and PyPI reachable on a fresh machine (maturin,
+# pytest, mypy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,15 +29,44 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import ensurepip' 2>/
     "$PYTHON" -m venv "$VENV"
   fi
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" "mypy>=1.10"
 
-# The wheel users get (stubs and py.typed included), installed like theirs. Debug
-# build: the suite checks behaviour; benches/python_overhead.py builds --release.
-rm -f "$CARGO_TARGET_DIR"/wheels/rollback-*.whl
-(cd rollback-py && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" build --quiet --strip --interpreter "$VENV/bin/python" \
-  --out "$CARGO_TARGET_DIR/wheels")
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
-  "$CARGO_TARGET_DIR"/wheels/rollback-*.whl
+# What users install: an abi3 manylinux wheel (maturin checks the .so against the
+# policy: glibc symbols up to 2.34, no library outside it) and an sdist. Debug build:
+# the suite checks behaviour; benches/python_overhead.py builds --release.
+DIST="$CARGO_TARGET_DIR/py-dist"
+rm -rf "$DIST"
+mkdir -p "$DIST"
+(cd rollback-py && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" build --quiet --strip --compatibility manylinux_2_34 \
+  --interpreter "$VENV/bin/python" --out "$DIST")
+(cd rollback-py && "$VENV/bin/maturin" sdist --out "$DIST" >/dev/null)
+shopt -s nullglob
+wheels=("$DIST"/rollback_stack-*-cp39-abi3-manylinux_2_34_x86_64.whl)
+sdists=("$DIST"/rollback_stack-*.tar.gz)
+shopt -u nullglob
+if [ "${#wheels[@]}" != 1 ] || [ "${#sdists[@]}" != 1 ]; then
+  echo "expected one abi3 manylinux wheel and one sdist of rollback-stack in $DIST:" >&2
+  ls -l "$DIST" >&2
+  exit 1
+fi
+WHEEL=${wheels[0]}
+SDIST=${sdists[0]}
+
+# Each installed into a fresh venv, as a user would, and run from outside the tree.
+# The sdist builds with maturin from PyPI (pip's isolated build) and cargo; the dev
+# profile keeps CI's time down, the shared target dir its third-party crates.
+smoke() {
+  local form=$1 artifact=$2 venv="$CARGO_TARGET_DIR/py-smoke-$1"
+  rm -rf "$venv"
+  "$PYTHON" -m venv "$venv"
+  MATURIN_PEP517_ARGS="--profile dev" "$venv/bin/python" -m pip install -q --disable-pip-version-check "$artifact"
+  (cd "$(mktemp -d)" && "$venv/bin/python" "$ROOT/rollback-py/tests/smoke.py" "$form")
+}
+smoke wheel "$WHEEL"
+smoke sdist "$SDIST"
+
+# The suite's venv gets the same wheel.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
 
 # From outside the source tree, so `import rollback` is the installed wheel.
 cd "$ROOT/rollback-py/tests"

@@ -156,3 +156,15 @@ def test_integers_of_other_libraries_count_as_integers(basic):
     assert stack.gc(keep=Index(1)).kept
     assert rollback.assess(error_rate=Index(1)).severity == "critical"
     refused(lambda: stack.plan(snap, phases=[Index(2**70)]), r"`phases\[0\]` = \d+ is out of range")
+
+
+def test_latency_ms_takes_a_timedelta():
+    import datetime as dt
+
+    assert rollback.assess(latency_ms=dt.timedelta(milliseconds=900)).severity == "high"
+    assert rollback.assess(latency_ms=dt.timedelta(milliseconds=900)).to_dict() == rollback.assess(latency_ms=900).to_dict()
+    assert rollback.assess(latency_ms=dt.timedelta(microseconds=500)).severity == "low"
+    with pytest.raises(rollback.ConfigError, match="latency_ms"):
+        rollback.assess(latency_ms=dt.timedelta(milliseconds=-5))
+    with pytest.raises(rollback.ConfigError, match="latency_ms"):
+        rollback.assess(latency_ms="900ms")

@@ -5,6 +5,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 import rollback
 
 
@@ -173,3 +175,102 @@ def test_a_cancelled_snapshot_async_stops_and_frees_the_lock(tmp_path):
             assert time.monotonic() < deadline, "the cancelled snapshot still holds the lock"
             time.sleep(0.05)
     assert stack.list() == []
+
+
+def test_async_methods_return_coroutines(tmp_path):
+    """What `asyncio.create_task` and task groups take; nothing runs before it is awaited."""
+    import inspect
+
+    stack = slow_stack(tmp_path, seconds=0)
+    snap = stack.snapshot()
+    calls = {
+        "snapshot_async": lambda: stack.snapshot_async(label="never"),
+        "plan_async": lambda: stack.plan_async(snap),
+        "rollback_async": lambda: stack.rollback_async(snap),
+        "verify_async": lambda: stack.verify_async(snap),
+        "watch_async": lambda: stack.watch_async(snap, duration=1),
+        "drill_async": lambda: stack.drill_async(),
+        "resume_async": lambda: stack.resume_async(),
+        "check_async": lambda: stack.check_async(),
+        "gc_async": lambda: stack.gc_async(keep=1),
+        "health_async": lambda: stack.health_async(),
+    }
+    assert set(calls) == {n for n in dir(rollback.Stack) if n.endswith("_async")} - {"guard_async"}
+    for name, call in calls.items():
+        c = call()
+        assert inspect.iscoroutine(c) and asyncio.iscoroutine(c), (name, type(c))
+        c.close()  # never awaited: nothing ran
+    # Outside any event loop too, and none of them started: no snapshot, no record.
+    assert [s.id for s in stack.list()] == [snap.id] and stack.history() == []
+
+
+def test_coroutines_run_as_tasks_and_in_task_groups(tmp_path):
+    import sys
+
+    stack = slow_stack(tmp_path, seconds=0)
+
+    async def main():
+        coro = stack.snapshot_async(label="made")
+        await asyncio.sleep(0.3)
+        assert stack.list() == []  # not started until awaited
+        snap = await asyncio.create_task(coro)
+        (tmp_path / "a.txt").write_text("changed")
+        if sys.version_info >= (3, 11):
+            async with asyncio.TaskGroup() as tg:
+                plan = tg.create_task(stack.plan_async(snap, components=["a"]))
+                verify = tg.create_task(stack.verify_async(snap))
+            assert "a" in plan.result().components and not verify.result()
+        record = await asyncio.wait_for(stack.rollback_async(snap, components=["a"]), timeout=60)
+        return snap, record
+
+    snap, record = asyncio.run(main())
+    assert snap.label == "made" and record.succeeded
+    assert (tmp_path / "a.txt").read_text() == "a"
+
+
+def test_bad_arguments_raise_when_the_async_call_is_made(tmp_path):
+    stack = slow_stack(tmp_path, seconds=0)
+    with pytest.raises(rollback.ConfigError, match="keep"):
+        stack.gc_async(keep=True)
+    with pytest.raises(rollback.ConfigError, match="components"):
+        stack.snapshot_async(components="a")
+
+
+def test_a_cancelled_rollback_task_stops_at_a_step_boundary(tmp_path):
+    for n in ("a", "b"):
+        (tmp_path / f"{n}.txt").write_text(f"{n}1")
+    stack = rollback.Stack.from_toml(
+        "".join(
+            f'[[component]]\nname = "{n}"\ndriver = "command"\nphase = {p}\n'
+            f'capture = ["cat", "{n}.txt"]\nrestore = ["sh", "-c", "sleep 1; cat > {n}.txt"]\n'
+            for n, p in (("a", 1), ("b", 2))
+        ),
+        tmp_path,
+    )
+    snap = stack.snapshot()
+    for n in ("a", "b"):
+        (tmp_path / f"{n}.txt").write_text(f"{n}2")
+
+    async def main():
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_event(e):
+            if e["kind"] == "step_started" and e["action"] == "restore":
+                loop.call_soon_threadsafe(started.set)
+
+        task = asyncio.create_task(stack.rollback_async(snap, on_event=on_event, safety_snapshot=False))
+        await asyncio.wait_for(started.wait(), 60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    # The restore that was running finishes; then the rollback stops, `interrupted`.
+    deadline = time.monotonic() + 60
+    while not stack.history() or stack.history()[-1].status != "interrupted":
+        assert time.monotonic() < deadline, [r.status for r in stack.history()]
+        time.sleep(0.1)
+    record = stack.history()[-1]
+    assert stack.resume(record).succeeded
+    assert (tmp_path / "a.txt").read_text() == "a1" and (tmp_path / "b.txt").read_text() == "b1"
