@@ -7,7 +7,7 @@
 //! So the core's callback only queues a copy of the event; a thread of the call's own
 //! takes them off the queue, in order, and calls Python with the GIL.
 //!
-//! The call waits for that thread before it returns (and before its awaitable
+//! The call waits for that thread before it returns (and before its coroutine
 //! completes): when `rollback()` returns, every event has been delivered, yet the
 //! record's times are the rollback's alone. Only Ctrl-C while waiting (or the asyncio
 //! task being cancelled) gives up the events not delivered yet.
@@ -149,8 +149,8 @@ impl Delivery {
         }
     }
 
-    /// [`Delivery::finish_blocking`] for an awaitable; dropping the future (the task was
-    /// cancelled) drops what is left.
+    /// [`Delivery::finish_blocking`] for a coroutine's call; dropping the future (the call was
+    /// aborted) drops what is left.
     pub async fn finish(self) {
         self.end();
         let state = self.state.clone();
@@ -159,7 +159,7 @@ impl Delivery {
 }
 
 impl Drop for Delivery {
-    // A call that never finished its delivery (its awaitable was dropped, its wait
+    // A call that never finished its delivery (its coroutine was never run, its wait
     // interrupted) leaves no thread behind delivering to a caller that is gone.
     fn drop(&mut self) {
         self.abandon();

@@ -110,8 +110,12 @@ def shipped_texts():
         yield f.name, f.read_text()
     seen = set()
 
+    def ours(obj):
+        name = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None) or ""
+        return name == "rollback" or name.startswith("rollback.")
+
     def docs(prefix, obj):
-        if id(obj) in seen:
+        if id(obj) in seen or ((isinstance(obj, type) or inspect.ismodule(obj)) and not ours(obj)):
             return
         seen.add(id(obj))
         doc = getattr(obj, "__doc__", None)
